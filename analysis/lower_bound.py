@@ -1,0 +1,106 @@
+"""The human lower bound: how far two random halves of the same human sample are apart.
+
+Anthology (Moon et al. 2024) reports, next to each persona method, the value
+a perfect simulator could hope for: split the human respondents at random into
+two halves, compute each metric between the halves, and average over splits
+(SPEC section 4; the paper's ATP values are
+:data:`analysis.metrics.PAPER_ATP_LOWER_BOUNDS`).
+
+* WD: per question, W1 between the two halves' survey-weighted answer
+  distributions, averaged over questions, then over splits.
+* Frobenius: between the two halves' weighted correlation matrices.
+* alpha is not a distance between halves: the "lower bound" row reports the
+  Cronbach's alpha of a random half (mean over both halves and all splits),
+  i.e. the alpha a perfect simulator of half the sample would show.
+
+Each split shuffles the respondents and cuts at ``N // 2`` (first half smaller
+when N is odd), like the Anthology code.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from analysis.metrics import ItemProducts, OptionIndicators, frobenius_distance, pairwise_moments, wasserstein_many, weighted_distributions
+
+
+@dataclass(frozen=True)
+class LowerBound:
+    """Split-half metrics: mean and standard deviation over ``n_splits`` random splits."""
+
+    wd: float
+    wd_sd: float
+    fro: float
+    fro_sd: float
+    alpha: float
+    alpha_sd: float
+    n_splits: int
+    n_humans: int
+    seed: int
+    normalize: bool
+    per_question_wd: dict[str, float] = field(default_factory=dict)
+
+
+def human_lower_bound(study, n_splits: int = 100, seed: int = 0, *, normalize: bool = True) -> LowerBound:
+    """Split-half lower bound of a loaded :class:`analysis.human_data.HumanStudy`.
+
+    ``normalize`` controls the WD scale (positions rescaled to [0, 1], default)
+    and must match the scale of the persona WD it is compared with.
+    """
+    if not study.is_individual:
+        raise ValueError(f"{study.name}: the split-half lower bound needs individual answers, not aggregate counts")
+    if study.n < 4:
+        raise ValueError(f"{study.name}: the split-half lower bound needs at least 4 respondents, got {study.n}")
+    # Prepared once: every split only changes the 0/1 frequency counts.
+    answers = OptionIndicators(study.answer_matrix(), [q.n_options for q in study.questions])
+    positions = ItemProducts(study.position_matrix())
+    weights = study.weights
+    questions = study.questions
+    n_options = [q.n_options for q in questions]
+    option_positions = [q.positions for q in questions]
+    rng = np.random.default_rng(seed)
+    n, half = study.n, study.n // 2
+
+    # Each split is a pair of 0/1 membership vectors (frequency counts); the
+    # metrics are evaluated for a block of splits at once (see the batched
+    # forms in analysis.metrics).  Blocks bound the [splits, N, Q] temporaries.
+    block = max(1, int(4e6 // max(1, n * len(questions))))
+    total = pairwise_moments(positions, weights)
+    wd, fro, alpha = [], [], []
+    for start in range(0, n_splits, block):
+        size = min(block, n_splits - start)
+        in_a = np.zeros((size, n))
+        for s in range(size):
+            in_a[s, rng.permutation(n)[:half]] = 1.0
+        in_b = 1.0 - in_a
+        pa = weighted_distributions(answers, weights=weights, counts=in_a)
+        pb = weighted_distributions(answers, weights=weights, counts=in_b)
+        wd.append(wasserstein_many(pa, pb, option_positions, n_options, normalize=normalize))
+        # The second half's sums are the total's minus the first half's.
+        moments_a = pairwise_moments(positions, weights, in_a)
+        moments_b = total - moments_a
+        fro.append(frobenius_distance(moments_a.corr(), moments_b.corr()))
+        alpha.append(0.5 * (moments_a.alpha() + moments_b.alpha()))
+    wd, fro, alpha = np.concatenate(wd), np.concatenate(fro), np.concatenate(alpha)
+
+    # A question nobody in a (small) half answered gives NaN for that split; it is
+    # left out of that split's mean rather than poisoning it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        per_split_wd = np.nanmean(wd, axis=1)
+        per_question = np.nanmean(wd, axis=0)
+        return LowerBound(
+            wd=float(np.nanmean(per_split_wd)),
+            wd_sd=float(np.nanstd(per_split_wd, ddof=1)) if n_splits > 1 else 0.0,
+            fro=float(np.mean(fro)),
+            fro_sd=float(np.std(fro, ddof=1)) if n_splits > 1 else 0.0,
+            alpha=float(np.nanmean(alpha)),
+            alpha_sd=float(np.nanstd(alpha, ddof=1)) if n_splits > 1 else 0.0,
+            n_splits=n_splits,
+            n_humans=n,
+            seed=seed,
+            normalize=normalize,
+            per_question_wd={q.id: float(per_question[j]) for j, q in enumerate(questions)},
+        )

