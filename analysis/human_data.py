@@ -60,6 +60,9 @@ How a raw value becomes an option index (questions and traits alike):
 5. ``default_missing`` and a numeric code ``>= 90`` or ``< 0`` -> missing;
 6. anything else is an error naming the value.
 
+Study files are read with YAML 1.2 booleans: ``Yes`` / ``No`` / ``On`` /
+``Off`` stay text (only ``true`` / ``false`` are booleans).
+
 Missing answers are NaN in :attr:`HumanStudy.responses`; a missing or refused
 trait is ``-1`` in :attr:`HumanStudy.demographics` (the matcher gives it a
 uniform factor).  Every problem raises :class:`StudyError`, one line:
@@ -68,6 +71,7 @@ uniform factor).  Every problem raises :class:`StudyError`, one line:
 from __future__ import annotations
 
 import math
+import re
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -325,6 +329,20 @@ class HumanStudy:
 # ---------------------------------------------------------------------------
 
 
+class _StudyLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: YAML 1.1 reads yes/no/on/off as booleans,
+    which would turn survey options such as ``[Yes, No]`` into ``[True, False]``."""
+
+
+_StudyLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StudyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def builtin_studies() -> dict[str, Path]:
     """Built-in study definitions shipped in ``analysis/studies``: name -> path."""
     return {p.stem: p for p in sorted(STUDIES_DIR.glob("*.yaml"))}
@@ -412,7 +430,7 @@ def load_spec(source: str | Path, overrides: Mapping | None = None) -> tuple[Stu
     """Parse and validate a study file (no data read).  Returns ``(spec, path, label)``."""
     path, label = _resolve(source)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StudyLoader)  # noqa: S506 -- a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "YAML"
@@ -532,7 +550,8 @@ def _code_series(
         values = pd.to_numeric(raw, errors="coerce")
         bad_text = raw[values.isna() & raw.notna()]
         if len(bad_text):
-            raise StudyError(f"{where}.bins: column '{column}' has non-numeric value {_fmt(bad_text.iloc[0])} (binned columns must be numeric)")
+            value = _fmt(bad_text.iloc[0])
+            raise StudyError(f"{where}.bins: column '{column}' has non-numeric value {value} (binned columns must be numeric)")
         x = values.to_numpy(float)
         drop = np.isnan(x) | np.isin(x, [m for m in missing if isinstance(m, float)])
         inside = (x >= edges[0]) & (x <= edges[-1])
@@ -586,7 +605,9 @@ def _code_series(
 def _source_path(spec: StudySpec, spec_path: Path, label: str, from_override: bool) -> Path:
     src = spec.source
     if not src.path:
-        hint = " (for a Pew ATP wave: download the .sav from Pew Research Center, then pass overrides={'source': {'path': ...}})" if src.kind == "sav" else ""
+        hint = ""
+        if src.kind == "sav":
+            hint = " (for a Pew ATP wave: download the .sav from Pew Research Center, then pass overrides={'source': {'path': ...}})"
         raise StudyError(f"{label}: source.path: required for kind '{src.kind}': the path of your data file{hint}")
     p = Path(src.path).expanduser()
     if not p.is_absolute() and not from_override:
@@ -703,7 +724,9 @@ def _weights(df: pd.DataFrame, spec: StudySpec, label: str) -> np.ndarray:
     w = pd.to_numeric(df[spec.weight], errors="coerce").to_numpy(float)
     bad = ~np.isfinite(w) | (w < 0)
     if bad.any():
-        raise StudyError(f"{label}: weight: column '{spec.weight}' has {int(bad.sum())} missing, non-numeric or negative weights (expected numbers >= 0)")
+        raise StudyError(
+            f"{label}: weight: column '{spec.weight}' has {int(bad.sum())} missing, non-numeric or negative weights (expected numbers >= 0)"
+        )
     return w
 
 
@@ -790,14 +813,16 @@ def _load_aggregate(spec: StudySpec, df: pd.DataFrame, label: str, origin: str) 
         is_q = df[src.question_column].astype(str) == q.id
         if not is_q.any():
             raise StudyError(f"{where}.id: no rows for question '{q.id}' in the aggregate table (column '{src.question_column}')")
-        option = _code_series(df.loc[is_q, src.option_column], q.model_copy(update={"column": src.option_column}), spec.default_missing, where)
+        as_option = q.model_copy(update={"column": src.option_column})
+        option = _code_series(df.loc[is_q, src.option_column], as_option, spec.default_missing, where)
         part = pd.DataFrame({"trait": trait_of[is_q], "group": -1, "question": q.id, "option": option, "count": counts[is_q]})
         for name, (j, t) in traits.items():
             sel = part["trait"] == name
             if sel.any():
                 group_raw = df.loc[is_q, src.group_column][sel.to_numpy()]
                 item = t.model_copy(update={"column": src.group_column})
-                part.loc[sel, "group"] = _code_series(group_raw, item, spec.default_missing, f"{label}: demographics[{j}]").fillna(-1).to_numpy()
+                group = _code_series(group_raw, item, spec.default_missing, f"{label}: demographics[{j}]")
+                part.loc[sel, "group"] = group.fillna(-1).to_numpy()
         part = part[(part["trait"] == "") | part["trait"].isin(list(traits))]
         part = part[part["option"].notna()]
         if not (part["trait"] == "").any():

@@ -18,6 +18,7 @@ when N is odd), like the Anthology code.
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass, field
 
@@ -43,12 +44,41 @@ class LowerBound:
     per_question_wd: dict[str, float] = field(default_factory=dict)
 
 
+_CACHE: dict[str, LowerBound] = {}
+_CACHE_SIZE = 256
+
+
+def _content_key(study, n_splits: int, seed: int, normalize: bool) -> str:
+    """Hash of everything the lower bound depends on (answers, weights, positions, settings)."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(study.answer_matrix()).tobytes())
+    h.update(np.ascontiguousarray(study.weights, dtype=float).tobytes())
+    for q in study.questions:
+        h.update(repr((q.id, q.n_options, q.positions)).encode())
+    h.update(repr((n_splits, seed, normalize)).encode())
+    return h.hexdigest()
+
+
 def human_lower_bound(study, n_splits: int = 100, seed: int = 0, *, normalize: bool = True) -> LowerBound:
     """Split-half lower bound of a loaded :class:`analysis.human_data.HumanStudy`.
 
     ``normalize`` controls the WD scale (positions rescaled to [0, 1], default)
-    and must match the scale of the persona WD it is compared with.
+    and must match the scale of the persona WD it is compared with.  Results
+    are memoised by content (answers, weights, positions, settings): every
+    persona condition of a study shares its lower bounds, whole-sample and
+    per subgroup, so they are computed once per process.
     """
+    key = _content_key(study, n_splits, seed, normalize) if study.is_individual else ""
+    if key in _CACHE:
+        return _CACHE[key]
+    result = _compute(study, n_splits, seed, normalize)
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = result
+    return result
+
+
+def _compute(study, n_splits: int, seed: int, normalize: bool) -> LowerBound:
     if not study.is_individual:
         raise ValueError(f"{study.name}: the split-half lower bound needs individual answers, not aggregate counts")
     if study.n < 4:
@@ -65,8 +95,8 @@ def human_lower_bound(study, n_splits: int = 100, seed: int = 0, *, normalize: b
 
     # Each split is a pair of 0/1 membership vectors (frequency counts); the
     # metrics are evaluated for a block of splits at once (see the batched
-    # forms in analysis.metrics).  Blocks bound the [splits, N, Q] temporaries.
-    block = max(1, int(4e6 // max(1, n * len(questions))))
+    # forms in analysis.metrics).  Blocks bound the [splits, N] count matrices.
+    block = max(1, int(4e6 // n))
     total = pairwise_moments(positions, weights)
     wd, fro, alpha = [], [], []
     for start in range(0, n_splits, block):

@@ -23,9 +23,10 @@ Methods:
 * ``random``: a seeded baseline, one-to-one (without replacement) when there
   are at least as many personas as humans, with replacement otherwise.
 
-Scale: 40,000 personas x 5,000 humans x 9 traits runs in seconds; the
-max-weight matrix is the only large allocation (``H x V`` float64, 1.6 GB at
-that size) -- see ``benchmarks/bench_matching.py``.
+Scale (``benchmarks/bench_matching.py``, 40,000 personas x 5,000 humans x 9
+traits, 2 busy cores): greedy about 3 s and 0.45 GB peak, max-weight about
+12 s and 1.7 GB peak -- the ``H x V`` float64 weight matrix (1.6 GB) is the
+only large allocation; greedy never holds more than a 256 MB block of it.
 """
 from __future__ import annotations
 
@@ -281,7 +282,14 @@ def _max_weight(logs: list[np.ndarray], codes: np.ndarray, n_personas: int, n_hu
     return chosen
 
 
-def match_study(study, persona_probs: Mapping[str, np.ndarray], method: str = "greedy", *, seed: int = 0, objective: str = "weight") -> MatchResult:
+def match_study(
+    study,
+    persona_probs: Mapping[str, np.ndarray],
+    method: str = "greedy",
+    *,
+    seed: int = 0,
+    objective: str = "weight",
+) -> MatchResult:
     """:func:`match` on a loaded :class:`analysis.human_data.HumanStudy` (all of its traits).
 
     Checks that each persona matrix has one column per option of the study's

@@ -272,7 +272,12 @@ def plot_metrics_vs_lower_bound(evaluations: Sequence[Evaluation], path: Path) -
     labels = [f"{ev.label}\n{ev.study}" if len(_studies(evaluations)) > 1 else ev.label for ev in evaluations]
     lbs = _lower_bounds(evaluations)
     x = np.arange(len(evaluations))
-    for k, (metric, attr, lb_attr) in enumerate((("WD (lower is better)", "wd", "wd"), ("Fro. (lower is better)", "fro", "fro"), ("alpha (higher is better)", "alpha_persona", "alpha"))):
+    panels = (
+        ("WD (lower is better)", "wd", "wd"),
+        ("Fro. (lower is better)", "fro", "fro"),
+        ("alpha (higher is better)", "alpha_persona", "alpha"),
+    )
+    for k, (metric, attr, lb_attr) in enumerate(panels):
         ax = fig.add_subplot(1, 3, k + 1)
         ax.bar(x, [np.nan_to_num(getattr(ev, attr)) for ev in evaluations], color="#55a868")
         for j, ev in enumerate(evaluations):
@@ -307,7 +312,11 @@ def summary_markdown(evaluations: Sequence[Evaluation], title: str | None = None
     lines = [f"# {title or 'Personas vs humans: ' + ', '.join(studies)}", ""]
     lines.append(
         "WD: Wasserstein-1 distance per question between the humans' survey-weighted answer distribution and the "
-        + ("matched personas' distribution, option positions rescaled to [0, 1] (OpinionQA/SubPOP), " if normalized else "matched personas' distribution on raw option positions, ")
+        + (
+            "matched personas' distribution, option positions rescaled to [0, 1] (OpinionQA/SubPOP), "
+            if normalized
+            else "matched personas' distribution on raw option positions (as the Anthology code), "
+        )
         + "averaged over questions. Fro.: Frobenius norm of the difference of the inter-question correlation matrices. "
         "alpha: Cronbach's alpha of the personas' answers. Last row: split-half human lower bound "
         f"(mean over {next((lb.n_splits for lb in _lower_bounds(evaluations).values() if lb), 0)} random splits)."
@@ -331,7 +340,8 @@ def summary_markdown(evaluations: Sequence[Evaluation], title: str | None = None
     groups = subgroups_table(evaluations)
     if not groups.empty:
         lines += ["## Subgroups", ""]
-        shown = groups[["study", "condition", "matching", "trait", "group", "n_humans", "wd", "fro", "alpha_persona", "lb_wd", "lb_fro", "lb_alpha"]]
+        columns = ["study", "condition", "matching", "trait", "group", "n_humans", "wd", "fro", "alpha_persona", "lb_wd", "lb_fro", "lb_alpha"]
+        shown = groups[columns]
         lines += [markdown_table(shown.set_index(["study", "condition"])), ""]
 
     stats = [(ev.label, ev.match_stats) for ev in evaluations if ev.match_stats is not None]

@@ -76,7 +76,9 @@ class PersonaAnswers:
             return cls(probs=a.astype(float))
         if a.ndim == 2:
             return cls(sampled=np.where(np.isfinite(a.astype(float)), a, -1).astype(np.int64))
-        raise ValueError(f"persona answers must be [personas, questions, options] distributions or [personas, questions] indices, got shape {a.shape}")
+        raise ValueError(
+            f"persona answers must be [personas, questions, options] distributions or [personas, questions] indices, got shape {a.shape}"
+        )
 
     @property
     def n_rows(self) -> int:
@@ -311,16 +313,17 @@ def _question_rows(study, al: _Aligned, scored: dict) -> list[QuestionResult]:
     rows = []
     for j, q in enumerate(study.questions):
         k = q.n_options
-        rows.append(
-            QuestionResult(q.id, q.text, q.options, float(scored["per_question"][j]), scored["human_dist"][j, :k], scored["persona_dist"][j, :k], int(answered[j]))
-        )
+        wd, human, persona = float(scored["per_question"][j]), scored["human_dist"][j, :k], scored["persona_dist"][j, :k]
+        rows.append(QuestionResult(q.id, q.text, q.options, wd, human, persona, int(answered[j])))
     return rows
 
 
 HEADLINE = ("wd", "fro", "alpha_human", "alpha_persona")
 
 
-def _bootstrap(study, al: _Aligned, normalize: bool, n_boot: int, seed: int, level: float = 0.95) -> dict[str, ConfidenceInterval]:
+def _bootstrap(
+    study, al: _Aligned, point: dict, normalize: bool, n_boot: int, seed: int, level: float = 0.95
+) -> dict[str, ConfidenceInterval]:
     """Percentile CIs of the headline metrics, resampling humans with their matched personas.
 
     Resample ``b`` draws the same row indices as :func:`analysis.metrics.bootstrap_cis`
@@ -329,7 +332,7 @@ def _bootstrap(study, al: _Aligned, normalize: bool, n_boot: int, seed: int, lev
     """
     n = al.weights.size
     rng = np.random.default_rng(seed)
-    block = max(1, int(2e6 // max(1, n * len(study.questions))))
+    block = max(1, int(4e6 // n))  # replicates per batch: bounds the [replicates, H] count matrix
     values = {k: [] for k in HEADLINE}
     for start in range(0, n_boot, block):
         size = min(block, n_boot - start)
@@ -337,7 +340,6 @@ def _bootstrap(study, al: _Aligned, normalize: bool, n_boot: int, seed: int, lev
         scored = _score(study, al, normalize, counts)
         for k in HEADLINE:
             values[k].append(np.asarray(scored[k], dtype=float))
-    point = _score(study, al, normalize)
     tail = (1.0 - level) / 2.0 * 100.0
     out = {}
     for k in HEADLINE:
@@ -452,7 +454,7 @@ def evaluate(
 
     aligned = _align(study, answers, rows)
     scored = _score(study, aligned, normalize)
-    ci = _bootstrap(study, aligned, normalize, n_boot, seed) if n_boot > 0 else {}
+    ci = _bootstrap(study, aligned, scored, normalize, n_boot, seed) if n_boot > 0 else {}
 
     if lower_bound is True:
         lb = human_lower_bound(study, n_splits=n_splits, seed=seed, normalize=normalize)

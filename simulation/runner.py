@@ -81,7 +81,7 @@ def write_outputs(model, out: Path) -> list[Path]:
         path = out / f"{name}.csv"
         df.to_csv(path, index=False, float_format="%.6f", lineterminator="\n")
         files.append(path)
-        extra.append(f"\n## {name.replace('_', ' ')}\n\n{markdown_table(df)}\n")
+        extra.append(f"\n## {name.replace('_', ' ')}\n\n{markdown_table(df.set_index(df.columns[0]))}\n")
     for note in result.get("notes", []):
         extra.append(f"\n> {note}\n")
     if extra:

@@ -72,7 +72,7 @@ def test_wasserstein_hand_cases():
     assert math.isnan(wasserstein([0, 0], [1, 0]))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(distribution_pair(), st.data())
 def test_wasserstein_matches_scipy_and_pot(pq, data):
     p, q = pq
@@ -86,7 +86,7 @@ def test_wasserstein_matches_scipy_and_pot(pq, data):
     assert wasserstein(p, q, positions) == pytest.approx(wasserstein_distance(x01, x01, p, q), abs=1e-9)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(distribution_pair())
 def test_wasserstein_properties(pq):
     p, q = pq
@@ -101,7 +101,7 @@ def test_wasserstein_properties(pq):
     assert wasserstein(p, q, np.arange(p.size) * 3.0 + 7) == pytest.approx(d, abs=1e-12)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(distribution_triple())
 def test_wasserstein_triangle_inequality(pqr):
     p, q, r = pqr

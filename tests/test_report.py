@@ -173,3 +173,29 @@ def test_gap_table_layout():
     assert list(table.index) == ["Human", "Anthology"]
     assert table.loc["Human", "delta Democrat"] == 1.630 and table.loc["Human", "d Republican"] == 2.263
     assert table.loc["Anthology", "WD Republican"] == 0.12
+
+
+def test_one_hot_distributions_sample_their_only_option(gss):
+    """Drawing from a one-hot distribution must return that option: same metrics as passing the indices."""
+    study = gss.select(gss.question_ids[:5])
+    sampled = np.random.default_rng(4).integers(0, 3, size=(study.n, 5))
+    one_hot = np.eye(3)[sampled]
+    from_probs = evaluate(study, one_hot, lower_bound=False, n_boot=0, subgroups=[])
+    from_indices = evaluate(study, sampled, lower_bound=False, n_boot=0, subgroups=[])
+    assert from_probs.fro == pytest.approx(from_indices.fro) and from_probs.wd == pytest.approx(from_indices.wd)
+    assert from_probs.alpha_persona == pytest.approx(from_indices.alpha_persona)
+
+
+def test_survey_weights_weight_humans_and_their_personas(tmp_path):
+    data = pd.DataFrame({"q": [1, 2, 2, 1], "w": [1.0, 3.0, 1.0, 1.0]})
+    (tmp_path / "s.yaml").write_text(
+        "name: weighted\nsource: {kind: csv, path: unused.csv}\nweight: w\n"
+        "questions:\n  - {id: q, column: q, text: 'Q?', options: [Yes, No]}\n"
+    )
+    study = load_study(tmp_path / "s.yaml", data=data)
+    assert study.distribution("q") == pytest.approx([2 / 6, 4 / 6])
+    personas = np.array([[[1.0, 0.0]], [[0.0, 1.0]], [[0.5, 0.5]], [[1.0, 0.0]]])
+    ev = evaluate(study, personas, lower_bound=False, n_boot=0, subgroups=[])
+    # (1 * [1, 0] + 3 * [0, 1] + 1 * [.5, .5] + 1 * [1, 0]) / 6
+    assert ev.questions[0].persona_dist == pytest.approx([2.5 / 6, 3.5 / 6])
+    assert ev.wd == pytest.approx(0.5 / 6)

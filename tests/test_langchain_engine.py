@@ -1,0 +1,155 @@
+"""The LangChain chat-model adapter.
+
+Unit tests run on LangChain's fake chat model (no logprobs: the adapter must fall
+back to sampling). The ``vllm`` tests drive ``ChatOpenAI`` against the real vLLM
+server's chat endpoint (session fixture ``vllm_server``) both ways: logprobs,
+and forced sampling.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from agents.llm.base import GenerateRequest, OptionRequest, option_letters
+from agents.llm.langchain_engine import LangChainEngine, parse_letter
+from agents.llm.openai_engine import OpenAIEngine
+
+SYSTEM = "You answer survey questions. Reply with the letter of one option only."
+PERSONA = (
+    "Question: Tell me about yourself.\nAnswer: I am 58 and grew up on a dairy farm in Wisconsin. "
+    "I go to church most Sundays and I worry about prices.\n\n"
+    "Please answer the following question keeping in mind your previous answers.\n"
+)
+QUESTIONS = [
+    ("How often do you attend religious services?", ["Never", "A few times a year", "Once a month", "Every week"]),
+    ("Do you think the country's economy is getting better or worse?", ["Better", "About the same", "Worse"]),
+    ("Would you describe where you grew up as", ["A big city", "A suburb", "A small town", "A rural area"]),
+]
+
+
+def requests() -> list[OptionRequest]:
+    out = []
+    for q, opts in QUESTIONS:
+        letters = option_letters(len(opts))
+        body = "".join(f"({l}) {o}\n" for l, o in zip(letters, opts))
+        out.append(OptionRequest(PERSONA, f"Question: {q}\n{body}Answer:", letters))
+    return out
+
+
+def tv(p, q) -> float:
+    return 0.5 * float(np.abs(np.asarray(p) - np.asarray(q)).sum())
+
+
+# ------------------------------------------------------------------ no server
+
+
+def test_parse_letter():
+    opts = ("A", "B", "C", "D")
+    assert parse_letter("(B) Sometimes", opts) == "B"
+    assert parse_letter(" C", opts) == "C"
+    assert parse_letter("D. Every week", opts) == "D"
+    assert parse_letter("I think the answer is (A)", opts) == "A"
+    assert parse_letter("I would say B", opts) == "B"
+    assert parse_letter("Every week", opts) is None
+    assert parse_letter("(E)", opts) is None
+
+
+def test_walk_through_an_opening_parenthesis():
+    # P(A) = P("A") + P("(") * P("A" | "(") ; the rest of the mass is outside.
+    content = [
+        {"token": "(", "logprob": math.log(0.6),
+         "top_logprobs": [{"token": "(", "logprob": math.log(0.6)}, {"token": "A", "logprob": math.log(0.2)},
+                          {"token": " B", "logprob": math.log(0.1)}]},
+        {"token": "A", "logprob": math.log(0.5),
+         "top_logprobs": [{"token": "A", "logprob": math.log(0.5)}, {"token": "B", "logprob": math.log(0.3)},
+                          {"token": "Hmm", "logprob": math.log(0.2)}]},
+        {"token": ")", "logprob": 0.0, "top_logprobs": [{"token": "C", "logprob": math.log(0.9)}]},  # after the answer: ignored
+    ]
+    r = LangChainEngine._letters_from_positions(content, ("A", "B", "C"))
+    a, b = 0.2 + 0.6 * 0.5, 0.1 + 0.6 * 0.3
+    assert np.allclose(r.probs, [a / (a + b), b / (a + b), 0.0])
+    assert math.isclose(r.outside_mass, 1 - a - b)
+
+
+def test_auto_falls_back_to_sampling_without_logprobs():
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    fake = FakeListChatModel(responses=["(B) Sometimes", "A", "I am not sure", "B"])
+    eng = LangChainEngine(fake, samples=8, resample_rounds=0)
+    res = eng.option_probs([OptionRequest("", "Question: ?\n(A) x\n(B) y\nAnswer:", ("A", "B"))])[0]
+    assert res.method == "sampling:8" and eng.mode == "sampling" and not eng.exact_distributions
+    assert "no logprobs" in eng.fallback_reason
+    # The fake cycles through its 4 answers; the logprobs probe used one of them.
+    assert math.isclose(sum(res.probs), 1) and 0 < res.outside_mass < 0.5
+    assert res.probs[1] > res.probs[0]
+
+
+# ------------------------------------------------------------------ against vLLM's chat endpoint
+
+
+@pytest.fixture(scope="module")
+def chat(vllm_server):
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(model=vllm_server.name, base_url=vllm_server.base_url, api_key="EMPTY", timeout=120, max_retries=1)
+
+
+def chat_prompt(r: OptionRequest) -> str:
+    """The prompt vLLM builds from [system, user] with the model's chat template."""
+    from transformers import AutoTokenizer
+
+    from agents.llm.embedded import hf_folder
+
+    tok = AutoTokenizer.from_pretrained(str(hf_folder()))
+    msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": r.prompt}]
+    return tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+
+
+@pytest.mark.vllm
+def test_logprobs_mode_matches_the_completions_endpoint(chat, vllm_server):
+    reqs = requests()
+    first = LangChainEngine(chat, system=SYSTEM, answer_tokens=1)  # only the first answer token
+    got = first.option_probs(reqs)
+    assert first.mode == "logprobs" and first.exact_distributions
+    # Same numbers as the completions endpoint on the chat-templated prompt.
+    with OpenAIEngine.from_server(vllm_server) as raw:
+        want = raw.option_probs([OptionRequest(chat_prompt(r), "", r.options) for r in reqs])
+    for g, w in zip(got, want):
+        assert g.method == "logprobs" and math.isclose(sum(g.probs), 1)
+        assert tv(g.probs, w.probs) <= 0.05 and abs(g.outside_mass - w.outside_mass) <= 0.05, (g, w)
+    # Walking past an opening "(" only adds letter mass.
+    walked = LangChainEngine(chat, system=SYSTEM).option_probs(reqs)
+    for g, w in zip(walked, got):
+        assert g.outside_mass <= w.outside_mass + 0.03
+
+
+@pytest.mark.vllm
+def test_sampling_mode_estimates_the_same_distribution(chat):
+    reqs = requests()
+    exact = LangChainEngine(chat, system=SYSTEM, answer_tokens=1).option_probs(reqs)
+    # One-token answers at temperature 1 are draws from the distribution read above.
+    k = 400
+    sampler = LangChainEngine(chat, mode="sampling", samples=k, sample_tokens=1, resample_rounds=0, system=SYSTEM)
+    got = sampler.option_probs(reqs)
+    assert sampler.stats.generated_tokens >= k * len(reqs)
+    for g, e in zip(got, exact):
+        assert g.method == f"sampling:{k}" and math.isclose(sum(g.probs), 1)
+        assert tv(g.probs, e.probs) <= 0.15, (g, e)
+        assert abs(g.outside_mass - e.outside_mass) <= 0.1, (g, e)
+    # Seeds are passed through, so the same call sequence gives the same estimate.
+    again = LangChainEngine(chat, mode="sampling", samples=k, sample_tokens=1, resample_rounds=0, system=SYSTEM).option_probs(reqs)
+    assert [r.probs for r in again] == [r.probs for r in got]
+
+
+@pytest.mark.vllm
+def test_chat_generate(chat):
+    eng = LangChainEngine(chat)
+    a, b, c = eng.generate([
+        GenerateRequest("Tell me a short story about a cat.", max_tokens=20, temperature=1.0, seed=3),
+        GenerateRequest("Tell me a short story about a cat.", max_tokens=20, temperature=1.0, seed=3),
+        GenerateRequest("Count from 1 to 10, one number per line.", max_tokens=40, temperature=0.0, stop=("5",)),
+    ])
+    assert a.text.strip() and a.text == b.text and a.n_tokens > 0
+    assert "5" not in c.text and c.finish_reason == "stop", c
