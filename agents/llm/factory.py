@@ -110,7 +110,19 @@ def make_engine(cfg: EngineConfig) -> Engine:
     raise EngineError(f"engine: unknown kind '{cfg.kind}'")
 
 
+_LOADED: dict[str, Engine] = {}
+
+
+def shared_engine(cfg: EngineConfig) -> Engine:
+    """One loaded engine per configuration and process: sweeps, tests and the
+    browser page's sessions reuse the model instead of loading it again."""
+    key = cfg.model_dump_json()
+    if key not in _LOADED:
+        _LOADED[key] = make_engine(cfg)
+    return _LOADED[key]
+
+
 def cached_engine(cfg: EngineConfig, store, *, replay: bool = False) -> CachedEngine:
     """The engine every scenario uses: store-backed, model loaded on first miss."""
     exact = cfg.kind != "langchain"
-    return CachedEngine(store, cfg.fingerprint(), None if replay else (lambda: make_engine(cfg)), exact_distributions=exact)
+    return CachedEngine(store, cfg.fingerprint(), None if replay else (lambda: shared_engine(cfg)), exact_distributions=exact)

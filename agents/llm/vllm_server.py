@@ -188,6 +188,10 @@ def cpu_env(base: dict | None = None, kv_cache_gb: int = 2) -> dict:
     env.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_list())
     env.setdefault("VLLM_NO_USAGE_STATS", "1")
     env.setdefault("DO_NOT_TRACK", "1")
+    # vllm-cpu 0.32 cannot reload its AOT compile artefacts ("'function' object has no
+    # attribute 'finalize_loading'") and recompiles at every start (~2 min); the older
+    # inductor cache path reloads, so only the first start on a machine compiles.
+    env.setdefault("VLLM_USE_AOT_COMPILE", "0")
     return env
 
 
@@ -287,6 +291,9 @@ def serve(
         "--host", HOST, "--port", str(port),
         "--dtype", "bfloat16", "--max-model-len", str(max_model_len),
         "--enable-prefix-caching",
+        # vllm-cpu 0.32: a seeded request whose prompt is split by chunked prefill
+        # kills the engine ("CPU Generator does not use offset"); whole prompts only.
+        "--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(max_model_len, 4096)),
         # usage.prompt_tokens_details.cached_tokens: lets the client count prefix-cache hits
         "--enable-prompt-tokens-details",
         "--disable-uvicorn-access-log",

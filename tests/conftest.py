@@ -1,0 +1,46 @@
+"""Shared fixtures: the real embedded model (loaded once), real SQLite stores.
+
+Tests that need the vLLM server run last, so the server (several GB, both
+cores) never competes with the in-process engine tests.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from vllm_fixtures import *  # noqa: E402,F401,F403  (vllm_server and friends)
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda it: (it.get_closest_marker("vllm") is not None,))
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The embedded SmolLM2-135M-Instruct on transformers, shared by the session."""
+    from agents.llm.transformers_engine import TransformersEngine
+
+    return TransformersEngine.embedded()
+
+
+@pytest.fixture()
+def store(tmp_path):
+    from simulation.store import Store
+
+    return Store(tmp_path / "store.db")
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
