@@ -127,23 +127,25 @@ def anthology(engine: Engine, drafts: list[Draft], params: GenerationParams) -> 
         d.critic = [c for c in d.critic if c]
 
 
-def _critic_request(question: str, answer: str, check: str) -> OptionRequest:
+def _critic_request(question: str, answer: str, check: str, yes_first: bool) -> OptionRequest:
     prefix = f"Here is one answer from an interview.\nQuestion: {question}\nAnswer: {answer}\n\n"
-    suffix = f"Question: {CRITIC_CHECKS[check]}\n(A) Yes\n(B) No\nAnswer with (A) or (B).\nAnswer: ("
+    first, second = ("Yes", "No") if yes_first else ("No", "Yes")
+    suffix = f"Question: {CRITIC_CHECKS[check]}\n(A) {first}\n(B) {second}\nAnswer with (A) or (B).\nAnswer: ("
     return OptionRequest(prefix=prefix, suffix=suffix, options=("A", "B"))
 
 
 def critic_verdicts(engine: Engine, pairs: list[tuple[str, str]]) -> list[dict]:
-    """Six yes/no checks per (question, answer); P(yes) read from the option
-    distribution, "yes" when P(yes) > 0.5."""
-    reqs = [_critic_request(q, a, c) for q, a in pairs for c in CRITIC_CHECKS]
+    """Six yes/no checks per (question, answer). P(yes) is read from the option
+    distribution and averaged over both option orders (small models favour
+    "(A)" whatever it says); the check says "yes" when P(yes) > 0.5."""
+    reqs = [_critic_request(q, a, c, yf) for q, a in pairs for c in CRITIC_CHECKS for yf in (True, False)]
     res = engine.option_probs(reqs)
     out, k = [], 0
     for _ in pairs:
         v = {}
         for c in CRITIC_CHECKS:
-            v[c] = round(float(res[k].probs[0]), 6)
-            k += 1
+            v[c] = round(float(res[k].probs[0] + res[k + 1].probs[1]) / 2, 6)
+            k += 2
         out.append({"p_yes": v, "flagged": sorted(c for c, p in v.items() if p > 0.5)})
     return out
 

@@ -26,7 +26,7 @@ TRAIT_QUESTIONS = {
 
 # Sentence templates; {v} is the category label. Order is the order of the text.
 _BIO = {
-    "age": "I am {v} years old.",
+    "age": "I am {v}.",
     "gender": "My gender is {v}.",
     "race": "Racially, I identify as {v}.",
     "education": "The highest level of education I have completed is: {v}.",
@@ -37,7 +37,7 @@ _BIO = {
     "ideology": "Politically, I would describe my views as {v}.",
 }
 _PORTRAY = {
-    "age": "You are {v} years old.",
+    "age": "You are {v}.",
     "gender": "Your gender is {v}.",
     "race": "Racially, you identify as {v}.",
     "education": "The highest level of education you have completed is: {v}.",
@@ -59,7 +59,8 @@ def _items(profile: dict) -> list[tuple[str, str]]:
 
 
 def _age(v: str) -> str:
-    return v.replace("+", " or older") if v.endswith("+") else v
+    """'30-49' -> '30-49 years old'; '65+' -> '65 years old or older'."""
+    return f"{v[:-1]} years old or older" if v.endswith("+") else f"{v} years old"
 
 
 def qa(profile: dict) -> str:

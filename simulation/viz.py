@@ -1,0 +1,951 @@
+"""The Mesa browser page (SolaraViz): a live run of a scenario YAML, or a replay.
+
+``make_page(source)`` returns the solara page for one :class:`ViewSource` (a
+scenario file with ``--set`` overrides, or a logged run id in a store). The page
+builds **one model per browser session** (inside the session, in a background
+thread, never at module level), so two tabs never share state. The expensive
+parts are shared underneath: the loaded LLM through
+``agents.llm.factory.shared_engine`` (what ``cached_engine`` uses) and the
+responses through the SQLite store cache.
+
+The model handed to SolaraViz is :class:`PersonaeViz`, a thin Mesa model that
+owns the scenario model (``.sim``, built exactly like ``run.py`` builds it) and
+turns the SolaraViz controls (``model_params``: population size, conditioning
+method, seed) into config overrides. SolaraViz re-instantiates the model class
+with the current parameters on *Reset*; :class:`PersonaeViz` catches every
+build or step error and keeps it as a one-line message for the page instead of
+a traceback.
+
+Components (functions of the model, as SolaraViz expects):
+
+* ``PersonaMap``: the personas as a grid (one row block per condition) or a
+  network, coloured by party / condition / answer / any profile trait (a
+  selector), each marked by its current answer (letter and marker shape).
+* ``AnswerDistributions``: the current question's option distribution per
+  condition beside the human one when the study provides it.
+* ``FidelityPlot``: running mean Wasserstein distance to the humans per
+  condition over the steps, against the running human split-half lower bound.
+* Mesa's own ``make_plot_component("mean_outside_mass")`` from the DataCollector.
+* ``ConsensusPanel`` (consensus scenarios): each round's statement and each
+  participant's agreement. It reads a generic interface, see
+  :func:`consensus_view`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import textwrap
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import warnings  # noqa: E402
+
+import mesa  # noqa: E402
+import numpy as np  # noqa: E402
+import solara  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+with warnings.catch_warnings():
+    # Mesa 3.3's ComponentsView trips solara's rules-of-hooks check at import.
+    warnings.filterwarnings("ignore", message=".*found despite early return.*", category=UserWarning)
+    from mesa.visualization import SolaraViz, make_plot_component  # noqa: E402
+    from mesa.visualization.utils import update_counter  # noqa: E402
+
+# Live models share one loaded engine (torch is not re-entrant across
+# sessions): builds and steps of live sessions take turns. Replays never call
+# an engine and do not wait.
+ENGINE_LOCK = threading.RLock()
+
+ENV_SCENARIO = "PERSONAE_SCENARIO"
+ENV_SET = "PERSONAE_SET"
+ENV_REPLAY = "PERSONAE_REPLAY"
+ENV_STORE = "PERSONAE_STORE"
+
+CONDITIONS = ("anthology", "interview", "qa", "bio", "portray", "imported")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "p", "<", ">")
+
+
+# ---------------------------------------------------------------- source
+@dataclass(frozen=True)
+class ViewSource:
+    """What a page shows: a scenario YAML (+ ``--set`` overrides) run live, or
+    a logged run replayed from a store."""
+
+    scenario: str | None = None
+    overrides: tuple[str, ...] = ()
+    replay: str | None = None
+    store: str = "personae.db"
+
+    @property
+    def mode(self) -> str:
+        return "replay" if self.replay else "live"
+
+    def describe(self) -> str:
+        if self.replay:
+            return f"replay of run {self.replay} from {self.store}"
+        return f"live run of {self.scenario}" + (f" ({', '.join(self.overrides)})" if self.overrides else "")
+
+    def to_env(self) -> dict[str, str]:
+        env = {ENV_STORE: self.store}
+        if self.replay:
+            env[ENV_REPLAY] = self.replay
+        if self.scenario:
+            env[ENV_SCENARIO] = self.scenario
+        if self.overrides:
+            env[ENV_SET] = json.dumps(list(self.overrides))
+        return env
+
+    @classmethod
+    def from_env(cls, env=None) -> "ViewSource":
+        """``PERSONAE_SCENARIO`` (a YAML path) or ``PERSONAE_REPLAY`` (a run id);
+        ``PERSONAE_SET``: overrides, a JSON list or one ``key=value`` per line;
+        ``PERSONAE_STORE``: the store of a replay (default personae.db)."""
+        env = os.environ if env is None else env
+        raw = env.get(ENV_SET, "").strip()
+        if raw.startswith("["):
+            overrides = tuple(str(x) for x in json.loads(raw))
+        else:
+            overrides = tuple(line.strip() for line in raw.splitlines() if line.strip())
+        return cls(
+            scenario=env.get(ENV_SCENARIO) or None,
+            overrides=overrides,
+            replay=env.get(ENV_REPLAY) or None,
+            store=env.get(ENV_STORE) or "personae.db",
+        )
+
+
+def one_line(exc: BaseException) -> str:
+    """The page's message for an error: Personae's own errors are already one
+    line naming the file/field; anything else is reduced to its first line."""
+    from agents.bank import BankError
+    from agents.llm.base import EngineError
+    from simulation.config import ConfigError
+    from simulation.runner import RunError
+
+    text = str(exc).strip()
+    first = text.splitlines()[0].strip() if text else ""
+    if isinstance(exc, (ConfigError, EngineError, BankError, RunError, ViewError)):
+        return first or type(exc).__name__
+    if isinstance(exc, (ValueError, KeyError, FileNotFoundError)) and first:
+        return first.strip("'\"")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+class ViewError(ValueError):
+    """A page that cannot be shown (one line)."""
+
+
+def param_overrides(population_size=None, conditioning=None, seed=None) -> list[str]:
+    """SolaraViz control values -> ``--set`` overrides (None: leave as configured)."""
+    out = []
+    if population_size is not None:
+        out.append(f"population.size={int(population_size)}")
+    if conditioning:
+        methods = [m.strip() for m in str(conditioning).split(",") if m.strip()]
+        out.append(f"population.conditions=[{', '.join(methods)}]")
+    if seed is not None and str(seed).strip() != "":
+        out.append(f"seed={int(seed)}")
+    return out
+
+
+def resolve(source: ViewSource, params: dict | None = None):
+    """(config, run id) of a source; raises ConfigError / ViewError with one line."""
+    from simulation.config import load_config, validate_config
+    from simulation.store import Store
+
+    if source.replay:
+        if not Path(source.store).exists():
+            raise ViewError(f"replay: store file '{source.store}' not found (pass --store PATH)")
+        store = Store(source.store)
+        row = store.get_run(source.replay)
+        if row is None:
+            known = ", ".join(r["run_id"] for r in store.list_runs()[-3:]) or "none"
+            raise ViewError(f"replay: no run '{source.replay}' in {source.store} (latest: {known})")
+        return validate_config(row["config"], f"{source.store}:runs[{source.replay}].config"), source.replay
+    if not source.scenario:
+        raise ViewError(f"no scenario: set {ENV_SCENARIO}=scenarios/X.yaml or {ENV_REPLAY}=RUN_ID (or use: python run.py view ...)")
+    cfg = load_config(source.scenario, [*source.overrides, *param_overrides(**(params or {}))])
+    return cfg, cfg.run_id()
+
+
+def model_params_for(source: ViewSource, cfg) -> dict:
+    """SolaraViz ``model_params``: the source (fixed) and, for a live run, the
+    user-adjustable population size, conditioning method and seed."""
+    params: dict[str, Any] = {"source": source}
+    if source.replay or cfg is None:
+        return params
+    configured = ", ".join(cfg.population.conditions)
+    choices = [configured] + [c for c in CONDITIONS if c != configured and c != "imported"]
+    params["population_size"] = {
+        "type": "SliderInt",
+        "value": cfg.population.size,
+        "label": "Population size (generated personas per condition)",
+        "min": 1,
+        "max": max(64, cfg.population.size),
+        "step": 1,
+    }
+    params["conditioning"] = {"type": "Select", "value": configured, "values": choices, "label": "Conditioning method"}
+    params["seed"] = {"type": "SliderInt", "value": cfg.seed, "label": "Seed", "min": 0, "max": max(99, cfg.seed), "step": 1}
+    return params
+
+
+# ---------------------------------------------------------------- the model
+class _Progress:
+    """Console stand-in for ``build_model``: forwards population-building
+    progress (backstories, demographic survey) to the loading screen."""
+
+    def __init__(self, callback=None):
+        self.callback = callback
+
+    def progress(self, task: str, done: int, total: int) -> None:
+        if self.callback is not None:
+            self.callback(f"{task}: {done}/{total}")
+
+
+_BUILD_PROGRESS = threading.local()
+
+
+class PersonaeViz(mesa.Model):
+    """The model SolaraViz drives: owns the scenario model of one session.
+
+    SolaraViz creates a new one (``cls(**model_params)``) on Reset, so every
+    parameter is a keyword argument; ``source`` is a fixed parameter.
+    """
+
+    def __init__(self, source: ViewSource, population_size: int | None = None, conditioning: str | None = None, seed: int | None = None):
+        super().__init__()
+        self.source = source
+        self.cfg = None
+        self.run_id: str | None = None
+        self.sim = None
+        self.error: str | None = None
+        self.replay = bool(source.replay)
+        self.lower_bound: dict[str, float] | None = None
+        self.item_wd: dict[str, dict[str, float]] = {}  # item id -> population label -> WD vs humans
+        self._human_ref: dict[str, np.ndarray | None] = {}
+        params = {"population_size": population_size, "conditioning": conditioning, "seed": seed}
+        try:
+            self.cfg, self.run_id = resolve(source, params)
+            if self.replay:
+                self._build()
+            else:
+                with ENGINE_LOCK:
+                    self._build()
+        except Exception as exc:  # shown in the page as one line
+            self.error = one_line(exc)
+            _log_unexpected(exc)
+            self.sim = None
+        self.datacollector = self._make_collector()
+        self.running = self.sim is not None and bool(getattr(self.sim, "running", False))
+
+    def _build(self) -> None:
+        from simulation.runner import build_model
+        from simulation.store import Store
+
+        store = Store(self.cfg.store if not self.replay else self.source.store)
+        progress = _Progress(getattr(_BUILD_PROGRESS, "callback", None))
+        self.sim = build_model(self.cfg, store, self.run_id, replay=self.replay, console=progress)
+        self.lower_bound = self._lower_bound()
+
+    # ------------------------------------------------------------ stepping
+    def step(self) -> None:
+        if self.sim is None or not getattr(self.sim, "running", False):
+            self.running = False
+            return
+        try:
+            if self.replay:
+                self.sim.step()
+            else:
+                with ENGINE_LOCK:
+                    self.sim.step()
+        except Exception as exc:
+            self.error = f"step {self.steps}: {one_line(exc)}"
+            _log_unexpected(exc)
+            self.running = False
+            return
+        self._score_current()
+        self.running = bool(self.sim.running)
+        self.datacollector.collect(self)
+
+    # ------------------------------------------------------------ views
+    @property
+    def is_survey(self) -> bool:
+        return self.sim is not None and hasattr(self.sim, "item_list") and hasattr(self.sim, "populations")
+
+    @property
+    def title(self) -> str:
+        if self.sim is not None and getattr(self.sim, "title", None):
+            return f"{self.cfg.name}: {self.sim.title}"
+        return self.cfg.name if self.cfg is not None else "Personae"
+
+    @property
+    def agents_shown(self) -> list:
+        if self.sim is None:
+            return []
+        agents = getattr(self.sim, "agent_list", None)
+        return list(agents) if agents is not None else sorted(self.sim.agents, key=lambda a: a.unique_id)
+
+    def progress_text(self) -> str:
+        if self.sim is None:
+            return ""
+        if self.is_survey:
+            return f"question {self.sim.step_index}/{len(self.sim.item_list)}"
+        return f"step {self.steps}"
+
+    def engine_text(self) -> str:
+        engine = getattr(self.sim, "engine", None)
+        if engine is None:
+            return ""
+        calls, hits = getattr(engine, "misses", 0), getattr(engine, "hits", 0)
+        return f"engine calls {calls} · answered from the store {hits}"
+
+    def shown_item(self):
+        """The current item, or (before the first step) the first one."""
+        if not self.is_survey or not self.sim.item_list:
+            return None
+        return self.sim.current_item or self.sim.item_list[0]
+
+    # ------------------------------------------------------------ fidelity
+    def _weight(self, agent) -> float:
+        study = getattr(self.sim, "study", None)
+        h = getattr(agent, "human", None)
+        if study is None or h is None or not getattr(study, "is_individual", False):
+            return 1.0
+        return float(study.weights[h])
+
+    def human_reference(self, item) -> np.ndarray | None:
+        """The human answer distribution of an item, when the scenario has one:
+        ``human_distributions()[item]`` (study scenarios), else the matched
+        respondents' own answers from ``human_answers(agent, item)`` for
+        self-rating items (``group == "self"``), survey-weighted."""
+        if item.id in self._human_ref:
+            return self._human_ref[item.id]
+        ref = None
+        try:
+            dists = self.sim.human_distributions() if hasattr(self.sim, "human_distributions") else {}
+            if dists and item.id in dists:
+                ref = np.asarray(dists[item.id], dtype=float)
+            elif hasattr(self.sim, "human_answers") and item.group == "self":
+                from analysis.metrics import weighted_distribution
+
+                agents = [a for a in self.sim.agents_of(0) if getattr(a, "human", None) is not None]
+                answers = np.array([np.nan if (v := self.sim.human_answers(a, item.id)) is None else v for a in agents], dtype=float)
+                if agents and np.isfinite(answers).any():
+                    ref = weighted_distribution(answers, len(item.options), np.array([self._weight(a) for a in agents]))
+        except Exception as exc:  # a reference is optional: never break the page for it
+            _log_unexpected(exc)
+            ref = None
+        if ref is not None and (ref.shape != (len(item.options),) or not np.isfinite(ref).all() or ref.sum() <= 0):
+            ref = None
+        self._human_ref[item.id] = ref
+        return ref
+
+    def persona_distributions(self, item) -> dict[str, np.ndarray]:
+        """Survey-weighted mean option distribution per population (the matched
+        personas' probabilities, as the evaluation aggregates them)."""
+        out = {}
+        for p_i, population in enumerate(self.sim.populations):
+            agents = [a for a in self.sim.agents_of(p_i) if item.id in a.answers]
+            if not agents:
+                continue
+            w = np.array([self._weight(a) for a in agents])
+            probs = np.array([a.answers[item.id]["probs"] for a in agents], dtype=float)
+            out[population.label] = np.average(probs, axis=0, weights=w if w.sum() > 0 else None)
+        return out
+
+    def _score_current(self) -> None:
+        if not self.is_survey or self.sim.current_item is None:
+            return
+        from analysis.metrics import wasserstein
+
+        item = self.sim.current_item
+        human = self.human_reference(item)
+        if human is None:
+            return
+        self.item_wd[item.id] = {
+            label: wasserstein(human, probs, item.positions) for label, probs in self.persona_distributions(item).items()
+        }
+
+    def running_wd(self, label: str) -> float:
+        vals = [d[label] for d in self.item_wd.values() if label in d and np.isfinite(d[label])]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def running_lower_bound(self) -> float:
+        if not self.lower_bound:
+            return float("nan")
+        vals = [self.lower_bound[q] for q in self.item_wd if q in self.lower_bound and np.isfinite(self.lower_bound[q])]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def _lower_bound(self) -> dict[str, float] | None:
+        study = getattr(self.sim, "study", None)
+        human = self.cfg.human
+        if study is None or human is None or not getattr(study, "is_individual", False) or not hasattr(self.sim, "item_list"):
+            return None
+        if not hasattr(self.sim, "human_distributions"):
+            return None
+        try:
+            if not self.sim.human_distributions():
+                return None
+            from analysis.lower_bound import human_lower_bound
+
+            ids = [i.id for i in self.sim.item_list if i.id in set(study.question_ids)]
+            if not ids:
+                return None
+            lb = human_lower_bound(study.select(ids), n_splits=human.lower_bound_splits, seed=self.cfg.seed)
+            return dict(lb.per_question_wd)
+        except Exception as exc:
+            _log_unexpected(exc)
+            return None
+
+    def _make_collector(self) -> mesa.DataCollector:
+        """The scenario's model reporters (evaluated on the scenario model) plus
+        the running WD per condition and the running human lower bound."""
+        reporters: dict[str, Any] = {}
+        inner = getattr(self.sim, "datacollector", None)
+        for name, rep in (getattr(inner, "model_reporters", None) or {}).items():
+            reporters[name] = _on_sim(rep)
+        if self.is_survey:
+            for population in self.sim.populations:
+                reporters[f"WD {population.label}"] = lambda m, label=population.label: m.running_wd(label)
+            if self.lower_bound:
+                reporters["human lower bound"] = lambda m: m.running_lower_bound()
+        if not reporters:
+            reporters["steps"] = lambda m: m.steps
+        return mesa.DataCollector(model_reporters=reporters)
+
+
+def _on_sim(reporter):
+    if isinstance(reporter, str):
+        return lambda m: getattr(m.sim, reporter, None)
+    if isinstance(reporter, list):
+        return lambda m: reporter[0](*reporter[1])
+    if getattr(reporter, "__self__", None) is not None:  # a bound method: called without arguments
+        return lambda m: reporter()
+    return lambda m: reporter(m.sim)
+
+
+def _log_unexpected(exc: BaseException) -> None:
+    from agents.bank import BankError
+    from agents.llm.base import EngineError
+    from simulation.config import ConfigError
+    from simulation.runner import RunError
+
+    if not isinstance(exc, (ConfigError, EngineError, BankError, RunError, ViewError)):
+        traceback.print_exception(exc, file=sys.stderr)
+
+
+# ---------------------------------------------------------------- consensus
+@dataclass
+class ConsensusView:
+    question: str = ""
+    statements: list[str] = field(default_factory=list)  # per round: draft, revision 1, ...
+    agreement: np.ndarray | None = None  # [round, participant], Likert (1..7) expected values
+    participants: list[str] = field(default_factory=list)
+    phase: str = ""
+
+
+def _as_statement(x) -> str:
+    if isinstance(x, str):
+        return x
+    if isinstance(x, dict):
+        return str(x.get("statement") or x.get("text") or "")
+    return str(getattr(x, "statement", x))
+
+
+def consensus_view(sim) -> ConsensusView | None:
+    """Read a consensus model through a generic interface, first match wins:
+
+    * ``sim.statements``: list of each round's statement (str, or dicts / objects
+      with ``statement``); ``sim.agreement``: ``[round][participant]`` values, or
+      ``{participant: [per round]}``; or ``sim.rounds``: a list of per-round
+      dicts with ``statement`` and ``agreement`` (list or ``{participant: v}``);
+    * else ``sim.episode`` (or the last of ``sim.episodes``), a
+      ``mechanisms.Episode``: ``.statements``, ``.payoff.agreement``, ``.question``.
+
+    Participants are named by ``sim.participants`` / the episode's participants
+    (``.id``), else numbered. Returns None when the model has none of these.
+    """
+    if sim is None:
+        return None
+    source = sim
+    episode = getattr(sim, "episode", None)
+    if episode is None and getattr(sim, "episodes", None):
+        episode = list(sim.episodes)[-1]
+    statements = getattr(sim, "statements", None)
+    agreement = getattr(sim, "agreement", None)
+    rounds = getattr(sim, "rounds", None)
+    if statements is None and agreement is None and isinstance(rounds, (list, tuple)) and rounds and isinstance(rounds[0], dict):
+        statements = [_as_statement(r) for r in rounds]
+        agreement = [r.get("agreement") for r in rounds]
+    if statements is None and agreement is None and episode is not None:
+        source = episode
+        statements = getattr(episode, "statements", None)
+        payoff = getattr(episode, "payoff", None)
+        agreement = getattr(payoff, "agreement", None) if payoff is not None else None
+    if statements is None and agreement is None:
+        return None
+    view = ConsensusView()
+    if callable(statements):
+        statements = statements()
+    if isinstance(statements, dict):
+        statements = [statements[k] for k in sorted(statements)]
+    view.statements = [_as_statement(s) for s in (statements or [])]
+    parts = getattr(sim, "participants", None) or getattr(source, "participants", None) or []
+    view.participants = [str(getattr(p, "id", p)) for p in parts]
+    q = getattr(sim, "question", None) or getattr(source, "question", None)
+    view.question = str(getattr(q, "question", q) or "")
+    phase = getattr(source, "phase", "")
+    view.phase = str(phase() if callable(phase) else (phase or ""))
+    view.agreement = _agreement_matrix(agreement, view.participants)
+    if view.agreement is not None and not view.participants:
+        view.participants = [f"P{i + 1}" for i in range(view.agreement.shape[1])]
+    return view
+
+
+def _agreement_matrix(agreement, participants: list[str]) -> np.ndarray | None:
+    if agreement is None:
+        return None
+    if callable(agreement):
+        agreement = agreement()
+    if isinstance(agreement, dict):  # {participant: [per round]}
+        keys = list(agreement)
+        cols = [np.asarray(agreement[k], dtype=float).ravel() for k in keys]
+        n = max((c.size for c in cols), default=0)
+        mat = np.full((n, len(cols)), np.nan)
+        for j, c in enumerate(cols):
+            mat[: c.size, j] = c
+        if not participants:
+            participants.extend(str(k) for k in keys)
+        return mat if mat.size else None
+    rows = []
+    for r in agreement:
+        if r is None:
+            rows.append([])
+        elif isinstance(r, dict):
+            rows.append([r.get(p, np.nan) for p in participants] if participants else list(r.values()))
+        else:
+            rows.append(list(np.asarray(r, dtype=float).ravel()))
+    if not rows:
+        return None
+    width = max(len(r) for r in rows)
+    if width == 0:
+        return None
+    mat = np.full((len(rows), width), np.nan)
+    for i, r in enumerate(rows):
+        mat[i, : len(r)] = np.asarray(r, dtype=float)
+    return mat
+
+
+# ---------------------------------------------------------------- persona traits
+def trait_choices(agents) -> list[str]:
+    """Colour-by choices: party, condition, answer, then every profile trait."""
+    choices = ["party", "condition", "answer"]
+    for a in agents[:2000]:
+        for src in (getattr(a, "human_profile", None) or {}, getattr(a, "profile", None) or {}):
+            for k in src:
+                if k not in choices and isinstance(src[k], (str, int, float, bool)):
+                    choices.append(k)
+    if any(getattr(a, "method", "") for a in agents[:50]) and "method" not in choices:
+        choices.append("method")
+    return choices
+
+
+def current_answer(agent) -> int | None:
+    cur = getattr(agent, "current", None)
+    ans = (getattr(agent, "answers", None) or {}).get(cur) if cur else None
+    if not ans or ans.get("sampled") is None:
+        return None
+    return int(ans["sampled"])
+
+
+def trait_value(agent, trait: str, item=None) -> str:
+    if trait == "answer":
+        k = current_answer(agent)
+        if k is None:
+            return "not answered"
+        if item is not None and k < len(item.options):
+            return f"{chr(65 + k)}. {item.options[k]}"
+        return chr(65 + k)
+    if trait in ("party", "condition", "method"):
+        v = getattr(agent, trait, None)
+        if v not in (None, ""):
+            return str(v)
+    for src in (getattr(agent, "human_profile", None) or {}, getattr(agent, "profile", None) or {}):
+        if trait in src and src[trait] not in (None, ""):
+            return str(src[trait])
+    return "n/a"
+
+
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(str(text), width)) or str(text)
+
+
+def _render_item_text(item) -> str:
+    try:
+        return item.text.format(own="[own party]", other="[other party]")
+    except (KeyError, IndexError, ValueError):
+        return item.text
+
+
+# ---------------------------------------------------------------- figures
+def persona_figure(model: PersonaeViz, color_by: str, layout: str) -> Figure:
+    agents = model.agents_shown
+    item = model.sim.current_item if model.is_survey else None
+    fig = Figure(figsize=(5.6, 3.5), dpi=90)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    if not agents:
+        ax.text(0.5, 0.5, "no personas", ha="center", va="center")
+        return fig
+    values = [trait_value(a, color_by, item) for a in agents]
+    if color_by == "answer" and item is not None:
+        cats = [f"{chr(65 + k)}. {o}" for k, o in enumerate(item.options)] + ["not answered"]
+        cmap = matplotlib.colormaps["viridis"]
+        colours = {c: cmap(i / max(1, len(item.options) - 1)) for i, c in enumerate(cats[:-1])}
+        colours["not answered"] = (0.8, 0.8, 0.8, 1.0)
+    else:
+        cats = sorted(set(values), key=lambda v: (v in ("n/a", "not answered"), v))
+        cmap = matplotlib.colormaps["tab10" if len(cats) <= 10 else "tab20"]
+        colours = {c: cmap(i % cmap.N) for i, c in enumerate(cats)}
+    pos = _positions(model, agents, layout)
+    n = len(agents)
+    size = max(12.0, min(320.0, 9000.0 / max(n, 1)))
+    if layout == "network":
+        for i, j in _edges(model, agents):
+            ax.plot([pos[i][0], pos[j][0]], [pos[i][1], pos[j][1]], color="0.75", lw=0.8, zorder=1)
+    for k in sorted({current_answer(a) for a in agents}, key=lambda x: -1 if x is None else x):
+        idx = [i for i, a in enumerate(agents) if current_answer(a) == k]
+        marker = "o" if k is None else MARKERS[k % len(MARKERS)]
+        ax.scatter(
+            [pos[i][0] for i in idx],
+            [pos[i][1] for i in idx],
+            s=size,
+            c=[colours[values[i]] for i in idx],
+            marker=marker,
+            edgecolors="black" if k is not None else "0.6",
+            linewidths=0.8,
+            zorder=2,
+        )
+    if n <= 120:
+        for i, a in enumerate(agents):
+            k = current_answer(a)
+            if k is not None:
+                ax.annotate(chr(65 + k), pos[i], ha="center", va="center", fontsize=7 if n > 40 else 9, color="white", weight="bold", zorder=3)
+    if layout != "network" and model.is_survey:
+        for p_i, population in enumerate(model.sim.populations):
+            rows = [pos[i][1] for i, a in enumerate(agents) if getattr(a, "population", None) == p_i]
+            if rows:
+                ax.text(-0.9, max(rows), population.label, ha="right", va="center", fontsize=8)
+    handles = [
+        matplotlib.lines.Line2D([], [], marker="o", ls="", color=colours[c], markeredgecolor="black", label=_wrap(c, 28)[:60])
+        for c in cats[:12]
+        if c in colours and (c in values or color_by == "answer")
+    ]
+    if handles:
+        ax.legend(handles=handles, title=color_by, fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    what = f"marked by their answer to {item.id}" if item is not None else "no question asked yet"
+    ax.set_title(f"{n} personas · {what}", fontsize=9)
+    ax.margins(0.12)
+    return fig
+
+
+def _positions(model: PersonaeViz, agents: list, layout: str) -> list[tuple[float, float]]:
+    n = len(agents)
+    if layout == "network" and n <= 400:
+        import networkx as nx
+
+        g = nx.Graph()
+        g.add_nodes_from(range(n))
+        g.add_edges_from(_edges(model, agents))
+        if g.number_of_edges() == 0:
+            lay = nx.circular_layout(g)
+        else:
+            lay = nx.spring_layout(g, seed=0)
+        return [(float(lay[i][0]), float(lay[i][1])) for i in range(n)]
+    # grid: one block of rows per population, humans in order
+    groups: dict[Any, list[int]] = {}
+    for i, a in enumerate(agents):
+        groups.setdefault(getattr(a, "population", 0), []).append(i)
+    widest = max(len(v) for v in groups.values())
+    cols = max(1, min(widest, max(8, int(math.ceil(math.sqrt(widest * 3))))))
+    out: list[tuple[float, float]] = [(0.0, 0.0)] * n
+    y = 0.0
+    for key in sorted(groups, key=lambda k: (str(type(k)), k)):
+        members = groups[key]
+        for j, i in enumerate(members):
+            out[i] = (float(j % cols), -(y + j // cols))
+        y += math.ceil(len(members) / cols) + 0.6
+    return out
+
+
+def _edges(model: PersonaeViz, agents: list) -> list[tuple[int, int]]:
+    """Network links: personas standing for the same human across conditions;
+    for a consensus model, every participant to the mediator's hub (none here:
+    participants are linked in a ring around it)."""
+    by_human: dict[Any, list[int]] = {}
+    for i, a in enumerate(agents):
+        h = getattr(a, "human", None)
+        if h is not None:
+            by_human.setdefault(h, []).append(i)
+    edges = []
+    for members in by_human.values():
+        edges += [(members[k], members[k + 1]) for k in range(len(members) - 1)]
+    if not edges and consensus_view(model.sim) is not None and len(agents) > 1:
+        edges = [(i, (i + 1) % len(agents)) for i in range(len(agents))]
+    return edges
+
+
+def distribution_figure(model: PersonaeViz, item, dists: dict[str, np.ndarray], human: np.ndarray | None) -> Figure:
+    fig = Figure(figsize=(5.6, 3.5), dpi=90)
+    ax = fig.add_subplot()
+    k = len(item.options)
+    series = list(dists.items()) + ([("human", human)] if human is not None else [])
+    width = 0.8 / max(1, len(series))
+    x = np.arange(k)
+    cmap = matplotlib.colormaps["tab10"]
+    for s, (label, probs) in enumerate(series):
+        is_human = label == "human"
+        ax.bar(
+            x - 0.4 + width * (s + 0.5),
+            probs,
+            width,
+            label=label,
+            color="0.2" if is_human else cmap(s % 10),
+            hatch="//" if is_human else None,
+            edgecolor="white" if is_human else None,
+        )
+    ax.set_xticks(x)
+    ax.set_xticklabels([_wrap(f"{chr(65 + i)}. {o}", 14) for i, o in enumerate(item.options)], fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
+    asked = model.sim.current_item is not None
+    ax.set_title(_wrap(f"{item.id}: {_render_item_text(item)}" + ("" if asked else " (not asked yet)"), 70), fontsize=8)
+    if series:
+        ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def fidelity_figure(model: PersonaeViz) -> Figure:
+    fig = Figure(figsize=(5.6, 3.3), dpi=90)
+    ax = fig.add_subplot()
+    df = model.datacollector.get_model_vars_dataframe()
+    steps = df["step"] if "step" in df.columns else np.arange(1, len(df) + 1)
+    for col in [c for c in df.columns if c.startswith("WD ")]:
+        ax.plot(steps, df[col], marker="o", label=col[3:])
+    if "human lower bound" in df.columns:
+        ax.plot(steps, df["human lower bound"], ls="--", color="black", label="human lower bound (split halves)")
+    ax.set_xlabel("step (questions asked)")
+    ax.set_ylabel("running mean WD vs humans (0-1)")
+    ax.set_ylim(bottom=0)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    if ax.lines:
+        ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def consensus_figure(view: ConsensusView) -> Figure:
+    fig = Figure(figsize=(5.6, 2.8), dpi=90)
+    ax = fig.add_subplot()
+    mat = view.agreement
+    im = ax.imshow(mat.T, cmap="RdYlGn", vmin=1, vmax=7, aspect="auto")
+    ax.set_xticks(range(mat.shape[0]))
+    ax.set_xticklabels(["draft" if r == 0 else f"rev. {r}" for r in range(mat.shape[0])], fontsize=8)
+    ax.set_yticks(range(mat.shape[1]))
+    ax.set_yticklabels([p[:18] for p in view.participants[: mat.shape[1]]], fontsize=8)
+    for r in range(mat.shape[0]):
+        for j in range(mat.shape[1]):
+            if np.isfinite(mat[r, j]):
+                ax.text(r, j, f"{mat[r, j]:.1f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(im, ax=ax, label="agreement (1-7)")
+    ax.set_title("each participant's agreement with each round's statement", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _fmt(v: float) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+
+# ---------------------------------------------------------------- components
+def _deps(model: PersonaeViz, *extra):
+    return [id(model), model.steps, *extra]
+
+
+@solara.component
+def Status(model: PersonaeViz):
+    """Header: what is shown, progress, engine use, any error (one line)."""
+    update_counter.get()
+    with solara.Column(classes=["personae-status"], style={"padding": "4px 12px"}):
+        solara.Markdown(
+            f"**{model.title}** · {model.source.describe()}"
+            + (f" · run `{model.run_id}`" if model.run_id else "")
+        )
+        if model.sim is not None:
+            item = model.sim.current_item if model.is_survey else None
+            rest = ""
+            if item is not None:
+                rest += f" · {item.id}: {_render_item_text(item)}"
+            elif model.is_survey:
+                rest += " · press STEP to ask the first question"
+            if not model.running and model.steps:
+                rest += " · finished"
+            rest += f" · {model.engine_text()}"
+            with solara.Row(gap="0px"):
+                solara.Text(model.progress_text(), classes=["personae-progress"], style={"font-weight": "bold"})
+                solara.Text(rest)
+        if model.error:
+            solara.Error(model.error, classes=["personae-error"])
+
+
+@solara.component
+def PersonaMap(model: PersonaeViz):
+    update_counter.get()
+    color_by, set_color_by = solara.use_state("party")
+    layout, set_layout = solara.use_state("grid")
+    agents = model.agents_shown
+    choices = solara.use_memo(lambda: trait_choices(agents), [id(model)])
+    with solara.Card("Personas", classes=["personae-map"], style={"width": "100%"}):
+        with solara.Row():
+            solara.Select("colour by", value=color_by if color_by in choices else choices[0], values=choices, on_value=set_color_by)
+            solara.ToggleButtonsSingle(value=layout, values=["grid", "network"], on_value=set_layout)
+        if model.sim is None:
+            solara.Text("no model")
+            return
+        fig = persona_figure(model, color_by if color_by in choices else choices[0], layout)
+        solara.FigureMatplotlib(fig, format="png", dependencies=_deps(model, color_by, layout))
+
+
+@solara.component
+def AnswerDistributions(model: PersonaeViz):
+    update_counter.get()
+    with solara.Card("Current question: personas vs humans", classes=["personae-dist"], style={"width": "100%"}):
+        item = model.shown_item()
+        if item is None:
+            solara.Text("This scenario has no questionnaire items.")
+            return
+        dists = model.persona_distributions(item) if model.sim.current_item is not None else {}
+        human = model.human_reference(item)
+        fig = distribution_figure(model, item, dists, human)
+        solara.FigureMatplotlib(fig, format="png", dependencies=_deps(model))
+        header = "| option | " + " | ".join([*dists, *(["human"] if human is not None else [])]) + " |"
+        rows = [header, "|" + "---|" * (1 + len(dists) + (human is not None))]
+        for k, opt in enumerate(item.options):
+            vals = [f"{d[k]:.3f}" for d in dists.values()] + ([f"{human[k]:.3f}"] if human is not None else [])
+            rows.append(f"| {chr(65 + k)}. {opt} | " + " | ".join(vals) + " |")
+        if not dists:
+            rows.append("\n_not asked yet: press STEP_")
+        if human is None:
+            rows.append("\n_no human distribution for this item_")
+        with solara.Div(classes=["personae-dist-table"]):
+            solara.Markdown("\n".join(rows))
+
+
+@solara.component
+def FidelityPlot(model: PersonaeViz):
+    update_counter.get()
+    with solara.Card("Fidelity over steps", classes=["personae-fidelity"], style={"width": "100%"}):
+        if not model.is_survey:
+            solara.Text("No questionnaire: no fidelity metric.")
+            return
+        fig = fidelity_figure(model)
+        solara.FigureMatplotlib(fig, format="png", dependencies=_deps(model))
+        latest = {label: model.running_wd(label) for label in (p.label for p in model.sim.populations)}
+        if model.item_wd:
+            text = "running WD: " + ", ".join(f"{k} {_fmt(v)}" for k, v in latest.items())
+            if model.lower_bound:
+                text += f" · human lower bound {_fmt(model.running_lower_bound())}"
+        elif model.sim.current_item is None:
+            text = "no question asked yet"
+        else:
+            text = "no human reference for the questions asked so far"
+        solara.Text(text, classes=["personae-fidelity-text"])
+
+
+@solara.component
+def ConsensusPanel(model: PersonaeViz):
+    update_counter.get()
+    with solara.Card("Consensus rounds", classes=["personae-consensus"], style={"width": "100%"}):
+        view = consensus_view(model.sim)
+        if view is None:
+            solara.Text("No consensus state on this model (expects statements / agreement / rounds or an episode).")
+            return
+        if view.question:
+            solara.Markdown(f"**Question:** {view.question}" + (f" · next phase: {view.phase}" if view.phase else ""))
+        if view.agreement is not None and np.isfinite(view.agreement).any():
+            solara.FigureMatplotlib(consensus_figure(view), format="png", dependencies=_deps(model))
+        if not view.statements:
+            solara.Text("no statement yet")
+        for r, text in enumerate(view.statements):
+            label = "Draft" if r == 0 else f"Revision {r}"
+            row = view.agreement[r] if view.agreement is not None and r < view.agreement.shape[0] else None
+            agree = ""
+            if row is not None and np.isfinite(row).any():
+                agree = " · agreement " + ", ".join(f"{p}: {_fmt(v)}" for p, v in zip(view.participants, row))
+            solara.Markdown(f"**{label}**{agree}\n\n> {text}")
+
+
+def components_for(model: PersonaeViz) -> list:
+    comps: list = [PersonaMap, AnswerDistributions]
+    if model.is_survey:
+        comps.append(FidelityPlot)
+        if "mean_outside_mass" in model.datacollector.model_reporters:
+            comps.append(make_plot_component("mean_outside_mass", backend="matplotlib"))
+    if consensus_view(model.sim) is not None or (model.cfg is not None and model.cfg.scenario == "consensus"):
+        comps.append(ConsensusPanel)
+    return comps
+
+
+@solara.component
+def VizView(first: PersonaeViz, params: dict):
+    model = solara.use_reactive(first)
+    components = solara.use_memo(lambda: components_for(first), [])
+    Status(model.value)
+    SolaraViz(model, components=components, model_params=params, name=f"Personae · {first.title}")
+
+
+def make_page(source: ViewSource):
+    """The page component for one source. Each browser session renders its own
+    ``Page`` and so builds its own model (in a thread, with a loading line)."""
+
+    @solara.component
+    def Page():
+        status = solara.use_reactive("building the model…")
+
+        def build():
+            _BUILD_PROGRESS.callback = lambda text: status.set(f"building the model… {text}")
+            try:
+                return PersonaeViz(source=source)
+            finally:
+                _BUILD_PROGRESS.callback = None
+
+        result = solara.use_thread(build, dependencies=[], intrusive_cancel=False)
+        if result.state == solara.ResultState.FINISHED and result.value is not None:
+            model = result.value
+            if model.sim is None:
+                with solara.Column(style={"padding": "24px"}):
+                    solara.Markdown(f"## Personae · {source.describe()}")
+                    solara.Error(model.error or "the model could not be built", classes=["personae-error"])
+                return
+            params = model_params_for(source, model.cfg)
+            VizView(model, params)
+        elif result.state == solara.ResultState.ERROR:
+            with solara.Column(style={"padding": "24px"}):
+                solara.Error(one_line(result.error), classes=["personae-error"])
+        else:
+            with solara.Column(style={"padding": "24px"}, classes=["personae-loading"]):
+                solara.Markdown(f"## Personae · {source.describe()}")
+                solara.Text(status.value)
+                solara.ProgressLinear(True)
+
+    return Page
