@@ -1,7 +1,8 @@
 """The Personae browser page as a solara app (Mesa-example style).
 
-    PERSONAE_SCENARIO=scenarios/meta_prejudice.yaml solara run simulation/app.py --host 127.0.0.1
-    PERSONAE_REPLAY=RUN_ID PERSONAE_STORE=personae.db solara run simulation/app.py --host 127.0.0.1
+    PERSONAE_SCENARIO=scenarios/meta_prejudice.yaml SOLARA_TELEMETRY_MIXPANEL_ENABLE=False \
+        solara run simulation/app.py --host 127.0.0.1 --no-open --no-check-version --production
+    PERSONAE_REPLAY=RUN_ID PERSONAE_STORE=personae.db solara run simulation/app.py ...
 
 ``PERSONAE_SET`` holds ``--set`` overrides (a JSON list, or one ``key=value``
 per line). ``python run.py view ...`` sets these variables and starts the

@@ -110,10 +110,12 @@ def run(cfg: ScenarioConfig, *, console: RunConsole | None = None, label: str = 
     store = Store(cfg.store)
     run_id = cfg.run_id()
     out = output_dir(cfg, run_id)
-    resumed = store.start_run(run_id, cfg.scenario, cfg.model_dump(mode="json"), str(out))
+    resumed = store.get_run(run_id) is not None
     with console:
         console.line(f"run {run_id} ({'resuming' if resumed else 'new'}) — {cfg.scenario}, {label or 'scenario'}; store {cfg.store}")
         model = build_model(cfg, store, run_id, console=console)
+        # Registered once the model is built: a bad study or scenario leaves no run behind.
+        store.start_run(run_id, cfg.scenario, cfg.model_dump(mode="json"), str(out))
         human = model.human_distributions() if hasattr(model, "human_distributions") else None
         while model.running:
             model.step()

@@ -46,6 +46,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.patheffects  # noqa: E402
 
 import warnings  # noqa: E402
 
@@ -71,6 +72,11 @@ ENV_REPLAY = "PERSONAE_REPLAY"
 ENV_STORE = "PERSONAE_STORE"
 
 CONDITIONS = ("anthology", "interview", "qa", "bio", "portray", "imported")
+# SolaraViz lays components out two per row in fixed-height cells (~390 px):
+# figures are sized to fit a cell under the card title and controls.
+FIGSIZE = (6.0, 2.7)
+DPI = 90
+OUTLINE = [matplotlib.patheffects.withStroke(linewidth=2, foreground="black")]
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "p", "<", ">")
 
 
@@ -188,7 +194,7 @@ def model_params_for(source: ViewSource, cfg) -> dict:
     params["population_size"] = {
         "type": "SliderInt",
         "value": cfg.population.size,
-        "label": "Population size (generated personas per condition)",
+        "label": "Population size",
         "min": 1,
         "max": max(64, cfg.population.size),
         "step": 1,
@@ -600,7 +606,7 @@ def _render_item_text(item) -> str:
 def persona_figure(model: PersonaeViz, color_by: str, layout: str) -> Figure:
     agents = model.agents_shown
     item = model.sim.current_item if model.is_survey else None
-    fig = Figure(figsize=(5.6, 3.5), dpi=90)
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
     ax = fig.add_subplot()
     ax.set_axis_off()
     if not agents:
@@ -618,7 +624,10 @@ def persona_figure(model: PersonaeViz, color_by: str, layout: str) -> Figure:
         colours = {c: cmap(i % cmap.N) for i, c in enumerate(cats)}
     pos = _positions(model, agents, layout)
     n = len(agents)
-    size = max(12.0, min(320.0, 9000.0 / max(n, 1)))
+    xs, ys = [p[0] for p in pos], [p[1] for p in pos]
+    span = max(max(xs) - min(xs) + 1, (max(ys) - min(ys) + 1) * 2.2, 3)
+    size = float(np.clip((230.0 / span) ** 2, 14.0, 650.0))  # marker area (pt^2) from the grid's extent
+    fig.subplots_adjust(left=0.02, right=0.70, top=0.86, bottom=0.04)
     if layout == "network":
         for i, j in _edges(model, agents):
             ax.plot([pos[i][0], pos[j][0]], [pos[i][1], pos[j][1]], color="0.75", lw=0.8, zorder=1)
@@ -626,8 +635,8 @@ def persona_figure(model: PersonaeViz, color_by: str, layout: str) -> Figure:
         idx = [i for i, a in enumerate(agents) if current_answer(a) == k]
         marker = "o" if k is None else MARKERS[k % len(MARKERS)]
         ax.scatter(
-            [pos[i][0] for i in idx],
-            [pos[i][1] for i in idx],
+            [xs[i] for i in idx],
+            [ys[i] for i in idx],
             s=size,
             c=[colours[values[i]] for i in idx],
             marker=marker,
@@ -635,26 +644,32 @@ def persona_figure(model: PersonaeViz, color_by: str, layout: str) -> Figure:
             linewidths=0.8,
             zorder=2,
         )
-    if n <= 120:
+    if n <= 150 and size >= 60:
+        fs = 10 if size >= 300 else 7
         for i, a in enumerate(agents):
             k = current_answer(a)
             if k is not None:
-                ax.annotate(chr(65 + k), pos[i], ha="center", va="center", fontsize=7 if n > 40 else 9, color="white", weight="bold", zorder=3)
+                ax.annotate(chr(65 + k), pos[i], ha="center", va="center", fontsize=fs, color="white", weight="bold", zorder=3, path_effects=OUTLINE)
     if layout != "network" and model.is_survey:
         for p_i, population in enumerate(model.sim.populations):
-            rows = [pos[i][1] for i, a in enumerate(agents) if getattr(a, "population", None) == p_i]
+            rows = [ys[i] for i, a in enumerate(agents) if getattr(a, "population", None) == p_i]
             if rows:
-                ax.text(-0.9, max(rows), population.label, ha="right", va="center", fontsize=8)
+                ax.text(min(xs) - 0.45, max(rows) + 0.55, population.label, ha="left", va="bottom", fontsize=8, color="0.3")
     handles = [
-        matplotlib.lines.Line2D([], [], marker="o", ls="", color=colours[c], markeredgecolor="black", label=_wrap(c, 28)[:60])
+        matplotlib.lines.Line2D([], [], marker="o", ls="", color=colours[c], markeredgecolor="black", label=_wrap(c, 26)[:60])
         for c in cats[:12]
         if c in colours and (c in values or color_by == "answer")
     ]
     if handles:
-        ax.legend(handles=handles, title=color_by, fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    what = f"marked by their answer to {item.id}" if item is not None else "no question asked yet"
-    ax.set_title(f"{n} personas · {what}", fontsize=9)
-    ax.margins(0.12)
+        fig.legend(handles=handles, title=color_by, fontsize=7, title_fontsize=8, loc="center left", bbox_to_anchor=(0.71, 0.5), frameon=False)
+    what = f"marked by their answer to {item.id} (letter, shape)" if item is not None else "no question asked yet"
+    fig.suptitle(f"{n} personas · {what}", fontsize=9)
+    pad_x, pad_y = 0.7, 0.9
+    ax.set_xlim(min(xs) - pad_x, max(xs) + pad_x)
+    ax.set_ylim(min(ys) - pad_y * (0.6 if layout != "network" else 1), max(ys) + pad_y * (1.2 if layout != "network" else 1))
+    if layout == "network":
+        ax.set_xlim(min(xs) - 0.25, max(xs) + 0.25)
+        ax.set_ylim(min(ys) - 0.25, max(ys) + 0.25)
     return fig
 
 
@@ -705,7 +720,7 @@ def _edges(model: PersonaeViz, agents: list) -> list[tuple[int, int]]:
 
 
 def distribution_figure(model: PersonaeViz, item, dists: dict[str, np.ndarray], human: np.ndarray | None) -> Figure:
-    fig = Figure(figsize=(5.6, 3.5), dpi=90)
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
     ax = fig.add_subplot()
     k = len(item.options)
     series = list(dists.items()) + ([("human", human)] if human is not None else [])
@@ -736,7 +751,7 @@ def distribution_figure(model: PersonaeViz, item, dists: dict[str, np.ndarray], 
 
 
 def fidelity_figure(model: PersonaeViz) -> Figure:
-    fig = Figure(figsize=(5.6, 3.3), dpi=90)
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
     ax = fig.add_subplot()
     df = model.datacollector.get_model_vars_dataframe()
     steps = df["step"] if "step" in df.columns else np.arange(1, len(df) + 1)
@@ -744,6 +759,8 @@ def fidelity_figure(model: PersonaeViz) -> Figure:
         ax.plot(steps, df[col], marker="o", label=col[3:])
     if "human lower bound" in df.columns:
         ax.plot(steps, df["human lower bound"], ls="--", color="black", label="human lower bound (split halves)")
+    n_items = len(model.sim.item_list) if model.is_survey else max(1, len(df))
+    ax.set_xlim(0.5, max(1, n_items) + 0.5)
     ax.set_xlabel("step (questions asked)")
     ax.set_ylabel("running mean WD vs humans (0-1)")
     ax.set_ylim(bottom=0)
@@ -755,7 +772,7 @@ def fidelity_figure(model: PersonaeViz) -> Figure:
 
 
 def consensus_figure(view: ConsensusView) -> Figure:
-    fig = Figure(figsize=(5.6, 2.8), dpi=90)
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
     ax = fig.add_subplot()
     mat = view.agreement
     im = ax.imshow(mat.T, cmap="RdYlGn", vmin=1, vmax=7, aspect="auto")
@@ -782,15 +799,31 @@ def _deps(model: PersonaeViz, *extra):
     return [id(model), model.steps, *extra]
 
 
+def _figure(fig: Figure, deps: list):
+    """A matplotlib figure as a PNG (tight box: legends outside the axes stay in)."""
+    return solara.FigureMatplotlib(fig, format="png", dependencies=deps, bbox_inches="tight")
+
+
+def _heading(text: str, size: str = "1.1em"):
+    return solara.Text(text, style={"font-weight": "bold", "font-size": size})
+
+
 @solara.component
 def Status(model: PersonaeViz):
-    """Header: what is shown, progress, engine use, any error (one line)."""
+    """Header: what is shown, progress, engine use, any error (one line).
+    (No solara.Markdown anywhere: it loads KaTeX, which solara-assets lacks.)"""
     update_counter.get()
-    with solara.Column(classes=["personae-status"], style={"padding": "4px 12px"}):
-        solara.Markdown(
-            f"**{model.title}** · {model.source.describe()}"
-            + (f" · run `{model.run_id}`" if model.run_id else "")
-        )
+    with solara.Column(classes=["personae-status"], style={"padding": "4px 12px"}, gap="2px"):
+        _heading(model.title)
+        run = f" · run {model.run_id}" if model.run_id and not model.replay else ""
+        solara.Text(model.source.describe() + run, style={"font-size": "0.85em", "color": "#555"})
+        if model.cfg is not None and not model.replay:
+            c = model.cfg
+            solara.Text(
+                f"conditions {', '.join(c.population.conditions)} · population size {c.population.size} · seed {c.seed}",
+                classes=["personae-settings"],
+                style={"font-size": "0.85em", "color": "#555"},
+            )
         if model.sim is not None:
             item = model.sim.current_item if model.is_survey else None
             rest = ""
@@ -801,8 +834,8 @@ def Status(model: PersonaeViz):
             if not model.running and model.steps:
                 rest += " · finished"
             rest += f" · {model.engine_text()}"
-            with solara.Row(gap="0px"):
-                solara.Text(model.progress_text(), classes=["personae-progress"], style={"font-weight": "bold"})
+            with solara.Row(gap="4px"):
+                solara.Text(model.progress_text(), classes=["personae-progress"], style={"font-weight": "bold", "white-space": "nowrap"})
                 solara.Text(rest)
         if model.error:
             solara.Error(model.error, classes=["personae-error"])
@@ -815,51 +848,43 @@ def PersonaMap(model: PersonaeViz):
     layout, set_layout = solara.use_state("grid")
     agents = model.agents_shown
     choices = solara.use_memo(lambda: trait_choices(agents), [id(model)])
-    with solara.Card("Personas", classes=["personae-map"], style={"width": "100%"}):
-        with solara.Row():
-            solara.Select("colour by", value=color_by if color_by in choices else choices[0], values=choices, on_value=set_color_by)
-            solara.ToggleButtonsSingle(value=layout, values=["grid", "network"], on_value=set_layout)
+    shown = color_by if color_by in choices else choices[0]
+    with solara.Card("Personas", classes=["personae-map"], style={"width": "100%"}, margin=0):
+        with solara.Row(style={"align-items": "center"}):
+            solara.Select("colour by", value=shown, values=choices, on_value=set_color_by, style={"max-width": "220px"})
+            solara.ToggleButtonsSingle(value=layout, values=["grid", "network"], on_value=set_layout, dense=True)
         if model.sim is None:
             solara.Text("no model")
             return
-        fig = persona_figure(model, color_by if color_by in choices else choices[0], layout)
-        solara.FigureMatplotlib(fig, format="png", dependencies=_deps(model, color_by, layout))
+        _figure(persona_figure(model, shown, layout), _deps(model, shown, layout))
 
 
 @solara.component
 def AnswerDistributions(model: PersonaeViz):
     update_counter.get()
-    with solara.Card("Current question: personas vs humans", classes=["personae-dist"], style={"width": "100%"}):
+    with solara.Card("Current question: personas vs humans", classes=["personae-dist"], style={"width": "100%"}, margin=0):
         item = model.shown_item()
         if item is None:
             solara.Text("This scenario has no questionnaire items.")
             return
         dists = model.persona_distributions(item) if model.sim.current_item is not None else {}
         human = model.human_reference(item)
-        fig = distribution_figure(model, item, dists, human)
-        solara.FigureMatplotlib(fig, format="png", dependencies=_deps(model))
-        header = "| option | " + " | ".join([*dists, *(["human"] if human is not None else [])]) + " |"
-        rows = [header, "|" + "---|" * (1 + len(dists) + (human is not None))]
-        for k, opt in enumerate(item.options):
-            vals = [f"{d[k]:.3f}" for d in dists.values()] + ([f"{human[k]:.3f}"] if human is not None else [])
-            rows.append(f"| {chr(65 + k)}. {opt} | " + " | ".join(vals) + " |")
+        _figure(distribution_figure(model, item, dists, human), _deps(model))
+        parts = [f"{label}: " + " ".join(f"{p:.3f}" for p in probs) for label, probs in dists.items()]
+        parts.append("human: " + " ".join(f"{p:.3f}" for p in human) if human is not None else "no human distribution for this item")
         if not dists:
-            rows.append("\n_not asked yet: press STEP_")
-        if human is None:
-            rows.append("\n_no human distribution for this item_")
-        with solara.Div(classes=["personae-dist-table"]):
-            solara.Markdown("\n".join(rows))
+            parts.insert(0, "not asked yet")
+        solara.Text(" · ".join(parts), classes=["personae-dist-values"], style={"font-size": "0.85em"})
 
 
 @solara.component
 def FidelityPlot(model: PersonaeViz):
     update_counter.get()
-    with solara.Card("Fidelity over steps", classes=["personae-fidelity"], style={"width": "100%"}):
+    with solara.Card("Fidelity over steps", classes=["personae-fidelity"], style={"width": "100%"}, margin=0):
         if not model.is_survey:
             solara.Text("No questionnaire: no fidelity metric.")
             return
-        fig = fidelity_figure(model)
-        solara.FigureMatplotlib(fig, format="png", dependencies=_deps(model))
+        _figure(fidelity_figure(model), _deps(model))
         latest = {label: model.running_wd(label) for label in (p.label for p in model.sim.populations)}
         if model.item_wd:
             text = "running WD: " + ", ".join(f"{k} {_fmt(v)}" for k, v in latest.items())
@@ -869,30 +894,41 @@ def FidelityPlot(model: PersonaeViz):
             text = "no question asked yet"
         else:
             text = "no human reference for the questions asked so far"
-        solara.Text(text, classes=["personae-fidelity-text"])
+        solara.Text(text, classes=["personae-fidelity-text"], style={"font-size": "0.85em"})
 
 
 @solara.component
 def ConsensusPanel(model: PersonaeViz):
     update_counter.get()
-    with solara.Card("Consensus rounds", classes=["personae-consensus"], style={"width": "100%"}):
+    with solara.Card("Consensus rounds", classes=["personae-consensus"], style={"width": "100%"}, margin=0):
         view = consensus_view(model.sim)
         if view is None:
             solara.Text("No consensus state on this model (expects statements / agreement / rounds or an episode).")
             return
         if view.question:
-            solara.Markdown(f"**Question:** {view.question}" + (f" · next phase: {view.phase}" if view.phase else ""))
+            solara.Text(f"Question: {view.question}" + (f" · next phase: {view.phase}" if view.phase else ""), style={"font-weight": "bold"})
         if view.agreement is not None and np.isfinite(view.agreement).any():
-            solara.FigureMatplotlib(consensus_figure(view), format="png", dependencies=_deps(model))
+            _figure(consensus_figure(view), _deps(model))
         if not view.statements:
             solara.Text("no statement yet")
-        for r, text in enumerate(view.statements):
-            label = "Draft" if r == 0 else f"Revision {r}"
-            row = view.agreement[r] if view.agreement is not None and r < view.agreement.shape[0] else None
-            agree = ""
-            if row is not None and np.isfinite(row).any():
-                agree = " · agreement " + ", ".join(f"{p}: {_fmt(v)}" for p, v in zip(view.participants, row))
-            solara.Markdown(f"**{label}**{agree}\n\n> {text}")
+        with solara.Column(gap="6px", classes=["personae-statements"]):
+            for r, text in enumerate(view.statements):
+                label = "Draft" if r == 0 else f"Revision {r}"
+                row = view.agreement[r] if view.agreement is not None and r < view.agreement.shape[0] else None
+                agree = ""
+                if row is not None and np.isfinite(row).any():
+                    agree = " · agreement " + ", ".join(f"{p}: {_fmt(v)}" for p, v in zip(view.participants, row))
+                _heading(f"{label}{agree}", "0.9em")
+                solara.Text(text, style={"font-size": "0.9em", "white-space": "pre-wrap"})
+
+
+def _show_points(ax) -> None:
+    """Mark every point of Mesa's line plots (one step is otherwise invisible)."""
+    for line in ax.get_lines():
+        line.set_marker("o")
+        line.set_xdata(np.asarray(line.get_xdata(), dtype=float) + 1)  # DataCollector row i is step i + 1
+    ax.relim()
+    ax.autoscale_view()
 
 
 def components_for(model: PersonaeViz) -> list:
@@ -900,7 +936,7 @@ def components_for(model: PersonaeViz) -> list:
     if model.is_survey:
         comps.append(FidelityPlot)
         if "mean_outside_mass" in model.datacollector.model_reporters:
-            comps.append(make_plot_component("mean_outside_mass", backend="matplotlib"))
+            comps.append(make_plot_component("mean_outside_mass", post_process=_show_points, backend="matplotlib"))
     if consensus_view(model.sim) is not None or (model.cfg is not None and model.cfg.scenario == "consensus"):
         comps.append(ConsensusPanel)
     return comps
@@ -914,9 +950,28 @@ def VizView(first: PersonaeViz, params: dict):
     SolaraViz(model, components=components, model_params=params, name=f"Personae · {first.title}")
 
 
+OFFLINE_CDN = "http://127.0.0.1:9/npm/"  # a closed local port: a missing asset fails here, never online
+
+
+def apply_offline_settings() -> None:
+    """Keep the solara server on this machine even under a plain ``solara run``:
+    no telemetry, and assets missing from solara-assets are never fetched from
+    the CDN (``python run.py view`` also sets the SOLARA_* variables before
+    solara starts, which covers its start-up ping and version check too)."""
+    try:
+        import solara.server.settings as server_settings
+
+        server_settings.telemetry.mixpanel_enable = False
+    except ImportError:  # solara without its server: nothing to do
+        pass
+    if "SOLARA_ASSETS_CDN" not in os.environ:
+        solara.settings.assets.cdn = OFFLINE_CDN
+
+
 def make_page(source: ViewSource):
     """The page component for one source. Each browser session renders its own
     ``Page`` and so builds its own model (in a thread, with a loading line)."""
+    apply_offline_settings()
 
     @solara.component
     def Page():
@@ -934,7 +989,7 @@ def make_page(source: ViewSource):
             model = result.value
             if model.sim is None:
                 with solara.Column(style={"padding": "24px"}):
-                    solara.Markdown(f"## Personae · {source.describe()}")
+                    _heading(f"Personae · {source.describe()}", "1.4em")
                     solara.Error(model.error or "the model could not be built", classes=["personae-error"])
                 return
             params = model_params_for(source, model.cfg)
@@ -944,8 +999,8 @@ def make_page(source: ViewSource):
                 solara.Error(one_line(result.error), classes=["personae-error"])
         else:
             with solara.Column(style={"padding": "24px"}, classes=["personae-loading"]):
-                solara.Markdown(f"## Personae · {source.describe()}")
-                solara.Text(status.value)
+                _heading(f"Personae · {source.describe()}", "1.4em")
+                solara.Text(status.value, classes=["personae-building"])
                 solara.ProgressLinear(True)
 
     return Page

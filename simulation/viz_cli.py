@@ -20,7 +20,11 @@ from pathlib import Path
 # Set before solara is imported: its settings are read at import time.
 OFFLINE_ENV = {
     "SOLARA_TELEMETRY_MIXPANEL_ENABLE": "False",  # no usage pings to mixpanel
-    "SOLARA_ASSETS_PROXY": "False",  # never fetch a missing asset from the CDN
+    # The page loads Solara's front end from this server (/_solara/cdn, filled
+    # from the solara-assets package). An asset missing from that package would
+    # be fetched from the CDN by the server: point it at a closed local port.
+    "SOLARA_ASSETS_PROXY": "True",
+    "SOLARA_ASSETS_CDN": "http://127.0.0.1:9/npm/",  # = simulation.viz.OFFLINE_CDN
     "SOLARA_THEME_VARIANT": "light",
     "MPLBACKEND": "Agg",
 }

@@ -53,12 +53,20 @@ class RecordingEngine(Engine):
 @pytest.fixture(scope="module")
 def engine():
     try:
+        import torch
+
         from agents.llm.transformers_engine import TransformersEngine
 
         # float32: bf16 lets identical computations differ by cache path.
-        return TransformersEngine.embedded(dtype="float32")
+        eng = TransformersEngine.embedded(dtype="float32")
     except (EngineError, ImportError) as exc:
         pytest.skip(f"embedded model unavailable: {exc}")
+    # One intra-op thread: on a 2-core machine shared with other jobs, OpenMP's
+    # spinning threads made decoding ~20x slower (30 tokens: 90 s vs 4 s).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield eng
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,11 @@ def tv(p, q) -> float:
     return 0.5 * float(np.abs(np.asarray(p) - np.asarray(q)).sum())
 
 
+def joint(r) -> list[float]:
+    """Probabilities of (each letter ..., no letter): what one sampled answer is drawn from."""
+    return [p * (1 - r.outside_mass) for p in r.probs] + [r.outside_mass]
+
+
 # ------------------------------------------------------------------ no server
 
 
@@ -127,20 +132,24 @@ def test_logprobs_mode_matches_the_completions_endpoint(chat, vllm_server):
 
 @pytest.mark.vllm
 def test_sampling_mode_estimates_the_same_distribution(chat):
-    reqs = requests()
+    reqs = requests()[::2]
     exact = LangChainEngine(chat, system=SYSTEM, answer_tokens=1).option_probs(reqs)
     # One-token answers at temperature 1 are draws from the distribution read above.
-    k = 400
+    # vLLM runs n=k as k sequences that each evaluate the prompt's uncached tail
+    # (~0.05 s each here), so k stays small; the samples are seeded, so not flaky.
+    k = 50
     sampler = LangChainEngine(chat, mode="sampling", samples=k, sample_tokens=1, resample_rounds=0, system=SYSTEM)
     got = sampler.option_probs(reqs)
     assert sampler.stats.generated_tokens >= k * len(reqs)
     for g, e in zip(got, exact):
         assert g.method == f"sampling:{k}" and math.isclose(sum(g.probs), 1)
-        assert tv(g.probs, e.probs) <= 0.15, (g, e)
-        assert abs(g.outside_mass - e.outside_mass) <= 0.1, (g, e)
-    # Seeds are passed through, so the same call sequence gives the same estimate.
-    again = LangChainEngine(chat, mode="sampling", samples=k, sample_tokens=1, resample_rounds=0, system=SYSTEM).option_probs(reqs)
-    assert [r.probs for r in again] == [r.probs for r in got]
+        # Each sample is one draw over (letters..., anything else): compare that
+        # joint distribution (measured here: TV 0.07-0.12 at k=50).
+        assert tv(joint(g), joint(e)) <= 0.2, (g, e)
+    # Seeds are passed through: the same call sequence gives the same estimate.
+    a, b = (LangChainEngine(chat, mode="sampling", samples=8, sample_tokens=2, system=SYSTEM).option_probs(reqs[:1])
+            for _ in range(2))
+    assert a[0].probs == b[0].probs and a[0].method == "sampling:8"
 
 
 @pytest.mark.vllm

@@ -86,8 +86,8 @@ def inprocess_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("vllm_inproc")
     spec = {
         "option_probs": [r.key() for r in option_requests()],
-        "generate": [GenerateRequest("Once upon a time", max_tokens=24, temperature=1.0, seed=5).key()] * 2
-        + [GenerateRequest("1, 2, 3, 4,", max_tokens=20, temperature=0.0, stop=(" 7",)).key()],
+        "generate": [GenerateRequest("Once upon a time", max_tokens=12, temperature=1.0, seed=5).key()] * 2
+        + [GenerateRequest("1, 2, 3, 4,", max_tokens=12, temperature=0.0, stop=(" 7",)).key()],
         "loglikelihood": [{"context": r.context, "continuation": r.continuation} for r in LOGLIK],
     }
     (d / "in.json").write_text(json.dumps(spec))
@@ -158,11 +158,11 @@ def test_prefix_cache_hits_on_a_shared_backstory(engine):
 
 
 def test_generate_text_stop_and_seed(engine):
-    story = GenerateRequest("Once upon a time", max_tokens=24, temperature=1.0, seed=5)
+    story = GenerateRequest("Once upon a time", max_tokens=12, temperature=1.0, seed=5)
     a, b, counting, other = engine.generate([
         story, story,
-        GenerateRequest("1, 2, 3, 4,", max_tokens=20, temperature=0.0, stop=(" 7",)),
-        GenerateRequest("Once upon a time", max_tokens=24, temperature=1.0, seed=6),
+        GenerateRequest("1, 2, 3, 4,", max_tokens=12, temperature=0.0, stop=(" 7",)),
+        GenerateRequest("Once upon a time", max_tokens=12, temperature=1.0, seed=6),
     ])
     assert a.text.strip() and a.n_tokens > 0
     assert a.text == b.text  # same seed, same text, even in one batch

@@ -17,6 +17,10 @@ import time
 import pytest
 
 VLLM_START_TIMEOUT = float(os.environ.get("PERSONAE_VLLM_START_TIMEOUT", "420"))
+# Eager mode by default: starts in ~1.5 min on every machine, where torch.compile
+# costs 2-4 extra minutes on a machine's first start (its cache then makes later
+# starts as fast). The tests generate few tokens, so decoding speed hardly matters.
+VLLM_TEST_EAGER = os.environ.get("PERSONAE_VLLM_TEST_EAGER", "1") != "0"
 
 
 class _External:
@@ -54,7 +58,8 @@ def vllm_server():
         )
     t0 = time.monotonic()
     try:
-        server = vs.serve(model=hf_folder(), name=EMBEDDED_NAME, timeout=VLLM_START_TIMEOUT)
+        server = vs.serve(model=hf_folder(), name=EMBEDDED_NAME, timeout=VLLM_START_TIMEOUT,
+                          extra_args=["--enforce-eager"] if VLLM_TEST_EAGER else [])
     except vs.ServerError as e:
         pytest.fail(f"vLLM server did not start: {e}", pytrace=False)
     print(f"\n[vllm] server ready at {server.base_url} in {time.monotonic() - t0:.0f} s")

@@ -315,22 +315,32 @@ class OpenAIEngine(Engine):
     def close(self) -> None:
         if self._closed:
             return
+        self._closed = True
+        if not self._thread.is_alive():  # interpreter shutdown: daemon thread already gone
+            return
+
         async def shut():
             for e in self.endpoints:
                 try:
                     await e.client.close()
                 except Exception:
                     pass
+
         try:
-            asyncio.run_coroutine_threadsafe(shut(), self._loop).result(10)
+            asyncio.run_coroutine_threadsafe(shut(), self._loop).result(5)
+        except Exception:
+            pass
         finally:
-            self._closed = True
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
-            self._loop.close()
+            if not self._thread.is_alive():
+                self._loop.close()
 
     def __del__(self):
+        # Never block in a finaliser: just stop the private loop.
         try:
-            self.close()
+            if not self._closed and self._thread.is_alive():
+                self._closed = True
+                self._loop.call_soon_threadsafe(self._loop.stop)
         except Exception:
             pass

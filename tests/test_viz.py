@@ -1,0 +1,371 @@
+"""The Mesa browser page (SolaraViz), driven in Debian's headless Chromium.
+
+Real servers (``python run.py view ...`` subprocesses on free 127.0.0.1 ports),
+the real embedded model and a real store. Kept tiny: 4 ANES partisans, the
+``qa`` condition (no backstory generation), three questions. Every request the
+browser makes is recorded and must stay on 127.0.0.1 (Solara's front end comes
+from solara-assets, with the Vue 2 widget stack).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCENARIO = "scenarios/meta_prejudice.yaml"
+TINY = [
+    "population.size=2",
+    "human.sample=4",
+    "population.conditions=[qa]",
+    "population.backstories.max_tokens=16",
+]
+PAGE_TIMEOUT = 240_000  # ms: building the model loads ANES; a live step may load the model
+LOCAL = ("http://127.0.0.1:", "ws://127.0.0.1:", "data:", "blob:", "about:")
+
+
+# ---------------------------------------------------------------- pure parts (no browser)
+def test_view_source_round_trips_through_the_environment():
+    from simulation.viz import ViewSource
+
+    src = ViewSource(scenario=SCENARIO, overrides=("population.conditions=[qa, bio]", "seed=3"))
+    assert ViewSource.from_env(src.to_env()) == src
+    rep = ViewSource(replay="run-1", store="x.db")
+    assert ViewSource.from_env(rep.to_env()) == rep
+    assert ViewSource.from_env({"PERSONAE_SCENARIO": SCENARIO, "PERSONAE_SET": "seed=1\npopulation.size=3\n"}).overrides == ("seed=1", "population.size=3")
+
+
+def test_controls_become_config_overrides():
+    from simulation.config import load_config
+    from simulation.viz import ViewSource, model_params_for, param_overrides, resolve
+
+    assert param_overrides(5, "qa, bio", 2) == ["population.size=5", "population.conditions=[qa, bio]", "seed=2"]
+    src = ViewSource(scenario=SCENARIO, overrides=tuple(TINY))
+    cfg, run_id = resolve(src, {"population_size": 3, "conditioning": "bio", "seed": 7})
+    assert (cfg.population.size, cfg.population.conditions, cfg.seed) == (3, ["bio"], 7)
+    assert run_id == cfg.run_id() != load_config(SCENARIO, TINY).run_id()
+    params = model_params_for(src, load_config(SCENARIO, TINY))
+    assert params["source"] is src  # fixed parameter, passed to the model class on Reset
+    assert params["conditioning"]["value"] == "qa" and "anthology" in params["conditioning"]["values"]
+    assert set(model_params_for(ViewSource(replay="r"), cfg)) == {"source"}
+
+
+def test_bad_sources_are_one_line_messages(tmp_path):
+    from simulation.viz import PersonaeViz, ViewSource
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nscenario: meta_prejudice\npopulation:\n  size: ten\n")
+    m = PersonaeViz(source=ViewSource(scenario=str(bad)))
+    assert m.sim is None and "population.size" in m.error and "\n" not in m.error and not m.running
+    m = PersonaeViz(source=ViewSource(replay="nope", store=str(tmp_path / "missing.db")))
+    assert "not found" in m.error and not (tmp_path / "missing.db").exists()  # no store created as a side effect
+
+
+def test_consensus_view_reads_the_generic_interface():
+    from types import SimpleNamespace
+
+    from simulation.viz import consensus_view
+
+    assert consensus_view(SimpleNamespace(item_list=[])) is None
+    v = consensus_view(SimpleNamespace(statements=["draft", "rev"], agreement=[[5.0, 3.0], [6.0, 4.5]], participants=["ann", "bo"]))
+    assert v.statements == ["draft", "rev"] and v.participants == ["ann", "bo"] and v.agreement.shape == (2, 2)
+    v = consensus_view(SimpleNamespace(rounds=[{"statement": "s0", "agreement": {"a": 2.0, "b": 7.0}}, {"statement": "s1"}], participants=["a", "b"]))
+    assert v.statements == ["s0", "s1"] and v.agreement[0].tolist() == [2.0, 7.0] and np.isnan(v.agreement[1]).all()
+    v = consensus_view(SimpleNamespace(statements=["only"], agreement={"x": [1.0, 2.0], "y": [3.0]}))
+    assert v.participants == ["x", "y"] and v.agreement.shape == (2, 2)
+    payoff = SimpleNamespace(agreement=np.array([[4.0, 5.0, 6.0]]))
+    episode = SimpleNamespace(
+        statements=["the statement"],
+        payoff=payoff,
+        participants=[SimpleNamespace(id=i) for i in ("p", "q", "r")],
+        question=SimpleNamespace(question="Should we?"),
+        phase=None,
+    )
+    v = consensus_view(SimpleNamespace(episode=episode))
+    assert v.question == "Should we?" and v.participants == ["p", "q", "r"] and v.agreement.tolist() == [[4.0, 5.0, 6.0]]
+
+
+def test_consensus_figure_renders(tmp_path):
+    from types import SimpleNamespace
+
+    from simulation.viz import consensus_figure, consensus_view
+
+    v = consensus_view(SimpleNamespace(statements=["a", "b", "c"], agreement=[[5.0, 3.0, 6.2], [6.0, 4.5, 6.4], [6.5, 5.0, np.nan]], participants=["ann", "bo", "cy"]))
+    consensus_figure(v).savefig(tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 5_000
+
+
+# ---------------------------------------------------------------- servers
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+class Server:
+    def __init__(self, args: list[str], log: Path):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = log
+        self._fh = open(log, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "run.py", "view", *args, "--port", str(self.port)],
+            cwd=ROOT,
+            env=_env(),
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 120.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"server exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as r:
+                    if r.status == 200:
+                        return self.url
+            except OSError:
+                time.sleep(0.5)
+        pytest.fail(f"server not ready in {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._fh.close()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("viz")
+
+
+@pytest.fixture(scope="module")
+def servers(work):
+    """Everything starts at once (the engine-free servers are up while the
+    logged run is being made); the replay server starts when its run exists."""
+    bad = work / "bad.yaml"
+    bad.write_text("name: bad\nscenario: meta_prejudice\npopulation:\n  size: ten\n")
+    live_set = [*TINY, f"store={work / 'live.db'}", f"output={work / 'runs'}"]
+    run_set = [*TINY, f"store={work / 'logged.db'}", f"output={work / 'runs'}"]
+    made = {
+        "live": Server([SCENARIO, *sum((["--set", s] for s in live_set), [])], work / "live.log"),
+        "bad": Server([str(bad)], work / "bad.log"),
+        "missing": Server(["--replay", "no-such-run", "--store", str(work / "logged.db")], work / "missing.log"),
+    }
+    logged = subprocess.Popen(
+        [sys.executable, "run.py", SCENARIO, *sum((["--set", s] for s in run_set), []), "--plain"],
+        cwd=ROOT,
+        env=_env(),
+        stdout=open(work / "run.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    made["_run"] = (logged, run_set)
+    yield made
+    for key, s in made.items():
+        if isinstance(s, Server):
+            s.stop()
+    if logged.poll() is None:
+        logged.kill()
+
+
+@pytest.fixture(scope="module")
+def replay_server(servers, work):
+    logged, run_set = servers["_run"]
+    assert logged.wait(timeout=600) == 0, (work / "run.log").read_text()[-3000:]
+    from simulation.config import load_config
+
+    run_id = load_config(ROOT / SCENARIO, run_set).run_id()
+    s = Server(["--replay", run_id, "--store", str(work / "logged.db")], work / "replay.log")
+    servers["replay"] = s
+    s.run_id = run_id
+    return s
+
+
+# ---------------------------------------------------------------- browser
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian chromium is not installed (make browser)")
+    pw_api = pytest.importorskip("playwright.sync_api")
+    with pw_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+class Session:
+    """One browser session (its own context: cookies, solara kernel) that
+    records every URL it requests."""
+
+    def __init__(self, browser):
+        self.ctx = browser.new_context(viewport={"width": 1400, "height": 1100})
+        self.requests: list[str] = []
+        self.ctx.on("request", lambda r: self.requests.append(r.url))
+        self.page = self.ctx.new_page()
+        self.page.on("websocket", lambda ws: self.requests.append(ws.url))
+
+    def open(self, url: str, wait: str = ".personae-progress, .personae-error"):
+        self.page.goto(url)
+        self.page.wait_for_selector(wait, timeout=PAGE_TIMEOUT)
+        return self.page
+
+    def text(self, selector: str) -> str:
+        return self.page.inner_text(selector)
+
+    def wait_text(self, selector: str, needle: str, timeout: int = PAGE_TIMEOUT) -> None:
+        self.page.wait_for_function(
+            "([sel, needle]) => { const e = document.querySelector(sel); return e && e.innerText.includes(needle); }",
+            arg=[selector, needle],
+            timeout=timeout,
+        )
+
+    def step(self) -> None:
+        self.page.get_by_role("button", name="Step").click()
+
+    def assert_offline(self) -> None:
+        outside = [u for u in self.requests if not u.startswith(LOCAL)]
+        assert self.requests and not outside, f"requests left 127.0.0.1: {outside[:10]}"
+
+    def close(self) -> None:
+        self.ctx.close()
+
+
+@pytest.fixture()
+def session(browser):
+    opened = []
+
+    def make():
+        s = Session(browser)
+        opened.append(s)
+        return s
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+@pytest.mark.browser
+def test_bad_scenario_shows_one_line_message(servers, session):
+    s = session()
+    s.open(servers["bad"].wait_ready())
+    msg = s.text(".personae-error").strip()
+    assert "bad.yaml: population.size:" in msg and "integer" in msg and "\n" not in msg
+    assert "Traceback" not in s.text("body")
+    s.assert_offline()
+
+
+@pytest.mark.browser
+def test_missing_run_id_shows_one_line_message(servers, session):
+    s = session()
+    s.open(servers["missing"].wait_ready())
+    msg = s.text(".personae-error").strip()
+    assert "no run 'no-such-run'" in msg and "\n" not in msg
+    assert "Traceback" not in s.text("body")
+    s.assert_offline()
+
+
+@pytest.mark.browser
+def test_live_page_steps_offline_and_screenshot(servers, session, artifacts):
+    s = session()
+    page = s.open(servers["live"].wait_ready())
+    assert "question 0/3" in s.text(".personae-progress")
+    assert "not asked yet" in s.text(".personae-dist-values")
+    before_png = page.locator(".personae-dist").screenshot()
+    before_values = s.text(".personae-dist-values")
+
+    s.step()
+    s.wait_text(".personae-progress", "question 1/3")
+    s.wait_text(".personae-dist-values", "qa:")
+    page.wait_for_timeout(500)  # the new PNG is decoded
+    assert "Step: 1" in s.text("body")
+    after_values = s.text(".personae-dist-values")
+    assert after_values != before_values and "human:" in after_values
+    assert page.locator(".personae-dist").screenshot() != before_png  # the plotted bars changed
+    assert "running WD: qa" in s.text(".personae-fidelity-text")
+    assert "engine calls 4" in s.text(".personae-status")  # 4 personas, one batch, cached in the store
+
+    shot = artifacts / "viz-live.png"
+    page.screenshot(path=str(shot), full_page=True)
+    w, h = _png_size(shot)
+    assert w >= 1000 and h >= 800 and shot.stat().st_size > 60_000  # the rendered page, not a spinner
+    for card in (".personae-map", ".personae-dist", ".personae-fidelity"):
+        assert page.locator(f"{card} img").count() >= 1
+    s.assert_offline()
+
+
+@pytest.mark.browser
+def test_sessions_do_not_share_state(servers, session):
+    a, b = session(), session()
+    url = servers["live"].wait_ready()
+    a.open(url)
+    b.open(url)
+    a.step()
+    a.wait_text(".personae-progress", "question 1/3")
+    b.page.wait_for_timeout(1000)
+    assert "question 0/3" in b.text(".personae-progress")
+    assert "Step: 0" in b.text("body") and "Step: 1" in a.text("body")
+    a.assert_offline()
+    b.assert_offline()
+
+
+@pytest.mark.browser
+def test_replay_steps_through_the_logged_answers(replay_server, session, artifacts, work):
+    from simulation.store import Store
+
+    s = session()
+    s.open(replay_server.wait_ready())
+    assert "replay of run" in s.text(".personae-status")
+    logged = Store(work / "logged.db").events(replay_server.run_id)
+    items = []
+    for ev in logged:
+        if ev["payload"]["item"] not in items:
+            items.append(ev["payload"]["item"])
+    for n, item in enumerate(items, start=1):
+        s.step()
+        s.wait_text(".personae-progress", f"question {n}/{len(items)}")
+        probs = np.mean([ev["payload"]["probs"] for ev in logged if ev["payload"]["item"] == item], axis=0)
+        expected = "qa: " + " ".join(f"{p:.3f}" for p in probs)
+        s.wait_text(".personae-dist-values", expected, timeout=30_000)
+        assert item in s.text(".personae-status")
+    status = s.text(".personae-status")
+    assert "finished" in status and "engine calls 0" in status  # the log, never the engine
+    s.page.screenshot(path=str(artifacts / "viz-replay.png"), full_page=True)
+    s.assert_offline()
+
