@@ -8,7 +8,8 @@ the same episodes (same questions, personas, seeds) on a fresh engine so
 neither profits from the other's prefix cache.
 
     python benchmarks/bench_consensus.py                      # in-process embedded model
-    python benchmarks/bench_consensus.py --base-url http://127.0.0.1:8011/v1 --model smollm2-135m-instruct
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_consensus.py   # on a shared, busy machine
+    python benchmarks/bench_consensus.py --no-local --base-url http://127.0.0.1:8011/v1 --model smollm2-135m-instruct
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def report(name: str, make_engine, args) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--episodes", type=int, default=2)
+    ap.add_argument("--episodes", type=int, default=1)
     ap.add_argument("--group", type=int, default=5)
     ap.add_argument("--candidates", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=1)
@@ -86,6 +87,7 @@ def main(argv=None) -> None:
     ap.add_argument("--statement-tokens", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads of the in-process engine")
     ap.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8011/v1")
     ap.add_argument("--model", default=None, help="model name served at --base-url (default: the first listed)")
     ap.add_argument("--no-local", action="store_true", help="skip the in-process engine")
@@ -95,7 +97,7 @@ def main(argv=None) -> None:
     if not args.no_local:
         from agents.llm.transformers_engine import TransformersEngine
 
-        report("in-process", lambda: TransformersEngine.embedded(dtype=args.dtype), args)
+        report("in-process", lambda: TransformersEngine.embedded(dtype=args.dtype, threads=args.threads), args)
     if args.base_url:
         from agents.llm.openai_engine import OpenAIEngine
 
