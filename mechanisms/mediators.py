@@ -36,7 +36,7 @@ import numpy as np
 from agents.llm.base import Engine, GenerateRequest, OptionRequest, option_letters
 
 from . import prompts
-from .payoff import LikertAnswer, expected_value, likert_request
+from .payoff import LIKERT7, LikertAnswer, likert_answer, likert_request
 from .social_choice import SocialChoiceResult, aggregate, ranks_from_scores
 
 
@@ -140,32 +140,34 @@ class Transcript:
         )
         return text
 
-    def likert(self, requests: Sequence[OptionRequest], reversed_flags: Sequence[bool], metas: Sequence[dict]) -> list[LikertAnswer]:
+    def likert(
+        self, requests: Sequence[OptionRequest], reversed_flags: Sequence[bool], metas: Sequence[dict], scale: Sequence[str] = LIKERT7
+    ) -> list[LikertAnswer]:
         """One batched option_probs call on Likert questions; answers in scale order."""
         results = self.engine.option_probs(list(requests))
         out = []
         for req, rev, meta, res in zip(requests, reversed_flags, metas, results):
-            probs = list(reversed(res.probs)) if rev else list(res.probs)
-            ans = LikertAnswer(probs, expected_value(probs), res.outside_mass, bool(rev), req)
+            ans = likert_answer(req, rev, res)
             out.append(ans)
-            self.records.append(self._option_record(req, res, meta, value=ans.expected, reversed=bool(rev)))
+            listed = list(reversed(scale)) if rev else list(scale)
+            self.records.append(self._option_record(req, res, meta, listed, value=ans.expected, reversed=bool(rev)))
         return out
 
     def choice(self, requests: Sequence[OptionRequest], listed: Sequence[Sequence[str]], metas: Sequence[dict]) -> list[list[float]]:
         """One batched option_probs call on plain multiple-choice questions."""
         results = self.engine.option_probs(list(requests))
         for req, labels, meta, res in zip(requests, listed, metas, results):
-            self.records.append(self._option_record(req, res, {**meta}, options=list(labels)))
+            self.records.append(self._option_record(req, res, meta, list(labels)))
         return [list(r.probs) for r in results]
 
     @staticmethod
-    def _option_record(req: OptionRequest, res, meta: dict, options=None, **kw) -> LogRecord:
+    def _option_record(req: OptionRequest, res, meta: dict, options: list[str], **kw) -> LogRecord:
         return LogRecord(
             **meta,
             kind="option_probs",
             prompt=req.prompt,
             prefix_len=len(req.prefix),
-            options=options if options is not None else _listed_labels(req),
+            options=options,
             probs=list(res.probs),
             outside_mass=res.outside_mass,
             **kw,
@@ -173,21 +175,6 @@ class Transcript:
 
     def note(self, **fields) -> None:
         self.records.append(LogRecord(**fields))
-
-
-def _listed_labels(req: OptionRequest) -> list[str]:
-    """Recover the option texts as listed from the prompt's ``(A) ...`` lines."""
-    labels = []
-    for letter in req.options:
-        tag = f"\n({letter}) "
-        start = req.suffix.rfind(tag)
-        if start < 0:
-            labels.append(letter)
-            continue
-        start += len(tag)
-        end = req.suffix.find("\n", start)
-        labels.append(req.suffix[start : end if end >= 0 else None])
-    return labels
 
 
 @dataclass

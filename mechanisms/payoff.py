@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agents.llm.base import Engine, OptionRequest, option_letters
+from agents.llm.base import Engine, OptionRequest, OptionResult, option_letters
 
 from . import prompts
 from .prompts import LIKERT7
@@ -50,14 +50,16 @@ def likert_request(prefix: str, suffix_for: Callable[[Sequence[str]], str], reve
     return OptionRequest(prefix=prefix, suffix=suffix_for(listed), options=option_letters(len(scale)))
 
 
+def likert_answer(request: OptionRequest, reverse: bool, result: OptionResult) -> LikertAnswer:
+    """Map an engine answer (probabilities in listed order) back to scale order."""
+    probs = list(reversed(result.probs)) if reverse else list(result.probs)
+    return LikertAnswer(probs, expected_value(probs), result.outside_mass, bool(reverse), request)
+
+
 def ask_likert(engine: Engine, requests: Sequence[OptionRequest], reversed_flags: Sequence[bool]) -> list[LikertAnswer]:
     """Ask every request in one batched call; map reversed answers back."""
     results = engine.option_probs(list(requests))
-    out = []
-    for req, rev, res in zip(requests, reversed_flags, results):
-        probs = list(reversed(res.probs)) if rev else list(res.probs)
-        out.append(LikertAnswer(probs, expected_value(probs), res.outside_mass, bool(rev), req))
-    return out
+    return [likert_answer(q, rev, res) for q, rev, res in zip(requests, reversed_flags, results)]
 
 
 def agreement_requests(

@@ -17,6 +17,7 @@ import atexit
 import glob
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -138,8 +139,7 @@ def setup(force: bool = False, log=print) -> float:
     ).stdout.splitlines()
     keep = []
     for r in reqs:
-        name = r.split(";")[0].strip()
-        base = name.replace("_", "-").split("[")[0].split("=")[0].split("<")[0].split(">")[0].split("!")[0].strip().lower()
+        base = re.match(r"\s*([A-Za-z0-9_.-]+)", r).group(1).replace("_", "-").lower()
         if "extra ==" in r or base in ("torch",) + DROP_PACKAGES:
             continue
         keep.append(r)
