@@ -322,17 +322,12 @@ class HabermasMediator(Mediator):
         n = len(inp.opinions)
         reqs, flags, metas = [], [], []
         for i in range(n):
-            prefix = prompts.participant_prefix(inp.actor_conditionings[i])
             crit = inp.critiques[i] if inp.critiques else None
+            # Conditioning + question + own opinion/critique: one cached prefix per participant.
+            prefix = prompts.participant_prefix(inp.actor_conditionings[i]) + prompts.agreement_head(inp.question, inp.opinions[i], crit)
+            rev = inp.reversed_flags[i]
             for c, cand in enumerate(candidates):
-                rev = inp.reversed_flags[i]
-                reqs.append(
-                    likert_request(
-                        prefix,
-                        lambda opts, cand=cand: prompts.agreement_suffix(inp.question, cand, opts, inp.opinions[i], crit),
-                        rev,
-                    )
-                )
+                reqs.append(likert_request(prefix, lambda opts, cand=cand: prompts.agreement_tail(cand, opts), rev))
                 flags.append(rev)
                 metas.append(dict(round=inp.round, phase=inp.phase, act="rank", participant=i, actor=inp.actor_ids[i], candidate=c))
         answers = t.likert(reqs, flags, metas)

@@ -70,15 +70,11 @@ def agreement_requests(
     the question and the statement, so a payoff depends on who judges and on
     the outcome alone (needed for value equivalence)."""
     reqs = []
+    head = prompts.agreement_head(question)
     for s in statements:
         for j, cond in enumerate(judges):
-            reqs.append(
-                likert_request(
-                    prompts.participant_prefix(cond),
-                    lambda opts, s=s: prompts.agreement_suffix(question, s, opts),
-                    reversed_flags[j],
-                )
-            )
+            prefix = prompts.participant_prefix(cond) + head
+            reqs.append(likert_request(prefix, lambda opts, s=s: prompts.agreement_tail(s, opts), reversed_flags[j]))
     return reqs
 
 

@@ -86,19 +86,29 @@ def position_suffix(question: str, statement: str, scale: Sequence[str]) -> str:
     )
 
 
+def agreement_head(question: str, opinion: str | None = None, critique: str | None = None) -> str:
+    """What precedes the statement in an agreement question. It is the same for
+    every statement one participant rates, so callers put it in the request's
+    prefix (cached once per participant, only the statement part is new)."""
+    head = f"The group discussed the question: {question}\n"
+    if opinion:
+        head += f"Your opinion was: {opinion}\n"
+    if critique:
+        head += f"Your critique of the last draft: {critique}\n"
+    return head
+
+
+def agreement_tail(statement: str, scale: Sequence[str]) -> str:
+    return f'The group statement is: "{statement}"\n' + choice_block("How much do you agree with the group statement?", scale)
+
+
 def agreement_suffix(
     question: str, statement: str, scale: Sequence[str], opinion: str | None = None, critique: str | None = None
 ) -> str:
     """Agreement with a group statement. The payoff prompt passes no opinion so
     the payoff depends only on who judges and on the statement; ranking
     candidates passes the ranker's own opinion and latest critique."""
-    head = f"The group discussed the question: {question}\n"
-    if opinion:
-        head += f"Your opinion was: {opinion}\n"
-    if critique:
-        head += f"Your critique of the last draft: {critique}\n"
-    head += f'The group statement is: "{statement}"\n'
-    return head + choice_block("How much do you agree with the group statement?", scale)
+    return agreement_head(question, opinion, critique) + agreement_tail(statement, scale)
 
 
 def choice_rank_suffix(question: str, opinion: str, statements: Sequence[str], critique: str | None = None) -> str:

@@ -90,9 +90,10 @@ def write_outputs(model, out: Path) -> list[Path]:
         if summary not in files:
             files.insert(0, summary)
     answers = answers_table(model)
-    path = out / "answers.csv"
-    answers.to_csv(path, index=False, float_format="%.6f", lineterminator="\n")
-    files.append(path)
+    if len(answers):
+        path = out / "answers.csv"
+        answers.to_csv(path, index=False, float_format="%.6f", lineterminator="\n")
+        files.append(path)
     return files
 
 

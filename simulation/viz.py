@@ -28,7 +28,7 @@ Components (functions of the model, as SolaraViz expects):
 * Mesa's own ``make_plot_component("mean_outside_mass")`` from the DataCollector.
 * ``ConsensusPanel`` (consensus scenarios): each round's statement and each
   participant's agreement. It reads a generic interface, see
-  :func:`consensus_view`.
+  :func:`consensus_views` (one view per discussion group).
 """
 from __future__ import annotations
 
@@ -285,7 +285,16 @@ class PersonaeViz(mesa.Model):
     # ------------------------------------------------------------ views
     @property
     def is_survey(self) -> bool:
-        return self.sim is not None and hasattr(self.sim, "item_list") and hasattr(self.sim, "populations")
+        """A questionnaire: multiple-choice items asked of persona populations."""
+        if self.sim is None or not hasattr(self.sim, "populations"):
+            return False
+        items = getattr(self.sim, "item_list", None) or []
+        return bool(items) and all(getattr(i, "options", None) for i in items)
+
+    @property
+    def has_phases(self) -> bool:
+        """Steps named by ``item_list`` / ``step_index`` (questions, or e.g. consensus phases)."""
+        return self.sim is not None and bool(getattr(self.sim, "item_list", None)) and hasattr(self.sim, "step_index")
 
     @property
     def title(self) -> str:
@@ -303,8 +312,9 @@ class PersonaeViz(mesa.Model):
     def progress_text(self) -> str:
         if self.sim is None:
             return ""
-        if self.is_survey:
-            return f"question {self.sim.step_index}/{len(self.sim.item_list)}"
+        if self.has_phases:
+            word = "question" if self.is_survey else "phase"
+            return f"{word} {self.sim.step_index}/{len(self.sim.item_list)}"
         return f"step {self.steps}"
 
     def engine_text(self) -> str:
@@ -452,6 +462,7 @@ def _log_unexpected(exc: BaseException) -> None:
 # ---------------------------------------------------------------- consensus
 @dataclass
 class ConsensusView:
+    label: str = ""  # e.g. "group 0"
     question: str = ""
     statements: list[str] = field(default_factory=list)  # per round: draft, revision 1, ...
     agreement: np.ndarray | None = None  # [round, participant], Likert (1..7) expected values
@@ -467,54 +478,92 @@ def _as_statement(x) -> str:
     return str(getattr(x, "statement", x))
 
 
-def consensus_view(sim) -> ConsensusView | None:
-    """Read a consensus model through a generic interface, first match wins:
+def _names(parts) -> list[str]:
+    """Participant names from a list of ids / objects with ``.id``; anything
+    else (e.g. a ``participants(group)`` method) is not a list of names."""
+    if not isinstance(parts, (list, tuple)):
+        return []
+    return [str(getattr(p, "id", p)) for p in parts]
 
-    * ``sim.statements``: list of each round's statement (str, or dicts / objects
-      with ``statement``); ``sim.agreement``: ``[round][participant]`` values, or
-      ``{participant: [per round]}``; or ``sim.rounds``: a list of per-round
-      dicts with ``statement`` and ``agreement`` (list or ``{participant: v}``);
-    * else ``sim.episode`` (or the last of ``sim.episodes``), a
-      ``mechanisms.Episode``: ``.statements``, ``.payoff.agreement``, ``.question``.
 
-    Participants are named by ``sim.participants`` / the episode's participants
-    (``.id``), else numbered. Returns None when the model has none of these.
+def _question(q) -> str:
+    return str(getattr(q, "question", q) or "") if q is not None else ""
+
+
+def _episode_view(ep, label: str, statements=None, agreement=None) -> ConsensusView:
+    payoff = getattr(ep, "payoff", None)
+    view = ConsensusView(label=label, question=_question(getattr(ep, "question", None)))
+    view.participants = _names(getattr(ep, "participants", None))
+    view.statements = [_as_statement(x) for x in (getattr(ep, "statements", None) or statements or [])]
+    phase = getattr(ep, "phase", "")
+    view.phase = "finished" if getattr(ep, "done", False) else str(phase or "")
+    source = getattr(payoff, "agreement", None) if payoff is not None else None
+    view.agreement = _agreement_matrix(source if source is not None else agreement, view.participants)
+    return view
+
+
+def consensus_views(sim) -> list[ConsensusView]:
+    """Read a consensus model through a generic interface (first match wins);
+    one view per discussion group:
+
+    1. ``sim.episodes`` (or ``sim.episode``): ``mechanisms.Episode``-like objects,
+       read for ``.question``, ``.participants`` (``.id``), ``.statements``,
+       ``.payoff.agreement`` (``[round][participant]``), ``.phase`` / ``.done``;
+       ``sim.statements[g]`` / ``sim.agreement[g]`` fill in what an episode lacks;
+    2. ``sim.statements`` / ``sim.agreement`` as dicts keyed by group;
+    3. one group: ``sim.statements`` (list of each round's statement: str, or
+       dicts / objects with ``statement``) with ``sim.agreement``
+       (``[round][participant]`` or ``{participant: [per round]}``), or
+       ``sim.rounds`` (list of dicts with ``statement`` and ``agreement``).
+
+    Participants are named by a list ``sim.participants`` or the episode's
+    participants, else numbered. Empty when the model has none of these.
     """
     if sim is None:
-        return None
-    source = sim
-    episode = getattr(sim, "episode", None)
-    if episode is None and getattr(sim, "episodes", None):
-        episode = list(sim.episodes)[-1]
+        return []
     statements = getattr(sim, "statements", None)
     agreement = getattr(sim, "agreement", None)
+    episodes = getattr(sim, "episodes", None)
+    if not isinstance(episodes, (list, tuple)) or not episodes:
+        episodes = [sim.episode] if getattr(sim, "episode", None) is not None else []
+    if episodes:
+        by_group = lambda d, g: d.get(g) if isinstance(d, dict) else None  # noqa: E731
+        return [
+            _episode_view(ep, f"group {g}" if len(episodes) > 1 else "", by_group(statements, g), by_group(agreement, g))
+            for g, ep in enumerate(episodes)
+        ]
+    if isinstance(statements, dict) and statements and all(isinstance(v, (list, tuple)) for v in statements.values()):
+        views = []
+        for g in sorted(statements):
+            ag = agreement.get(g) if isinstance(agreement, dict) else None
+            views.append(ConsensusView(label=f"group {g}", statements=[_as_statement(x) for x in statements[g]], agreement=_agreement_matrix(ag, [])))
+        for v in views:
+            if v.agreement is not None:
+                v.participants = [f"P{i + 1}" for i in range(v.agreement.shape[1])]
+        return views
     rounds = getattr(sim, "rounds", None)
     if statements is None and agreement is None and isinstance(rounds, (list, tuple)) and rounds and isinstance(rounds[0], dict):
         statements = [_as_statement(r) for r in rounds]
         agreement = [r.get("agreement") for r in rounds]
-    if statements is None and agreement is None and episode is not None:
-        source = episode
-        statements = getattr(episode, "statements", None)
-        payoff = getattr(episode, "payoff", None)
-        agreement = getattr(payoff, "agreement", None) if payoff is not None else None
     if statements is None and agreement is None:
-        return None
-    view = ConsensusView()
+        return []
     if callable(statements):
         statements = statements()
     if isinstance(statements, dict):
         statements = [statements[k] for k in sorted(statements)]
-    view.statements = [_as_statement(s) for s in (statements or [])]
-    parts = getattr(sim, "participants", None) or getattr(source, "participants", None) or []
-    view.participants = [str(getattr(p, "id", p)) for p in parts]
-    q = getattr(sim, "question", None) or getattr(source, "question", None)
-    view.question = str(getattr(q, "question", q) or "")
-    phase = getattr(source, "phase", "")
-    view.phase = str(phase() if callable(phase) else (phase or ""))
+    view = ConsensusView(question=_question(getattr(sim, "question", None)))
+    view.statements = [_as_statement(x) for x in (statements or [])]
+    view.participants = _names(getattr(sim, "participants", None))
     view.agreement = _agreement_matrix(agreement, view.participants)
     if view.agreement is not None and not view.participants:
         view.participants = [f"P{i + 1}" for i in range(view.agreement.shape[1])]
-    return view
+    return [view]
+
+
+def consensus_view(sim) -> ConsensusView | None:
+    """The first group's view (see :func:`consensus_views`), or None."""
+    views = consensus_views(sim)
+    return views[0] if views else None
 
 
 def _agreement_matrix(agreement, participants: list[str]) -> np.ndarray | None:
@@ -522,6 +571,8 @@ def _agreement_matrix(agreement, participants: list[str]) -> np.ndarray | None:
         return None
     if callable(agreement):
         agreement = agreement()
+    if isinstance(agreement, np.ndarray):
+        agreement = agreement.tolist()
     if isinstance(agreement, dict):  # {participant: [per round]}
         keys = list(agreement)
         cols = [np.asarray(agreement[k], dtype=float).ravel() for k in keys]
@@ -555,6 +606,8 @@ def _agreement_matrix(agreement, participants: list[str]) -> np.ndarray | None:
 def trait_choices(agents) -> list[str]:
     """Colour-by choices: party, condition, answer, then every profile trait."""
     choices = ["party", "condition", "answer"]
+    if any(getattr(a, "group", None) is not None for a in agents[:50]):
+        choices.insert(0, "group")
     for a in agents[:2000]:
         for src in (getattr(a, "human_profile", None) or {}, getattr(a, "profile", None) or {}):
             for k in src:
@@ -581,7 +634,7 @@ def trait_value(agent, trait: str, item=None) -> str:
         if item is not None and k < len(item.options):
             return f"{chr(65 + k)}. {item.options[k]}"
         return chr(65 + k)
-    if trait in ("party", "condition", "method"):
+    if trait in ("party", "condition", "method", "group"):
         v = getattr(agent, trait, None)
         if v not in (None, ""):
             return str(v)
@@ -605,7 +658,7 @@ def _render_item_text(item) -> str:
 # ---------------------------------------------------------------- figures
 def persona_figure(model: PersonaeViz, color_by: str, layout: str) -> Figure:
     agents = model.agents_shown
-    item = model.sim.current_item if model.is_survey else None
+    item = getattr(model.sim, "current_item", None) if model.is_survey else None
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
     ax = fig.add_subplot()
     ax.set_axis_off()
@@ -650,11 +703,10 @@ def persona_figure(model: PersonaeViz, color_by: str, layout: str) -> Figure:
             k = current_answer(a)
             if k is not None:
                 ax.annotate(chr(65 + k), pos[i], ha="center", va="center", fontsize=fs, color="white", weight="bold", zorder=3, path_effects=OUTLINE)
-    if layout != "network" and model.is_survey:
-        for p_i, population in enumerate(model.sim.populations):
-            rows = [ys[i] for i, a in enumerate(agents) if getattr(a, "population", None) == p_i]
-            if rows:
-                ax.text(min(xs) - 0.45, max(rows) + 0.55, population.label, ha="left", va="bottom", fontsize=8, color="0.3")
+    if layout != "network":
+        for key in sorted({_block_of(a) for a in agents}, key=lambda k: (k[0], str(type(k[1])), k[1])):
+            rows = [ys[i] for i, a in enumerate(agents) if _block_of(a) == key]
+            ax.text(min(xs) - 0.45, max(rows) + 0.55, _block_label(model, key), ha="left", va="bottom", fontsize=8, color="0.3")
     handles = [
         matplotlib.lines.Line2D([], [], marker="o", ls="", color=colours[c], markeredgecolor="black", label=_wrap(c, 26)[:60])
         for c in cats[:12]
@@ -662,7 +714,10 @@ def persona_figure(model: PersonaeViz, color_by: str, layout: str) -> Figure:
     ]
     if handles:
         fig.legend(handles=handles, title=color_by, fontsize=7, title_fontsize=8, loc="center left", bbox_to_anchor=(0.71, 0.5), frameon=False)
-    what = f"marked by their answer to {item.id} (letter, shape)" if item is not None else "no question asked yet"
+    if item is not None:
+        what = f"marked by their answer to {item.id} (letter, shape)"
+    else:
+        what = "no question asked yet" if model.is_survey else "no multiple-choice answer"
     fig.suptitle(f"{n} personas · {what}", fontsize=9)
     pad_x, pad_y = 0.7, 0.9
     ax.set_xlim(min(xs) - pad_x, max(xs) + pad_x)
@@ -671,6 +726,22 @@ def persona_figure(model: PersonaeViz, color_by: str, layout: str) -> Figure:
         ax.set_xlim(min(xs) - 0.25, max(xs) + 0.25)
         ax.set_ylim(min(ys) - 0.25, max(ys) + 0.25)
     return fig
+
+
+def _block_of(agent) -> tuple[str, Any]:
+    """Grid block / network cluster of an agent: its discussion group when it
+    has one (consensus), else its population (condition)."""
+    if getattr(agent, "group", None) is not None:
+        return ("group", agent.group)
+    return ("population", getattr(agent, "population", 0))
+
+
+def _block_label(model: PersonaeViz, key: tuple[str, Any]) -> str:
+    kind, k = key
+    if kind == "group":
+        return f"group {k}"
+    pops = getattr(model.sim, "populations", None) or []
+    return pops[k].label if isinstance(k, int) and 0 <= k < len(pops) else str(k)
 
 
 def _positions(model: PersonaeViz, agents: list, layout: str) -> list[tuple[float, float]]:
@@ -686,15 +757,15 @@ def _positions(model: PersonaeViz, agents: list, layout: str) -> list[tuple[floa
         else:
             lay = nx.spring_layout(g, seed=0)
         return [(float(lay[i][0]), float(lay[i][1])) for i in range(n)]
-    # grid: one block of rows per population, humans in order
+    # grid: one block of rows per population (or discussion group), humans in order
     groups: dict[Any, list[int]] = {}
     for i, a in enumerate(agents):
-        groups.setdefault(getattr(a, "population", 0), []).append(i)
+        groups.setdefault(_block_of(a), []).append(i)
     widest = max(len(v) for v in groups.values())
     cols = max(1, min(widest, max(8, int(math.ceil(math.sqrt(widest * 3))))))
     out: list[tuple[float, float]] = [(0.0, 0.0)] * n
     y = 0.0
-    for key in sorted(groups, key=lambda k: (str(type(k)), k)):
+    for key in sorted(groups, key=lambda k: (k[0], str(type(k[1])), k[1])):
         members = groups[key]
         for j, i in enumerate(members):
             out[i] = (float(j % cols), -(y + j // cols))
@@ -703,19 +774,25 @@ def _positions(model: PersonaeViz, agents: list, layout: str) -> list[tuple[floa
 
 
 def _edges(model: PersonaeViz, agents: list) -> list[tuple[int, int]]:
-    """Network links: personas standing for the same human across conditions;
-    for a consensus model, every participant to the mediator's hub (none here:
-    participants are linked in a ring around it)."""
+    """Network links: the members of a discussion group deliberate together
+    (a clique per group, consensus); otherwise personas standing for the same
+    human across conditions are chained."""
+    edges = []
+    if any(getattr(a, "group", None) is not None for a in agents):
+        by_group: dict[Any, list[int]] = {}
+        for i, a in enumerate(agents):
+            if getattr(a, "group", None) is not None:
+                by_group.setdefault(a.group, []).append(i)
+        for members in by_group.values():
+            edges += [(u, v) for k, u in enumerate(members) for v in members[k + 1 :]]
+        return edges
     by_human: dict[Any, list[int]] = {}
     for i, a in enumerate(agents):
         h = getattr(a, "human", None)
         if h is not None:
             by_human.setdefault(h, []).append(i)
-    edges = []
     for members in by_human.values():
         edges += [(members[k], members[k + 1]) for k in range(len(members) - 1)]
-    if not edges and consensus_view(model.sim) is not None and len(agents) > 1:
-        edges = [(i, (i + 1) % len(agents)) for i in range(len(agents))]
     return edges
 
 
@@ -825,12 +902,16 @@ def Status(model: PersonaeViz):
                 style={"font-size": "0.85em", "color": "#555"},
             )
         if model.sim is not None:
-            item = model.sim.current_item if model.is_survey else None
+            item = getattr(model.sim, "current_item", None) if model.has_phases else None
             rest = ""
-            if item is not None:
+            if item is not None and model.is_survey:
                 rest += f" · {item.id}: {_render_item_text(item)}"
+            elif item is not None:
+                rest += f" · {item.id}"
             elif model.is_survey:
                 rest += " · press STEP to ask the first question"
+            elif model.has_phases:
+                rest += " · press STEP to run the first phase"
             if not model.running and model.steps:
                 rest += " · finished"
             rest += f" · {model.engine_text()}"
@@ -900,26 +981,30 @@ def FidelityPlot(model: PersonaeViz):
 @solara.component
 def ConsensusPanel(model: PersonaeViz):
     update_counter.get()
-    with solara.Card("Consensus rounds", classes=["personae-consensus"], style={"width": "100%"}, margin=0):
-        view = consensus_view(model.sim)
-        if view is None:
-            solara.Text("No consensus state on this model (expects statements / agreement / rounds or an episode).")
+    with solara.Card("Consensus rounds", classes=["personae-consensus"], style={"width": "100%", "overflow-y": "auto"}, margin=0):
+        views = consensus_views(model.sim)
+        if not views:
+            solara.Text("No consensus state on this model (expects episodes, or statements / agreement / rounds).")
             return
-        if view.question:
-            solara.Text(f"Question: {view.question}" + (f" · next phase: {view.phase}" if view.phase else ""), style={"font-weight": "bold"})
-        if view.agreement is not None and np.isfinite(view.agreement).any():
-            _figure(consensus_figure(view), _deps(model))
-        if not view.statements:
-            solara.Text("no statement yet")
-        with solara.Column(gap="6px", classes=["personae-statements"]):
-            for r, text in enumerate(view.statements):
-                label = "Draft" if r == 0 else f"Revision {r}"
-                row = view.agreement[r] if view.agreement is not None and r < view.agreement.shape[0] else None
-                agree = ""
-                if row is not None and np.isfinite(row).any():
-                    agree = " · agreement " + ", ".join(f"{p}: {_fmt(v)}" for p, v in zip(view.participants, row))
-                _heading(f"{label}{agree}", "0.9em")
-                solara.Text(text, style={"font-size": "0.9em", "white-space": "pre-wrap"})
+        for view in views:
+            head = " · ".join(x for x in (view.label, f"question: {view.question}" if view.question else "", f"next phase: {view.phase}" if view.phase else "") if x)
+            if head:
+                _heading(head, "0.95em")
+            if view.agreement is not None and np.isfinite(view.agreement).any():
+                _figure(consensus_figure(view), _deps(model, view.label))
+            elif view.statements:
+                solara.Text("agreement: measured in the payoff phase", style={"font-size": "0.85em", "color": "#555"})
+            if not view.statements:
+                solara.Text("no statement yet", style={"font-size": "0.85em"})
+            with solara.Column(gap="4px", classes=["personae-statements"]):
+                for r, text in enumerate(view.statements):
+                    label = "Draft" if r == 0 else f"Revision {r}"
+                    row = view.agreement[r] if view.agreement is not None and r < view.agreement.shape[0] else None
+                    agree = ""
+                    if row is not None and np.isfinite(row).any():
+                        agree = " · agreement " + ", ".join(f"{p[:14]}: {_fmt(v)}" for p, v in zip(view.participants, row))
+                    _heading(f"{label}{agree}", "0.85em")
+                    solara.Text(text, style={"font-size": "0.85em", "white-space": "pre-wrap"})
 
 
 def _show_points(ax) -> None:
@@ -932,12 +1017,12 @@ def _show_points(ax) -> None:
 
 
 def components_for(model: PersonaeViz) -> list:
-    comps: list = [PersonaMap, AnswerDistributions]
+    comps: list = [PersonaMap]
     if model.is_survey:
-        comps.append(FidelityPlot)
+        comps += [AnswerDistributions, FidelityPlot]
         if "mean_outside_mass" in model.datacollector.model_reporters:
             comps.append(make_plot_component("mean_outside_mass", post_process=_show_points, backend="matplotlib"))
-    if consensus_view(model.sim) is not None or (model.cfg is not None and model.cfg.scenario == "consensus"):
+    if consensus_views(model.sim) or (model.cfg is not None and model.cfg.scenario == "consensus"):
         comps.append(ConsensusPanel)
     return comps
 

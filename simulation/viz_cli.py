@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://{args.host}:{port}/"
     print(f"Personae page ({source.describe()}): {url}  (Ctrl-C to stop)", flush=True)
 
+    import click
     from solara.__main__ import cli
 
     solara_args = [
@@ -104,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     try:
         cli.main(args=solara_args, prog_name="solara", standalone_mode=False)
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, click.exceptions.Abort):  # Ctrl-C / SIGINT: a normal stop
+        print("page server stopped", flush=True)
     return 0
 
 

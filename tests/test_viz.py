@@ -83,7 +83,7 @@ def test_bad_sources_are_one_line_messages(tmp_path):
 def test_consensus_view_reads_the_generic_interface():
     from types import SimpleNamespace
 
-    from simulation.viz import consensus_view
+    from simulation.viz import consensus_view, consensus_views
 
     assert consensus_view(SimpleNamespace(item_list=[])) is None
     v = consensus_view(SimpleNamespace(statements=["draft", "rev"], agreement=[[5.0, 3.0], [6.0, 4.5]], participants=["ann", "bo"]))
@@ -102,6 +102,25 @@ def test_consensus_view_reads_the_generic_interface():
     )
     v = consensus_view(SimpleNamespace(episode=episode))
     assert v.question == "Should we?" and v.participants == ["p", "q", "r"] and v.agreement.tolist() == [[4.0, 5.0, 6.0]]
+
+    # scenarios/consensus.py's shape: several episodes (groups), per-group dicts,
+    # and a participants(group) method that is not a list of names
+    class Model:
+        @staticmethod
+        def participants(grp):
+            return []
+
+    m = Model()
+    running = SimpleNamespace(statements=["draft only"], payoff=None, participants=episode.participants, question=episode.question, phase="critiques", done=False)
+    m.episodes = [episode, running]
+    m.statements = {0: ["the statement"], 1: ["draft only"]}
+    m.agreement = {0: [[4.0, 5.0, 6.0]]}
+    views = consensus_views(m)
+    assert [v.label for v in views] == ["group 0", "group 1"]
+    assert views[0].agreement.shape == (1, 3) and views[1].agreement is None and views[1].phase == "critiques"
+    m.episodes = []
+    views = consensus_views(m)  # no episodes: the per-group dicts alone
+    assert [v.statements for v in views] == [["the statement"], ["draft only"]] and views[0].participants == ["P1", "P2", "P3"]
 
 
 def test_consensus_figure_renders(tmp_path):
