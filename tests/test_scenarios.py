@@ -40,7 +40,7 @@ CASES = {
     "meta_prejudice.yaml": (["human.sample=6", "population.conditions=[anthology, qa]"], "meta_perception.csv"),
     "partisan_hostility.yaml": (["human.sample=4", "population.conditions=[qa, bio]", "questionnaire.questions=[moral_democrat, moral_republican, honest_democrat, honest_republican]"], "hostility.csv"),
     "subversion.yaml": (["human.sample=4", "population.conditions=[portray]", "questionnaire.questions=[self_courts, outgroup_courts, self_violence, outgroup_violence]"], "subversion.csv"),
-    "consensus.yaml": (["options={groups: 1, group_size: 3, rounds: 1, candidates: 2, history: 1, representatives: [DOCP], opinion_tokens: 12, critique_tokens: 12, statement_tokens: 16}", "population.size=3"], "consensus.csv"),
+    "consensus.yaml": (["options={groups: 1, group_size: 3, rounds: 1, candidates: 2, history: 0, representatives: [], opinion_tokens: 12, critique_tokens: 12, statement_tokens: 16}", "population.size=3"], "consensus.csv"),
 }
 
 
