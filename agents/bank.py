@@ -70,13 +70,14 @@ def generate(
             backstories.anthology(engine, drafts, params)
         else:
             backstories.interview(engine, drafts, params)
-        rows = [
-            {
+
+        def row(d: Draft, method: str, text: str) -> dict:
+            return {
                 "persona_id": persona_id(bank, d.idx),
                 "bank": bank,
                 "idx": d.idx,
                 "method": method,
-                "conditioning": d.conditioning,
+                "conditioning": text,
                 "model": model,
                 "prompts": d.prompts,
                 "params": asdict(params),
@@ -84,28 +85,10 @@ def generate(
                 "critic": d.critic,
                 "profile": None,
             }
-            for d in drafts
-            if d.done and not d.rejected
-        ]
+
         # A rejected draft (citizenship filter) still takes its index, recorded
-        # with empty conditioning so a resume does not retry it forever.
-        rows += [
-            {
-                "persona_id": persona_id(bank, d.idx),
-                "bank": bank,
-                "idx": d.idx,
-                "method": "rejected",
-                "conditioning": "",
-                "model": model,
-                "prompts": d.prompts,
-                "params": asdict(params),
-                "seed": d.seed,
-                "critic": d.critic,
-                "profile": None,
-            }
-            for d in drafts
-            if d.rejected
-        ]
+        # with empty conditioning, so a resume does not retry it forever.
+        rows = [row(d, "rejected", "") if d.rejected else row(d, method, d.conditioning) for d in drafts if d.done or d.rejected]
         store.put_personas(rows)
         done += len(drafts)
         if progress:

@@ -28,7 +28,7 @@ tie-breaks) comes from :func:`mechanisms.mediators.derive_seed` on
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

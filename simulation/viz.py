@@ -856,7 +856,8 @@ def consensus_figure(view: ConsensusView) -> Figure:
     ax.set_xticks(range(mat.shape[0]))
     ax.set_xticklabels(["draft" if r == 0 else f"rev. {r}" for r in range(mat.shape[0])], fontsize=8)
     ax.set_yticks(range(mat.shape[1]))
-    ax.set_yticklabels([p[:18] for p in view.participants[: mat.shape[1]]], fontsize=8)
+    names = short_names(view.participants[: mat.shape[1]], 18)
+    ax.set_yticklabels(names + [f"P{j + 1}" for j in range(len(names), mat.shape[1])], fontsize=8)
     for r in range(mat.shape[0]):
         for j in range(mat.shape[1]):
             if np.isfinite(mat[r, j]):
@@ -865,6 +866,15 @@ def consensus_figure(view: ConsensusView) -> Figure:
     ax.set_title("each participant's agreement with each round's statement", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def short_names(names: list[str], width: int = 14) -> list[str]:
+    """Labels that fit a legend and still tell participants apart (persona ids
+    share long prefixes such as ``anthology-smollm2-...``)."""
+    cut = [n if len(n) <= width else n[: width - 1] + "…" for n in names]
+    if len(set(cut)) == len(cut):
+        return cut
+    return [f"P{i + 1} …{n[-6:]}" if len(n) > 6 else f"P{i + 1} {n}" for i, n in enumerate(names)]
 
 
 def _fmt(v: float) -> str:
@@ -925,7 +935,7 @@ def Status(model: PersonaeViz):
 @solara.component
 def PersonaMap(model: PersonaeViz):
     update_counter.get()
-    color_by, set_color_by = solara.use_state("party")
+    color_by, set_color_by = solara.use_state(None)  # None: the first choice (group or party)
     layout, set_layout = solara.use_state("grid")
     agents = model.agents_shown
     choices = solara.use_memo(lambda: trait_choices(agents), [id(model)])
@@ -981,30 +991,32 @@ def FidelityPlot(model: PersonaeViz):
 @solara.component
 def ConsensusPanel(model: PersonaeViz):
     update_counter.get()
-    with solara.Card("Consensus rounds", classes=["personae-consensus"], style={"width": "100%", "overflow-y": "auto"}, margin=0):
+    card_style = {"width": "100%", "height": "100%", "overflow-y": "auto"}  # scrolls inside its grid cell
+    with solara.Card("Consensus rounds", classes=["personae-consensus"], style=card_style, margin=0):
         views = consensus_views(model.sim)
         if not views:
             solara.Text("No consensus state on this model (expects episodes, or statements / agreement / rounds).")
             return
         for view in views:
-            head = " · ".join(x for x in (view.label, f"question: {view.question}" if view.question else "", f"next phase: {view.phase}" if view.phase else "") if x)
-            if head:
-                _heading(head, "0.95em")
-            if view.agreement is not None and np.isfinite(view.agreement).any():
-                _figure(consensus_figure(view), _deps(model, view.label))
-            elif view.statements:
-                solara.Text("agreement: measured in the payoff phase", style={"font-size": "0.85em", "color": "#555"})
-            if not view.statements:
-                solara.Text("no statement yet", style={"font-size": "0.85em"})
-            with solara.Column(gap="4px", classes=["personae-statements"]):
+            with solara.Column(gap="4px", classes=["personae-group"], style={"margin-bottom": "10px"}):
+                head = " · ".join(x for x in (view.label, f"question: {view.question}" if view.question else "", f"next phase: {view.phase}" if view.phase else "") if x)
+                if head:
+                    _heading(head, "0.95em")
+                if view.agreement is not None and np.isfinite(view.agreement).any():
+                    _figure(consensus_figure(view), _deps(model, view.label))
+                elif view.statements:
+                    solara.Text("agreement: measured in the payoff phase", style={"font-size": "0.85em", "color": "#555"})
+                if not view.statements:
+                    solara.Text("no statement yet", style={"font-size": "0.85em"})
+                names = short_names(view.participants)
                 for r, text in enumerate(view.statements):
                     label = "Draft" if r == 0 else f"Revision {r}"
                     row = view.agreement[r] if view.agreement is not None and r < view.agreement.shape[0] else None
                     agree = ""
                     if row is not None and np.isfinite(row).any():
-                        agree = " · agreement " + ", ".join(f"{p[:14]}: {_fmt(v)}" for p, v in zip(view.participants, row))
+                        agree = " · agreement " + ", ".join(f"{p}: {_fmt(v)}" for p, v in zip(names, row))
                     _heading(f"{label}{agree}", "0.85em")
-                    solara.Text(text, style={"font-size": "0.85em", "white-space": "pre-wrap"})
+                    solara.Text(text, classes=["personae-statement"], style={"font-size": "0.85em", "white-space": "pre-wrap"})
 
 
 def _show_points(ax) -> None:

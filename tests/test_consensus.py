@@ -22,8 +22,6 @@ from mechanisms import (
     load_questions,
     representative,
     representativity,
-    run_episode,
-    value_gap,
 )
 from mechanisms.mediators import MediationInput
 

@@ -83,7 +83,7 @@ def test_bad_sources_are_one_line_messages(tmp_path):
 def test_consensus_view_reads_the_generic_interface():
     from types import SimpleNamespace
 
-    from simulation.viz import consensus_view, consensus_views
+    from simulation.viz import consensus_view, consensus_views, short_names
 
     assert consensus_view(SimpleNamespace(item_list=[])) is None
     v = consensus_view(SimpleNamespace(statements=["draft", "rev"], agreement=[[5.0, 3.0], [6.0, 4.5]], participants=["ann", "bo"]))
@@ -121,6 +121,7 @@ def test_consensus_view_reads_the_generic_interface():
     m.episodes = []
     views = consensus_views(m)  # no episodes: the per-group dicts alone
     assert [v.statements for v in views] == [["the statement"], ["draft only"]] and views[0].participants == ["P1", "P2", "P3"]
+    assert short_names(["anthology-smollm2-aaa111", "anthology-smollm2-bbb222"]) == ["P1 …aaa111", "P2 …bbb222"]
 
 
 def test_consensus_figure_renders(tmp_path):
