@@ -75,7 +75,9 @@ class TransformersEngine(Engine):
         super().__init__()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a per-load weights bar clutters run logs
         path = Path(model_path)
         if not path.exists():
             raise EngineError(f"engine transformers: model path '{model_path}' does not exist")
