@@ -61,7 +61,7 @@ class RunConsole:
         self._task, self._done, self._total = task, done, total
         if self._live is not None:
             self._live.update(Text(f"{task}: {done}/{total}"))
-        elif done == total or done == 0:
+        else:
             self.line(f"[{self._elapsed()}] {task}: {done}/{total}")
 
     def _elapsed(self) -> str:
