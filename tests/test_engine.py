@@ -115,3 +115,16 @@ def test_bad_engine_config_is_one_line(tmp_path):
     with pytest.raises(EngineError) as e:
         make_engine(EngineConfig(kind="openai"))
     assert "endpoints" in str(e.value)
+
+
+def test_factory_builds_served_engines_from_config():
+    from agents.llm.langchain_engine import LangChainEngine
+    from agents.llm.openai_engine import OpenAIEngine
+
+    eng = make_engine(EngineConfig(kind="openai", model="m", endpoints=["http://127.0.0.1:9/v1", "http://localhost:9/v1"], retries=1))
+    assert isinstance(eng, OpenAIEngine)
+    lc = make_engine(EngineConfig(kind="langchain", model="m", endpoints=["http://127.0.0.1:9/v1"]))
+    assert isinstance(lc, LangChainEngine)
+    with pytest.raises(EngineError) as e:  # nothing listens on port 9: one line after the retries
+        eng.option_probs([option_request("", ARITH, [0, 1, 2])])
+    assert "\n" not in str(e.value) and "127.0.0.1:9" in str(e.value) or "localhost:9" in str(e.value)

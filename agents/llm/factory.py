@@ -96,18 +96,34 @@ def make_engine(cfg: EngineConfig) -> Engine:
             raise EngineError("engine openai: 'endpoints' is empty (expected e.g. [http://127.0.0.1:8000/v1])")
         key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else "EMPTY"
         return OpenAIEngine(
-            endpoints=cfg.endpoints,
-            model=cfg.model_name(),
+            cfg.model_name(),
+            base_urls=cfg.endpoints,
             api_key=key or "EMPTY",
             concurrency=cfg.concurrency,
             timeout=cfg.timeout,
-            retries=cfg.retries,
+            max_retries=max(1, cfg.retries),
         )
     if cfg.kind == "langchain":
         from .langchain_engine import LangChainEngine
 
-        return LangChainEngine.from_config(cfg)
+        return LangChainEngine(_chat_model(cfg), samples=cfg.sampling_k, concurrency=cfg.concurrency)
     raise EngineError(f"engine: unknown kind '{cfg.kind}'")
+
+
+def _chat_model(cfg: EngineConfig):
+    """A langchain chat model: ChatOpenAI for OpenAI-compatible endpoints,
+    otherwise langchain's ``init_chat_model`` for the named provider."""
+    key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+    if (cfg.provider or "openai") == "openai":
+        from langchain_openai import ChatOpenAI
+
+        kw = {"base_url": cfg.endpoints[0]} if cfg.endpoints else {}
+        return ChatOpenAI(model=cfg.model_name(), api_key=key or "EMPTY", timeout=cfg.timeout, max_retries=cfg.retries, **kw)
+    try:
+        from langchain.chat_models import init_chat_model
+    except ImportError:
+        raise EngineError(f"engine langchain: provider '{cfg.provider}' needs the 'langchain' package and its provider package") from None
+    return init_chat_model(cfg.model_name(), model_provider=cfg.provider)
 
 
 _LOADED: dict[str, Engine] = {}
