@@ -230,6 +230,21 @@ class StudySurveyModel(SurveyModel):
     def human_distributions(self) -> dict:
         return {k: v.tolist() for k, v in self.study.distributions().items()} if self.study is not None else {}
 
+    def running_metrics(self) -> list[tuple[str, str]]:
+        """Mean WD so far per condition (persona mean distribution vs the humans'),
+        for the live console; the report computes the weighted, exact figures."""
+        from analysis.metrics import wasserstein
+
+        human = self.human_distributions()
+        done = [i.id for i in self.item_list[: self.step_index] if i.id in human]
+        if not done:
+            return []
+        sums: dict[str, list[float]] = {}
+        for qid in done:
+            for label, probs in self.population_distributions(qid).items():
+                sums.setdefault(label, []).append(wasserstein(np.asarray(human[qid]), np.asarray(probs)))
+        return [(label, f"{np.mean(v):.3f} over {len(v)} items") for label, v in sums.items()]
+
     def evaluate(self) -> dict:
         from analysis.lower_bound import human_lower_bound
         from analysis.subgroups import PersonaAnswers, evaluate

@@ -85,4 +85,13 @@ class MetaPrejudiceModel(PartisanModel):
         }
 
     def human_distributions(self) -> dict:
-        return {}
+        """The represented ANES partisans' binned thermometers for the self-rating
+        items (each toward the other / own party), for the live console."""
+        out = {}
+        agents = [a for a in self.agents_of(0)] if self.populations else []
+        for item_id in ("feel_other", "feel_own"):
+            vals = np.array([self.human_answers(a, item_id) for a in agents], dtype=float)
+            w = np.array([self.study.weights[a.human] for a in agents]) if agents else None
+            if len(vals):
+                out[item_id] = weighted_distribution(vals, len(SCALE), w).tolist()
+        return out

@@ -83,7 +83,12 @@ class RunConsole:
         n = len(model.item_list)
         if self._live is None:
             dist = "; ".join(f"{k}: " + " ".join(f"{p:.2f}" for p in v) for k, v in model.last_answers.items())
+            human = (human_dists or {}).get(item.id)
+            if human is not None:
+                dist += "; human: " + " ".join(f"{p:.2f}" for p in human)
             self.line(f"[{self._elapsed()}] step {model.step_index}/{n} {item.id}: {dist} | {self._throughput(model.engine)}")
+            if metrics:
+                self.line("    running WD: " + "; ".join(f"{k} {v}" for k, v in metrics))
             return
         table = Table(title=f"{model.title} — step {model.step_index}/{n}: {item.id}", expand=True)
         table.add_column("condition")

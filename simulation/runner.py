@@ -120,7 +120,8 @@ def run(cfg: ScenarioConfig, *, console: RunConsole | None = None, label: str = 
         human = model.human_distributions() if hasattr(model, "human_distributions") else None
         while model.running:
             model.step()
-            console.step(model, human)
+            metrics = model.running_metrics() if hasattr(model, "running_metrics") else None
+            console.step(model, human, metrics)
         files = write_outputs(model, out)
     store.finish_run(run_id)
     return RunResult(run_id, out, files, model.engine.misses, model.engine.hits, resumed)

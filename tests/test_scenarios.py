@@ -56,10 +56,13 @@ def test_every_shipped_scenario_is_covered():
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_scenario_runs_end_to_end(name, shared):
+def test_scenario_runs_end_to_end(name, shared, capsys):
     extra, table = CASES[name]
     cfg = load_config(ROOT / "scenarios" / name, tiny(*shared, extra))
     result = run(cfg)
+    printed = capsys.readouterr().out
+    if table == "conditions.csv":  # live human distribution and running metrics in the log
+        assert "; human: " in printed and "running WD: " in printed
     out = result.output_dir
     assert (out / "summary.md").exists() and (out / table).exists()
     df = pd.read_csv(out / table)
