@@ -58,7 +58,7 @@ def engine():
         # float32: bf16 lets identical computations differ by cache path.
         eng = TransformersEngine.embedded(dtype="float32")
     except (EngineError, ImportError) as exc:
-        pytest.skip(f"embedded model unavailable: {exc}")
+        pytest.fail(f"embedded model unavailable: {exc} (run make setup)", pytrace=False)
     # One intra-op thread: on a 2-core machine shared with other jobs, OpenMP's
     # spinning threads made decoding ~20x slower (30 tokens: 90 s vs 4 s).
     threads = torch.get_num_threads()

@@ -236,8 +236,8 @@ def replay_server(servers, work):
 @pytest.fixture(scope="module")
 def browser():
     if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian chromium is not installed (make browser)")
-    pw_api = pytest.importorskip("playwright.sync_api")
+        pytest.fail("Debian chromium is not installed (run make browser)", pytrace=False)
+    import playwright.sync_api as pw_api
     with pw_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield b
