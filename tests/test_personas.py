@@ -2,15 +2,11 @@
 baselines, import/export, seeds and resume after kill -9."""
 from __future__ import annotations
 
-import os
-import signal
-import sqlite3
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mesa
+from killing import count, kill_when
 import numpy as np
 import pytest
 
@@ -161,28 +157,14 @@ def test_same_seed_same_personas_and_answers(tmp_path, engine):
     assert a[0] != c[0]
 
 
-def _count(db: Path, sql: str) -> int:
-    try:
-        with sqlite3.connect(db) as con:
-            return con.execute(sql).fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-
-
 def test_killed_generation_resumes_without_regenerating(tmp_path, engine):
     db = tmp_path / "kill.db"
     cmd = [sys.executable, str(ROOT / "run.py"), "personas", "generate", "--bank", "k", "-n", "4", "--chunk", "2",
            "--max-tokens", "12", "--seed", "5", "--no-critic", "--store", str(db)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while time.time() < deadline and _count(db, "select count(*) from personas") < 2:
-        time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = _count(db, "select count(*) from personas")
+    done = kill_when(cmd, ROOT, db, "select count(*) from personas", 2)
     assert 2 <= done < 4, "the kill must land between chunks"
     first_rows = {p["persona_id"]: p["conditioning"] for p in Store(db).personas("k")}
-    responses_before = _count(db, "select count(*) from responses")
+    responses_before = count(db, "select count(*) from responses")
 
     store = Store(db)
     eng = cached(store, engine)
@@ -191,7 +173,7 @@ def test_killed_generation_resumes_without_regenerating(tmp_path, engine):
     # finished personas untouched, and only the missing ones cost engine calls
     assert {p["persona_id"]: p["conditioning"] for p in store.personas("k") if p["persona_id"] in first_rows} == first_rows
     assert eng.misses == 4 - done
-    assert _count(db, "select count(*) from responses") == responses_before + eng.misses
+    assert count(db, "select count(*) from responses") == responses_before + eng.misses
     # identical to an uninterrupted run with the same seed
     clean = Store(tmp_path / "clean.db")
     banks.generate(cached(clean, engine), clean, "k", "anthology", 4, seed=5, chunk=2, params=GenerationParams(max_tokens=12, critic=False))

@@ -3,16 +3,13 @@ kill -9 and resume, bad YAML / overrides, plain console output."""
 from __future__ import annotations
 
 import filecmp
-import os
 import re
-import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
+from killing import count, kill_when
 import pytest
 
 from simulation.config import ConfigError, load_config
@@ -91,33 +88,19 @@ def test_replay_reproduces_the_report_with_no_engine_calls(shared):
         assert filecmp.cmp(f, original.output_dir / f.relative_to(result.output_dir), shallow=False)
 
 
-def _count(db: Path, sql: str) -> int:
-    try:
-        with sqlite3.connect(db) as con:
-            return con.execute(sql).fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-
-
 def test_kill_then_resume_equals_clean_run(tmp_path):
     args = ["human.sample=6", "population.conditions=[anthology, qa]", "human.lower_bound_splits=10",
             "questionnaire.questions=[natspac, natenvir, natheal, natcity]"]
     killed_db, clean_db = tmp_path / "killed.db", tmp_path / "clean.db"
     sets = [x for a in tiny(killed_db, tmp_path / "runs-k", args) for x in ("--set", a)]
     cmd = [sys.executable, str(ROOT / "run.py"), "scenarios/gss_spending.yaml", "--plain", *sets]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 900
-    while time.time() < deadline and _count(killed_db, "select count(distinct step) from events") < 1:
-        time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    steps_done = _count(killed_db, "select count(distinct step) from events")
+    steps_done = kill_when(cmd, ROOT, killed_db, "select count(distinct step) from events", 1)
     assert 1 <= steps_done < 4, "the kill must land in the middle of the run"
-    calls_before = _count(killed_db, "select count(*) from responses")
+    calls_before = count(killed_db, "select count(*) from responses")
 
     resumed = run(load_config(ROOT / "scenarios" / "gss_spending.yaml", tiny(killed_db, tmp_path / "runs-k", args)))
     assert resumed.resumed
-    assert _count(killed_db, "select count(*) from responses") == calls_before + resumed.engine_calls
+    assert count(killed_db, "select count(*) from responses") == calls_before + resumed.engine_calls
 
     clean = run(load_config(ROOT / "scenarios" / "gss_spending.yaml", tiny(clean_db, tmp_path / "runs-c", args)))
     # no finished engine call was repeated: both runs made the same calls in total
