@@ -44,6 +44,24 @@ def test_batch_equals_one_at_a_time(engine):
         assert np.max(np.abs(np.array(alone.probs) - np.array(res.probs))) <= 0.01
 
 
+def test_questions_packed_on_one_prefix_equal_one_at_a_time(engine):
+    """Several questions to one cached backstory are packed into one row with a
+    block mask and split attention (agents/llm/packed_attention.py); each must
+    come out as if asked alone, also beside rows with other or no prefixes."""
+    other = "I am a retired nurse from Ohio who loves gardening.\n\n"
+    reqs = [option_request(BACKSTORY, q, order) for q, order in ((GMO, [0, 1, 2, 3]), (GMO, [3, 2, 1, 0]), (ARITH, [0, 1, 2]), (ARITH, [2, 0, 1]))]
+    reqs += [option_request(other, GMO, [0, 1, 2, 3]), option_request("", ARITH, [1, 2, 0])]
+    together = engine.option_probs(reqs)
+    for req, res in zip(reqs, together):
+        alone = engine.option_probs([req])[0]
+        assert np.max(np.abs(np.array(alone.probs) - np.array(res.probs))) <= 1e-4
+        assert abs(alone.outside_mass - res.outside_mass) <= 1e-4
+    conts = ["Question: What", "Question: zebra", "I am happy."]
+    packed = engine.loglikelihood([LoglikRequest(BACKSTORY, c) for c in conts])
+    for c, score in zip(conts, packed):
+        assert abs(engine.loglikelihood([LoglikRequest(BACKSTORY, c)])[0] - score) <= 1e-3
+
+
 def test_reversed_order_maps_back_to_the_same_options(engine):
     """Mapping back is an exact permutation: option content keeps its probability.
 

@@ -1,4 +1,4 @@
-"""In-process engine on transformers (CPU bf16 by default): the embedded default.
+"""In-process engine on transformers (float32 by default on CPU): the embedded default.
 
 Why a hand-written forward/decode loop instead of ``model.generate`` and plain
 batched forwards: a persona's conditioning text is a shared prefix of every
@@ -6,7 +6,9 @@ question it answers, and in a survey asked "in series" each question's prefix
 extends the previous one. We keep the key/value tensors of evaluated prefixes in
 an LRU (bounded by tokens) and evaluate only the new tokens, batching rows whose
 cached prefixes have different lengths by left-padding the cached keys/values
-(masked) and right-padding the new tokens. ``generate`` cannot take per-row
+(masked) and right-padding the new tokens. Questions continuing the same prefix
+are packed into one row of independent segments (a block attention mask), so a
+persona's prefix is attended once per batch, not once per question. ``generate`` cannot take per-row
 caches of different lengths nor per-request seeds, so decoding is written here
 too: each row samples with its own ``torch.Generator`` so a request's text
 depends on its seed, not on what else was in the batch.
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import packed_attention
 from .base import (
     Engine,
     EngineError,
@@ -45,6 +48,11 @@ class _Row:
     base: _Prefix | None  # cached prefix to continue from (None = from scratch)
     base_len: int  # how many of base's tokens to use
     tail: list[int]  # new tokens to evaluate
+    segments: tuple[int, ...] = ()  # lengths of independent packed tails; () = one
+
+    @property
+    def segment_lengths(self) -> tuple[int, ...]:
+        return self.segments or (len(self.tail),)
 
 
 def _common_prefix_len(a, b) -> int:
@@ -67,6 +75,7 @@ class TransformersEngine(Engine):
         device: str = "cpu",
         batch_tokens: int = 8192,
         max_batch: int = 32,
+        pack_tokens: int = 1024,
         cache_tokens: int = 60_000,
         threads: int | None = None,
         name: str | None = None,
@@ -106,6 +115,12 @@ class TransformersEngine(Engine):
         self.lora = lora
         self.batch_tokens = batch_tokens
         self.max_batch = max_batch
+        self.pack_tokens = pack_tokens
+        # The decoder stack and output projection separately, so logits are
+        # computed only where needed (see _logprobs); LoRA layers live inside.
+        self._decoder = self.hf.get_decoder()
+        self.hf.set_attn_implementation(packed_attention.NAME)
+        self._head = self.hf.get_output_embeddings()
         self.cache_tokens = cache_tokens
         self._prefixes: OrderedDict[str, _Prefix] = OrderedDict()
         self._cached_token_total = 0
@@ -209,10 +224,40 @@ class TransformersEngine(Engine):
         if batch:
             yield batch
 
-    def _prefill(self, rows: list[_Row]):
+    def _pack(self, rows: list[_Row]) -> tuple[list[_Row], list[tuple[int, int]]]:
+        """Pack rows continuing the same cached prefix into one row of segments.
+
+        Ten questions to one persona become one row [prefix | q1 | q2 | ... ]
+        whose segments see the prefix and themselves only (a block mask), so
+        the prefix keys/values are stacked and attended once per persona, not
+        once per question; on CPU that copying, not the arithmetic, dominated.
+        Returns the packed rows and, per input row, (packed row, segment).
+        """
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(rows):
+            key = (id(r.base), r.base_len) if r.base is not None else ("alone", i)
+            groups.setdefault(key, []).append(i)
+        packed: list[_Row] = []
+        where: list[tuple[int, int]] = [(0, 0)] * len(rows)
+        for members in groups.values():
+            current: _Row | None = None
+            for i in members:
+                r = rows[i]
+                if current is None or len(current.tail) + len(r.tail) > self.pack_tokens:
+                    current = _Row(r.base, r.base_len, [], ())
+                    packed.append(current)
+                current.tail.extend(r.tail)
+                current.segments = current.segments + (len(r.tail),)
+                where[i] = (len(packed) - 1, len(current.segments) - 1)
+        return packed, where
+
+    def _forward(self, rows: list[_Row]):
         """One forward over rows = [left-padded cached prefix | right-padded tail].
 
-        Returns (logits [B, S, V] float32, cache, attention mask, tail lengths, N).
+        A tail may hold several segments (see :meth:`_pack`); each attends to
+        the row's cached prefix and causally to itself, with positions counted
+        from the prefix's end. Returns (hidden states [B, S, H] after the final
+        norm, cache, 2-D key mask [B, N + S], N).
         """
         torch = self.torch
         from transformers import DynamicCache
@@ -222,26 +267,32 @@ class TransformersEngine(Engine):
         S = max(len(r.tail) for r in rows)
         pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
         input_ids = torch.full((B, S), pad_id, dtype=torch.long)
-        mask = torch.zeros((B, N + S), dtype=torch.long)
+        key_mask = torch.zeros((B, N + S), dtype=torch.long)
         positions = torch.zeros((B, S), dtype=torch.long)
+        segment = torch.full((B, S), -1, dtype=torch.long)  # -1: padding
         for b, r in enumerate(rows):
             input_ids[b, : len(r.tail)] = torch.tensor(r.tail)
-            mask[b, N - r.base_len : N] = 1
-            mask[b, N : N + len(r.tail)] = 1
-            positions[b] = r.base_len + torch.arange(S)
-        cache = None
+            key_mask[b, N - r.base_len : N] = 1
+            key_mask[b, N : N + len(r.tail)] = 1
+            positions[b] = r.base_len + torch.arange(S)  # padding continues the count
+            start = 0
+            for k, length in enumerate(r.segment_lengths):
+                positions[b, start : start + length] = r.base_len + torch.arange(length)
+                segment[b, start : start + length] = k
+                start += length
+        q = torch.arange(S)
+        own = (segment[:, :, None] == segment[:, None, :]) & (q[:, None] >= q[None, :])
+        own |= torch.eye(S, dtype=torch.bool)  # padding queries see themselves (no empty softmax)
+        to_prefix = key_mask[:, None, :N].bool().expand(B, S, N)
+        mask4d = torch.cat([to_prefix, own], 2)[:, None]  # [B, 1, S, N + S], True = attend
         if N > 0:
             layers = []
-            n_layers = len(next(r.base for r in rows if r.base is not None).kv)
-            for layer in range(n_layers):
+            ref = next(r.base for r in rows if r.base is not None)
+            for layer in range(len(ref.kv)):
+                empty = ref.kv[layer][0].new_zeros((ref.kv[layer][0].shape[0], 0, ref.kv[layer][0].shape[2]))
                 ks, vs = [], []
                 for r in rows:
-                    if r.base is not None and r.base_len > 0:
-                        k, v = r.base.kv[layer]
-                        k, v = k[:, : r.base_len], v[:, : r.base_len]
-                    else:
-                        ref = next(rr.base for rr in rows if rr.base is not None).kv[layer][0]
-                        k = v = ref.new_zeros((ref.shape[0], 0, ref.shape[2]))
+                    k, v = (r.base.kv[layer][0][:, : r.base_len], r.base.kv[layer][1][:, : r.base_len]) if r.base is not None and r.base_len else (empty, empty)
                     pad = N - k.shape[1]
                     if pad:
                         z = k.new_zeros((k.shape[0], pad, k.shape[2]))
@@ -252,44 +303,70 @@ class TransformersEngine(Engine):
             cache = DynamicCache(ddp_cache_data=layers, config=self.config)
         else:
             cache = DynamicCache(config=self.config)
+        layout = packed_attention.PackedLayout.build([r.base_len for r in rows], [r.segment_lengths for r in rows], S, self.dtype)
         with torch.inference_mode():
-            out = self.hf(
+            out = self._decoder(
                 input_ids=input_ids.to(self.device),
-                attention_mask=mask.to(self.device),
+                attention_mask=mask4d.to(self.device),
                 position_ids=positions.to(self.device),
                 past_key_values=cache,
                 use_cache=True,
+                packed_layout=layout if self.device == "cpu" else None,
             )
         self.stats.prompt_tokens += sum(len(r.tail) for r in rows)
-        self.stats.cached_prompt_tokens += sum(r.base_len for r in rows)
-        return out.logits, out.past_key_values, mask, N
+        self.stats.cached_prompt_tokens += sum(r.base_len * len(r.segment_lengths) for r in rows)
+        return out.last_hidden_state, out.past_key_values, key_mask, N
+
+    def _logprobs(self, hidden):
+        """Log-softmax over the vocabulary for the given hidden states only.
+
+        The output projection is ~20% of a 135M model's work per token; prompts
+        need it at one position (options) or at the continuation (scores), so
+        it is applied there instead of at every prompt token.
+        """
+        torch = self.torch
+        with torch.inference_mode():
+            logits = self._head(hidden).float()
+            # Model-specific output transforms that sit after lm_head.
+            if getattr(self.config, "final_logit_softcapping", None):
+                cap = self.config.final_logit_softcapping
+                logits = torch.tanh(logits / cap) * cap
+            if getattr(self.config, "logit_scale", None):
+                logits = logits * self.config.logit_scale
+            if getattr(self.config, "logits_scaling", None):
+                logits = logits / self.config.logits_scaling
+            return torch.log_softmax(logits, -1)
 
     def _run(self, rows: list[_Row], want: str):
         """Evaluate rows in token-bounded batches.
 
         want="last": log-softmax at each row's last tail token; "kv": also the
         row's new prefix key/values; "all": log-probs at every tail position.
+        Rows continuing the same cached prefix are packed (except for "kv").
         """
         torch = self.torch
-        results: list = [None] * len(rows)
-        for idx in self._batches(rows):
-            batch = [rows[i] for i in idx]
-            logits, cache, _, N = self._prefill(batch)
+        packed, where = (self._pack(rows) if want != "kv" else (rows, [(i, 0) for i in range(len(rows))]))
+        per_packed: list = [None] * len(packed)
+        for idx in self._batches(packed):
+            batch = [packed[i] for i in idx]
+            hidden, cache, _, N = self._forward(batch)
             for j, i in enumerate(idx):
                 r = batch[j]
-                t = len(r.tail)
+                ends = np.cumsum(r.segment_lengths)
+                starts = ends - np.asarray(r.segment_lengths)
                 if want == "all":
-                    results[i] = torch.log_softmax(logits[j, :t].float(), -1)
+                    per_packed[i] = [self._logprobs(hidden[j, a:e]) for a, e in zip(starts, ends)]
                     continue
-                last = torch.log_softmax(logits[j, t - 1].float(), -1)
+                last = self._logprobs(hidden[j, torch.as_tensor(ends - 1)])
                 kv = None
                 if want == "kv":
+                    t = len(r.tail)
                     kv = [
                         (layer.keys[j, :, N - r.base_len : N + t].clone(), layer.values[j, :, N - r.base_len : N + t].clone())
                         for layer in cache.layers
                     ]
-                results[i] = (last, kv)
-        return results
+                per_packed[i] = [(last[k], kv) for k in range(len(ends))]
+        return [per_packed[p][k] for p, k in where]
 
     def _rows_for(self, prefixes: list[str], fulls: list[str]) -> list[_Row]:
         self._ensure_prefixes(prefixes)
@@ -365,9 +442,9 @@ class TransformersEngine(Engine):
 
     def _decode(self, rows: list[_Row], reqs: list[GenerateRequest]) -> list[Generation]:
         torch = self.torch
-        logits, cache, mask, N = self._prefill(rows)
+        hidden, cache, mask, N = self._forward(rows)
         B = len(rows)
-        last = torch.stack([logits[b, len(r.tail) - 1] for b, r in enumerate(rows)]).float()
+        last = self._logprobs(torch.stack([hidden[b, len(r.tail) - 1] for b, r in enumerate(rows)]))
         # Right-padded tails leave pad slots between a row's prompt and its first
         # new token; they stay masked, positions continue from the real length.
         next_pos = torch.tensor([r.base_len + len(r.tail) for r in rows])
