@@ -11,6 +11,8 @@
   python run.py personas export --bank mine out.jsonl
   python run.py view scenarios/meta_prejudice.yaml       the Mesa browser page (live run)
   python run.py view --replay RUN_ID                     the browser page on a logged run
+  python run.py represent train agents/representatives/demo.yaml   fine-tune a digital representative (resumable)
+  python run.py represent eval agents/representatives/demo.yaml    vanilla vs fine-tuned report
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SUBCOMMANDS = ("replay", "runs", "personas", "view")
+SUBCOMMANDS = ("replay", "runs", "personas", "view", "represent")
 
 
 def _scenario_parser() -> argparse.ArgumentParser:
@@ -96,6 +98,12 @@ def cmd_personas(argv: list[str]) -> int:
     return main(argv)
 
 
+def cmd_represent(argv: list[str]) -> int:
+    from simulation.represent_cli import main
+
+    return main(argv)
+
+
 def cmd_view(argv: list[str]) -> int:
     from simulation.viz_cli import main
 
@@ -109,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     from simulation.config import ConfigError
     from simulation.runner import RunError
 
-    handlers = {"replay": cmd_replay, "runs": cmd_runs, "personas": cmd_personas, "view": cmd_view}
+    handlers = {"replay": cmd_replay, "runs": cmd_runs, "personas": cmd_personas, "view": cmd_view, "represent": cmd_represent}
     try:
         if argv and argv[0] in handlers:
             return handlers[argv[0]](argv[1:])

@@ -28,7 +28,7 @@ tie-breaks) comes from :func:`mechanisms.mediators.derive_seed` on
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +75,9 @@ def load_questions(path: str | Path | None = None, n: int | None = None, seed: i
 class Participant:
     id: str
     conditioning: str
+    # A fine-tuned representative speaks through its own engine (base model +
+    # adapter); None = the episode's engine.
+    engine: Engine | None = field(default=None, compare=False, hash=False, repr=False)
 
 
 @dataclass
@@ -274,7 +277,19 @@ class Episode:
                 )
             )
             metas.append(dict(round=r, phase="critiques", act="critique", participant=i, actor=a.id))
-        self.critiques.append(self.transcript.generate(reqs, metas))
+        # One batched call per engine (the episode's, and each fine-tuned stand-in's).
+        by_engine: dict[int, list[int]] = {}
+        engines = {}
+        for i in range(self.n):
+            e = self.actor(i, "critique").engine
+            by_engine.setdefault(id(e), []).append(i)
+            engines[id(e)] = e
+        texts: list[str] = [""] * self.n
+        for key, slots in by_engine.items():
+            out = self.transcript.generate([reqs[i] for i in slots], [metas[i] for i in slots], engine=engines[key])
+            for i, t in zip(slots, out):
+                texts[i] = t
+        self.critiques.append(texts)
 
     def _mediate(self, phase: str) -> None:
         rankers = [self.actor(i, "rank") for i in range(self.n)]

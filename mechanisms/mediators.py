@@ -95,10 +95,12 @@ class Transcript:
         self.retry_empty = retry_empty
         self.records: list[LogRecord] = []
 
-    def generate(self, requests: Sequence[GenerateRequest], metas: Sequence[dict]) -> list[str]:
-        """One batched call; empty texts are retried once (new seed) in a second
-        batch. Returns cleaned texts; every attempt is logged."""
-        gens = self.engine.generate(list(requests))
+    def generate(self, requests: Sequence[GenerateRequest], metas: Sequence[dict], engine: Engine | None = None) -> list[str]:
+        """One batched call (on ``engine`` if given, else the transcript's); empty
+        texts are retried once (new seed) in a second batch. Returns cleaned
+        texts; every attempt is logged."""
+        engine = engine or self.engine
+        gens = engine.generate(list(requests))
         texts = []
         for req, meta, g in zip(requests, metas, gens):
             texts.append(self._log_generation(req, meta, g, 0))
@@ -116,7 +118,7 @@ class Transcript:
                     )
                     for i in redo
                 ]
-                for i, req, g in zip(redo, retry, self.engine.generate(retry)):
+                for i, req, g in zip(redo, retry, engine.generate(retry)):
                     texts[i] = self._log_generation(req, metas[i], g, 1)
         return texts
 

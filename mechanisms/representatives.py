@@ -124,8 +124,10 @@ def conditioning(record: ParticipantRecord, subset: str = "DOCP", max_items: int
     return "\n\n".join(parts)
 
 
-def representative(record: ParticipantRecord, subset: str = "DOCP", max_items: int = 3) -> Participant:
-    return Participant(f"rep:{record.id}:{subset or 'base'}", conditioning(record, subset, max_items))
+def representative(record: ParticipantRecord, subset: str = "DOCP", max_items: int = 3, engine: Engine | None = None, tag: str = "rep") -> Participant:
+    """A prompted representative (``engine`` None: the episode's engine), or a
+    fine-tuned one speaking through ``engine`` (base model + adapter)."""
+    return Participant(f"{tag}:{record.id}:{subset or 'base'}", conditioning(record, subset, max_items), engine)
 
 
 def value_gap(original: EpisodeResult, substituted: EpisodeResult, slots: Sequence[int]) -> np.ndarray:
@@ -166,10 +168,14 @@ def representativity(
     one_slots: Sequence[int] | None = None,
     baseline: EpisodeResult | None = None,
     max_items: int = 3,
+    rep_engine: Engine | None = None,
+    tag: str = "rep",
 ) -> tuple[EpisodeResult, list[RepresentativityReport]]:
     """Run the originals once, then each substitution; return the baseline
     episode and one report per (subset, mode). ``records[i]`` belongs to
-    ``participants[i]``; items about ``question`` itself are dropped."""
+    ``participants[i]``; items about ``question`` itself are dropped.
+    ``rep_engine``: the representatives' own engine (a fine-tuned adapter);
+    which acts they perform is ``config.represented_acts``."""
     if len(records) != len(participants):
         raise ValueError("one record per participant")
     participants = list(participants)
@@ -177,7 +183,7 @@ def representativity(
     slots_one = list(one_slots) if one_slots is not None else list(range(len(participants)))
     reports = []
     for subset in subsets:
-        reps = {i: representative(rec.without_question(question.question), subset, max_items) for i, rec in enumerate(records)}
+        reps = {i: representative(rec.without_question(question.question), subset, max_items, rep_engine, tag) for i, rec in enumerate(records)}
         for mode in modes:
             if mode not in ("one", "all"):
                 raise ValueError(f"mode must be 'one' or 'all', got {mode!r}")

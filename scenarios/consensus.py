@@ -84,9 +84,11 @@ class ConsensusModel(mesa.Model):
         )
         # Records for representatives: the history episodes, run in setup.
         self.records = {}
-        for grp in self.groups:
+        self.history_results: list[tuple[int, object]] = []
+        for g, grp in enumerate(self.groups):
             parts = self.participants(grp)
             done = [run_episode(engine, q, parts, self.mediator(), self.episode_config) for q in grp["history_questions"]]
+            self.history_results += [(g, res) for res in done]
             self.records.update(records_from_episodes(done, {a.persona_id: {"method": a.method} for a in grp["members"]}))
         self.episodes = [Episode(engine, grp["question"], self.participants(grp), self.mediator(), self.episode_config) for grp in self.groups]
         self.item_list = [type("Phase", (), {"id": ph, "text": ph, "options": ()})() for ph in self.episodes[0].phases]
@@ -177,4 +179,8 @@ class ConsensusModel(mesa.Model):
             "representativity: mean |final payoff with digital representatives - payoff with the original personas| over the "
             "substituted participants (one at a time, or all), per conditioning subset of D/O/C/P; 0 = value-equivalent.",
         ]
-        return {"evaluations": [], "tables": tables, "notes": notes}
+        # Every episode (history and main) as training data for fine-tuned
+        # representatives: python run.py represent ... with data.path = episodes.jsonl
+        episodes = [{"group": f"g{g}", **res.to_json()} for g, res in self.history_results]
+        episodes += [{"group": f"g{g}", **ep.result().to_json()} for g, ep in enumerate(self.episodes)]
+        return {"evaluations": [], "tables": tables, "notes": notes, "jsonl": {"episodes": episodes}}

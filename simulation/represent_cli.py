@@ -1,0 +1,234 @@
+"""``python run.py represent generate|train|eval CONFIG.yaml [--set key=value]``.
+
+One YAML (see agents/representatives/demo.yaml) describes the study: the deliberation
+data (a Habermas Machine parquet file, a Personae ``episodes.jsonl``, or a set
+played by personas), the leak-free split, LoRA training and the evaluation.
+Everything lands in ``<output>/<name>/``: the data (when generated),
+``split.json``, ``adapter/`` (with ``training_record.json``) and ``eval/``
+(summary.md, CSV tables, representatives.png).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.llm.factory import EngineConfig, cached_engine
+from agents.representatives import deliberations as dl
+from agents.representatives import evaluation as ev
+from agents.representatives.splits import Split, split_examples
+from agents.representatives.synthetic import generate
+from agents.representatives.training import RECORD, TrainSettings, base_model_path, train
+from simulation.config import load_config
+from simulation.console import RunConsole
+from simulation.store import Store
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerateSettings(_Strict):
+    groups: int = Field(3, ge=2)
+    group_size: int = Field(4, ge=2, le=8)
+    questions_per_group: int = Field(2, ge=1)
+    mediator: Literal["llm", "habermas", "opinion"] = "llm"
+    opinion_tokens: int = Field(40, gt=0)
+    critique_tokens: int = Field(40, gt=0)
+    statement_tokens: int = Field(56, gt=0)
+
+
+class DataSettings(_Strict):
+    path: str | None = None  # .parquet (HM layout) or episodes .jsonl; None = generate
+    generate: GenerateSettings = GenerateSettings()
+
+
+class SplitSettings(_Strict):
+    validation: float = Field(0.34, gt=0, lt=1)
+
+
+class EvalSettings(_Strict):
+    subsets: list[str] = ["", "OC"]  # conditioning subsets compared (letters of DOCP)
+    finetuned_engine: EngineConfig | None = None  # e.g. a vLLM server serving the adapter
+    judge: EngineConfig | None = None  # autorater; default: the base engine
+    critique_tokens: int = Field(40, gt=0)
+    temperature: float = Field(0.8, ge=0)
+    payoff_episodes: int = Field(1, ge=0)  # held-out episodes replayed for the payoff gap
+    mediator: Literal["llm", "habermas", "opinion"] = "llm"
+
+
+class RepresentConfig(_Strict):
+    name: str = "represent"
+    seed: int = 0
+    store: str = "personae.db"
+    output: str = "runs"
+    engine: EngineConfig = EngineConfig()
+    data: DataSettings = DataSettings()
+    split: SplitSettings = SplitSettings()
+    train: TrainSettings = TrainSettings()
+    eval: EvalSettings = EvalSettings()
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.output) / self.name
+
+    @property
+    def adapter(self) -> Path:
+        return self.folder / "adapter"
+
+
+def load_data(cfg: RepresentConfig, store: Store, console: RunConsole) -> dl.Deliberations:
+    if cfg.data.path:
+        return dl.load(cfg.data.path)
+    path = cfg.folder / "deliberations.parquet"
+    g = cfg.data.generate
+    engine = cached_engine(cfg.engine, store)
+    console.line(f"deliberation set: {g.groups} groups x {g.group_size} personas x {g.questions_per_group} questions ({cfg.engine.model_name()})")
+    episodes, cards = generate(
+        engine, g.groups, g.group_size, g.questions_per_group, cfg.seed, g.mediator, 1,
+        g.opinion_tokens, g.critique_tokens, g.statement_tokens,
+        progress=lambda k, n: console.line(f"  episode {k}/{n}"),
+    )
+    dl.write_parquet(episodes, path, cards)
+    console.line(f"  written to {path} ({engine.misses} engine calls, {engine.hits} from the store)")
+    return dl.load(path)
+
+
+def load_split(cfg: RepresentConfig, data: dl.Deliberations) -> Split:
+    split = split_examples(data.examples, cfg.split.validation, cfg.seed, source=cfg.data.path or "generated data")
+    cfg.folder.mkdir(parents=True, exist_ok=True)
+    (cfg.folder / "split.json").write_text(json.dumps(split.to_json(), indent=2, sort_keys=True))
+    return split
+
+
+def cmd_train(cfg: RepresentConfig, console: RunConsole) -> int:
+    store = Store(cfg.store)
+    data = load_data(cfg, store, console)
+    split = load_split(cfg, data)
+    console.line(
+        f"split: {len(split.train)} training / {len(split.validation)} validation examples "
+        f"({len(split.train_participants)}/{len(split.validation_participants)} participants, "
+        f"{len(split.train_questions)}/{len(split.validation_questions)} questions; {len(split.dropped)} dropped to avoid leakage)"
+    )
+    rec = train(data, split, cfg.adapter, cfg.train.model_copy(update={"seed": cfg.seed}))
+    console.line(
+        f"adapter written to {cfg.adapter}/: best step {rec['best_step']}, validation perplexity "
+        f"{_ppl(rec['initial_val_loss'])} -> {rec['best_val_perplexity']:.2f}; {rec['steps_per_second']} steps/s"
+        + (f"; resumed from step {rec['resumed_from_step']}" if rec["resumed_from_step"] else "")
+    )
+    return 0
+
+
+def _ppl(loss) -> str:
+    import math
+
+    return f"{math.exp(loss):.2f}" if loss is not None else "?"
+
+
+def cmd_eval(cfg: RepresentConfig, console: RunConsole) -> int:
+    from transformers import AutoTokenizer
+
+    store = Store(cfg.store)
+    data = load_data(cfg, store, console)
+    split = load_split(cfg, data)
+    if not (cfg.adapter / "adapter_config.json").exists() and cfg.eval.finetuned_engine is None:
+        raise dl.DeliberationError(f"{cfg.adapter}: no trained adapter (run 'python run.py represent train' first, or set eval.finetuned_engine)")
+    vanilla = cached_engine(cfg.engine, store)
+    ft_cfg = cfg.eval.finetuned_engine or cfg.engine.model_copy(update={"lora": str(cfg.adapter)})
+    finetuned = cached_engine(ft_cfg, store)
+    judge = cached_engine(cfg.eval.judge, store) if cfg.eval.judge else vanilla
+    tok = AutoTokenizer.from_pretrained(base_model_path(cfg.train.base_model))
+    val = split.validation
+    examples = [data.examples[i] for i in val]
+    nll_rows, judge_rows, payoff_rows = [], [], []
+    for subset in cfg.eval.subsets:
+        for label, engine in (("vanilla", vanilla), ("fine-tuned", finetuned)):
+            nll = ev.critique_nll(engine, data, val, subset, tok, cfg.train.max_items)
+            nll_rows.append({"subset": subset or "none", "model": label, "examples": len(val), "nll_per_token": nll.mean, "perplexity": nll.perplexity})
+            sampled = ev.sample_critiques(engine, data, val, subset, cfg.seed, cfg.eval.critique_tokens, cfg.eval.temperature, cfg.train.max_items)
+            won = ev.autorater(judge, examples, sampled)
+            judge_rows.append({"subset": subset or "none", "model": label, "win_rate": won["win_rate"], "wins": won["wins"]})
+            rows = ev.payoff_discrepancy(
+                vanilla, None if label == "vanilla" else finetuned, data, val, [subset], cfg.seed, cfg.eval.mediator,
+                cfg.eval.payoff_episodes, cfg.train.max_items, "vanilla" if label == "vanilla" else "ft",
+                cfg.data.generate.opinion_tokens, cfg.data.generate.critique_tokens, cfg.data.generate.statement_tokens,
+            )
+            payoff_rows += [{"model": label, **r, "subset": r["subset"] or "none"} for r in rows]
+            console.line(f"  {subset or 'none':>5} {label:>10}: NLL/token {nll.mean:.3f} (perplexity {nll.perplexity:.2f}), autorater win rate {won['win_rate']:.3f}")
+    out = cfg.folder / "eval"
+    files = write_eval_report(out, cfg, split, pd.DataFrame(nll_rows), pd.DataFrame(judge_rows), pd.DataFrame(payoff_rows))
+    console.line(f"report written to {out}/ ({', '.join(f.name for f in files)})")
+    return 0
+
+
+def write_eval_report(out: Path, cfg: RepresentConfig, split: Split, nll: pd.DataFrame, judge: pd.DataFrame, payoff: pd.DataFrame) -> list[Path]:
+    from analysis.report import _figure, _save, markdown_table
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    tables = {"critique_nll": nll, "autorater": judge}
+    if len(payoff):
+        tables["payoff_discrepancy"] = payoff.groupby(["subset", "model", "mode"], as_index=False, sort=True)["gap"].mean()
+    text = [f"# {cfg.name}: digital representatives, vanilla vs fine-tuned\n"]
+    text.append(
+        f"\nHeld out: {len(split.validation)} critiques by {len(split.validation_participants)} participants on "
+        f"{len(split.validation_questions)} questions, none seen in training ({len(split.train)} examples).\n"
+    )
+    for name, df in tables.items():
+        path = out / f"{name}.csv"
+        df.to_csv(path, index=False, float_format="%.6f", lineterminator="\n")
+        files.append(path)
+        text.append(f"\n## {name.replace('_', ' ')}\n\n{markdown_table(df.set_index(df.columns[0]))}\n")
+    text.append(
+        "\n> critique NLL: mean over held-out critiques of -(1/T) sum_t log p(c_t | prompt, c_<t); perplexity = exp(mean).\n"
+        "\n> autorater: the judge's probability of preferring the representative's sampled critique over the real one, "
+        "both orders averaged; 0.5 = indistinguishable.\n"
+        "\n> payoff discrepancy: mean |payoff with representatives - payoff of the originals| (1-7 agreement) over the "
+        "substituted participants, who critique through the representative (one at a time, or all).\n"
+    )
+    summary = out / "summary.md"
+    summary.write_text("".join(text), encoding="utf-8")
+    files.insert(0, summary)
+    panels = [("critique NLL / token (lower is better)", nll, "nll_per_token"), ("autorater win rate vs real critique", judge, "win_rate")]
+    if "payoff_discrepancy" in tables:
+        one = tables["payoff_discrepancy"]
+        panels.append(("payoff discrepancy (lower is better)", one[one["mode"] == "all"], "gap"))
+    fig = _figure(4.2 * len(panels), 3.2)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.16, top=0.86, wspace=0.3)
+    for k, (title, df, col) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        subsets = list(dict.fromkeys(df["subset"]))
+        for j, model in enumerate(("vanilla", "fine-tuned")):
+            vals = [float(df[(df["subset"] == s) & (df["model"] == model)][col].mean()) for s in subsets]
+            ax.bar([i + 0.38 * j for i in range(len(subsets))], vals, width=0.36, label=model)
+        ax.set_xticks([i + 0.19 for i in range(len(subsets))], subsets)
+        ax.set_xlabel("conditioning")
+        ax.set_title(title, fontsize=9)
+        if k == 0:
+            ax.legend(fontsize=8)
+    files.append(_save(fig, out / "representatives.png"))
+    return files
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="run.py represent", description="Fine-tuned digital representatives: data, LoRA training, evaluation.")
+    p.add_argument("cmd", choices=["generate", "train", "eval"], help="generate: the persona-played deliberation set; train: LoRA fine-tuning (resumable); eval: vanilla vs fine-tuned report")
+    p.add_argument("config", help="YAML file, e.g. agents/representatives/demo.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config, args.overrides, RepresentConfig)
+    console = RunConsole(live=False)
+    if args.cmd == "generate":
+        data = load_data(cfg, Store(cfg.store), console)
+        console.line(f"{len(data.examples)} critique examples from {len(data.participants)} participants on {len(data.questions)} questions")
+        return 0
+    if args.cmd == "train":
+        return cmd_train(cfg, console)
+    return cmd_eval(cfg, console)
+
+
+__all__ = ["RepresentConfig", "main", "RECORD"]

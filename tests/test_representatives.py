@@ -1,0 +1,168 @@
+"""Fine-tuned digital representatives on a deliberation set played by personas
+(real embedded model, real LoRA training in a subprocess killed mid-way)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from killing import kill_on
+
+from agents.representatives import deliberations as dl
+from agents.representatives import evaluation as ev
+from agents.representatives.splits import Split, split_examples
+from agents.representatives.synthetic import generate, participant_cards
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = {"subset": "C", "max_items": 1, "max_steps": 12, "eval_steps": 4, "batch_size": 4, "learning_rate": 0.001, "patience": 10, "max_length": 320}
+
+
+@pytest.fixture(scope="module")
+def deliberation(engine, tmp_path_factory):
+    """3 groups x 3 personas x 2 questions: 6 real consensus episodes."""
+    d = tmp_path_factory.mktemp("delib")
+    episodes, cards = generate(engine, groups=3, group_size=3, questions_per_group=2, seed=0, opinion_tokens=32, critique_tokens=28, statement_tokens=40)
+    path = dl.write_parquet(episodes, d / "deliberations.parquet", cards)
+    return d, path, episodes, cards
+
+
+def config(tmp: Path, parquet: Path, **extra) -> Path:
+    cfg = {
+        "name": "rep", "seed": 0, "store": str(tmp / "store.db"), "output": str(tmp / "runs"),
+        "data": {"path": str(parquet)}, "split": {"validation": 0.34}, "train": dict(TRAIN),
+        "eval": {"subsets": ["C"], "payoff_episodes": 1, "critique_tokens": 24},
+    }
+    for k, v in extra.items():
+        cfg[k] = v if not isinstance(v, dict) else {**cfg.get(k, {}), **v}
+    path = tmp / "rep.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def represent(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run.py", "represent", *args], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+
+
+def keys(data: dl.Deliberations):
+    return sorted((e.participant, e.question_id, e.opinion, e.draft, e.critique) for e in data.examples)
+
+
+def test_parquet_and_episode_logs_give_the_same_examples_and_split_does_not_leak(deliberation, tmp_path):
+    _, path, episodes, cards = deliberation
+    data = dl.load(path)
+    jsonl = tmp_path / "episodes.jsonl"
+    jsonl.write_text("".join(json.dumps(e) + "\n" for e in episodes))
+    assert keys(data) == keys(dl.load(jsonl)) == keys(dl.from_episodes(episodes))
+    assert len(data.examples) == 3 * 3 * 2
+    # the known style: every critique opens with its persona's signature
+    for ex in data.examples:
+        job_state = cards[ex.participant].split("You are ")[1].split(".")[0]
+        assert ex.critique.startswith(f"As {job_state},")
+    split = split_examples(data.examples, 0.34, seed=0)
+    train, val = [data.examples[i] for i in split.train], [data.examples[i] for i in split.validation]
+    assert train and val
+    assert not {e.participant for e in train} & {e.participant for e in val}
+    assert not {e.question_id for e in train} & {e.question_id for e in val}
+    assert split_examples(data.examples, 0.34, seed=0).to_json() == split.to_json()  # seeded
+    # a representative's prompt never contains the critique it must produce
+    for ex in val:
+        prompt, _ = data.prompt(ex, "DOCP")
+        assert ex.critique not in prompt and ex.opinion in prompt
+
+
+def test_bad_deliberation_files_are_one_line(deliberation, tmp_path):
+    _, path, _, _ = deliberation
+    df = pd.read_parquet(path)
+    broken = tmp_path / "broken.parquet"
+    df.drop(columns=["critique.text", "worker_id"]).to_parquet(broken)
+    r = represent("train", str(config(tmp_path, broken)))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "broken.parquet" in r.stderr and "worker_id" in r.stderr and "critique.text" in r.stderr
+
+    one_group = tmp_path / "one_group.parquet"
+    df[df["launch_id"] == "g0"].to_parquet(one_group)
+    r = represent("train", str(config(tmp_path, one_group)))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "one_group.parquet" in r.stderr and "split" in r.stderr
+
+    not_parquet = tmp_path / "junk.parquet"
+    not_parquet.write_text("not parquet")
+    r = represent("train", str(config(tmp_path, not_parquet)))
+    assert r.returncode == 2 and "junk.parquet: not a readable parquet file" in r.stderr
+
+    r = represent("train", str(config(tmp_path, path, split={"validation": 1.5})))
+    assert r.returncode == 2 and "rep.yaml: split.validation" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def trained(deliberation):
+    """Train through the CLI, killed (SIGKILL) once the first checkpoint exists, then resumed."""
+    d, path, _, _ = deliberation
+    tmp = d / "train"
+    tmp.mkdir()
+    cfg = config(tmp, path)
+    ckpts = tmp / "runs" / "rep" / "adapter" / "checkpoints"
+    first = ckpts / f"checkpoint-{TRAIN['eval_steps']}" / "trainer_state.json"
+    alive = kill_on([sys.executable, "run.py", "represent", "train", str(cfg)], ROOT, first.exists, timeout=1200)
+    record_file = tmp / "runs" / "rep" / "adapter" / "training_record.json"
+    killed_early = alive and not record_file.exists()
+    r = represent("train", str(cfg))
+    assert r.returncode == 0, r.stderr[-2000:]
+    return tmp, cfg, json.loads(record_file.read_text()), killed_early
+
+
+def test_training_killed_midway_resumes_from_its_checkpoint(trained):
+    _, _, record, killed_early = trained
+    assert killed_early, "the kill must land before training finished"
+    assert record["resumed_from_step"] >= TRAIN["eval_steps"]
+    assert record["global_step"] == TRAIN["max_steps"]
+    steps = [e["step"] for e in record["evaluations"]]
+    assert steps == sorted(set(steps)) and steps[-1] == TRAIN["max_steps"]  # no step evaluated twice
+    assert record["best_step"] in steps
+    assert record["best_val_perplexity"] == min(e["val_perplexity"] for e in record["evaluations"])
+    split = Split.from_json(record["split"])
+    split.check()
+
+
+def test_fine_tuning_lowers_heldout_critique_nll(trained, engine):
+    from agents.llm.transformers_engine import TransformersEngine
+
+    tmp, _, record, _ = trained
+    data = dl.load(record["data"]["source"])
+    split = Split.from_json(record["split"])
+    tuned = TransformersEngine.embedded(lora=str(tmp / "runs" / "rep" / "adapter"))
+    vanilla = ev.critique_nll(engine, data, split.validation, "C", engine.tok, 1)
+    fine = ev.critique_nll(tuned, data, split.validation, "C", engine.tok, 1)
+    print(f"held-out critique NLL/token: vanilla {vanilla.mean:.3f} (ppl {vanilla.perplexity:.2f}), fine-tuned {fine.mean:.3f} (ppl {fine.perplexity:.2f})")
+    assert fine.mean < vanilla.mean - 0.05
+    # the held-out participants are new to the adapter: the gain is in how
+    # critiques are written, learnt from other participants
+    assert not set(split.validation_participants) & set(split.train_participants)
+
+
+def test_eval_writes_vanilla_vs_finetuned_report(trained):
+    tmp, cfg, _, _ = trained
+    r = represent("eval", str(cfg))
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp / "runs" / "rep" / "eval"
+    nll = pd.read_csv(out / "critique_nll.csv")
+    assert set(nll["model"]) == {"vanilla", "fine-tuned"} and set(nll["subset"]) == {"C"}
+    v, f = (float(nll[nll["model"] == m]["nll_per_token"].iloc[0]) for m in ("vanilla", "fine-tuned"))
+    assert f < v
+    judge = pd.read_csv(out / "autorater.csv")
+    assert judge["win_rate"].between(0, 1).all() and len(judge) == 2
+    pay = pd.read_csv(out / "payoff_discrepancy.csv")
+    assert set(pay["mode"]) == {"one", "all"} and set(pay["model"]) == {"vanilla", "fine-tuned"}
+    assert pay["gap"].between(0, 6).all()
+    assert (out / "representatives.png").stat().st_size > 1000
+    text = (out / "summary.md").read_text()
+    assert "critique nll" in text and "payoff discrepancy" in text
+
+
+def test_cards_are_seeded_and_distinct():
+    a, b = participant_cards(6, seed=1), participant_cards(6, seed=1)
+    assert a == b and len(set(a.values())) == 6
