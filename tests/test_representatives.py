@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -139,7 +140,7 @@ def test_fine_tuning_lowers_heldout_critique_nll(trained, engine):
     fine = ev.critique_nll(tuned, data, split.validation, "C", engine.tok, 1)
     print(f"held-out critique NLL/token: vanilla {vanilla.mean:.3f} (ppl {vanilla.perplexity:.2f}), fine-tuned {fine.mean:.3f} (ppl {fine.perplexity:.2f})")
     assert fine.mean < vanilla.mean - 0.01
-    assert record["best_val_perplexity"] < float(__import__("math").exp(record["initial_val_loss"]))
+    assert record["best_val_perplexity"] < math.exp(record["initial_val_loss"])  # early stopping kept a better checkpoint
     # the held-out participants are new to the adapter: the gain is in how
     # critiques are written, learnt from other participants
     assert not set(split.validation_participants) & set(split.train_participants)
@@ -199,4 +200,7 @@ def test_vllm_serves_the_trained_adapter_like_the_inprocess_engine(trained, engi
     diff = [abs(x - y) for x, y in zip(a.per_token, b.per_token)]
     print(f"vLLM adapter vs in-process adapter NLL/token: max |diff| {max(diff):.4f}; base {c.mean:.3f} vs adapter {a.mean:.3f}")
     assert max(diff) <= 0.1  # bf16 on the server: ~0.01-0.05 nats/token measured
-    assert c.mean - a.mean > 2 * max(diff)  # the server really applies the adapter
+    # the server really applies the adapter: its scores sit closer to the
+    # in-process adapter's than the base model's do
+    base_gap = [abs(x - y) for x, y in zip(c.per_token, b.per_token)]
+    assert sum(diff) / len(diff) < sum(base_gap) / len(base_gap)
