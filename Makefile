@@ -12,7 +12,10 @@ run: setup
 	$(PY) run.py $(SCENARIO)
 
 ## Set up (Python env, Chromium, the vLLM server env) and run the whole test suite.
-test: setup setup-test
+## The vLLM env is built in the background: only the vllm tests need it, they run
+## last and wait for it.
+test: setup browser
+	$(PY) -m agents.llm.vllm_server setup --background
 	$(PY) -m pytest -q
 
 setup: $(VENV)/.personae-setup

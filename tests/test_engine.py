@@ -62,6 +62,30 @@ def test_questions_packed_on_one_prefix_equal_one_at_a_time(engine):
         assert abs(engine.loglikelihood([LoglikRequest(BACKSTORY, c)])[0] - score) <= 1e-3
 
 
+
+def test_words_shared_by_questions_are_evaluated_once_with_the_same_answers(engine):
+    """A persona's questions share the instruction and "Question: How ..." after
+    its declared prefix; the engine evaluates that run once per persona and the
+    distributions stay those of each full prompt evaluated alone."""
+    qs = [Question.make(f"s{j}", f"How much do you agree with statement number {j}?", ["Agree", "Disagree", "Not sure"]) for j in range(4)]
+    reqs = [option_request(BACKSTORY, q, [0, 1, 2]) for q in qs]
+    suffix_tokens = sum(len(engine.tok(r.suffix, add_special_tokens=False).input_ids) for r in reqs)
+    engine._prefixes.clear()
+    engine.option_probs([option_request(BACKSTORY, ARITH, [0, 1, 2])])  # caches the backstory
+    before = engine.stats.prompt_tokens
+    shared = engine.option_probs(reqs)
+    evaluated = engine.stats.prompt_tokens - before
+    common = len(engine.tok(reqs[0].suffix.split(" number")[0], add_special_tokens=False).input_ids)
+    assert evaluated <= suffix_tokens - 3 * (common - 1)  # the common run counted once, not four times
+    engine.share_prefixes = False
+    try:
+        for req, res in zip(reqs, shared):
+            engine._prefixes.clear()
+            full = engine.option_probs([OptionRequest("", req.prefix + req.suffix, req.options)])[0]
+            assert np.max(np.abs(np.array(full.probs) - np.array(res.probs))) <= 1e-4
+    finally:
+        engine.share_prefixes = True
+
 def test_reversed_order_maps_back_to_the_same_options(engine):
     """Mapping back is an exact permutation: option content keeps its probability.
 

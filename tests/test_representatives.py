@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 from killing import kill_on
+from vllm_fixtures import require_vllm_env
 
 from agents.representatives import deliberations as dl
 from agents.representatives import evaluation as ev
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TRAIN = {"subset": "C", "max_items": 1, "max_steps": 12, "eval_steps": 4, "batch_size": 4, "learning_rate": 0.001, "patience": 10, "max_length": 320}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: the vllm test runs last, after other modules
 def deliberation(engine, tmp_path_factory):
     """3 groups x 3 personas x 2 questions: 6 real consensus episodes."""
     d = tmp_path_factory.mktemp("delib")
@@ -99,7 +100,7 @@ def test_bad_deliberation_files_are_one_line(deliberation, tmp_path):
     assert r.returncode == 2 and "rep.yaml: split.validation" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: the vllm test runs last, after other modules
 def trained(deliberation):
     """Train through the CLI, killed (SIGKILL) once the first checkpoint exists, then resumed."""
     d, path, _, _ = deliberation
@@ -180,8 +181,7 @@ def test_vllm_serves_the_trained_adapter_like_the_inprocess_engine(trained, engi
     from agents.llm.openai_engine import OpenAIEngine
     from agents.llm.transformers_engine import TransformersEngine
 
-    if not vs.is_setup():
-        pytest.fail(f"vLLM environment missing at {vs.venv_dir()}: run 'python -m agents.llm.vllm_server setup'", pytrace=False)
+    require_vllm_env()
     tmp, _, record, _ = trained
     adapter = tmp / "runs" / "rep" / "adapter"
     data = dl.load(record["data"]["source"])

@@ -79,7 +79,9 @@ def inprocess_run(tmp_path_factory):
     from agents.llm import vllm_server as vs
     from agents.llm.embedded import EMBEDDED_NAME, hf_folder
 
-    if not vs.is_setup():
+    try:
+        vs.wait_for_setup()
+    except vs.ServerError:
         yield None  # the vllm_server fixture fails every test with the set-up command
         return
     d = tmp_path_factory.mktemp("vllm_inproc")

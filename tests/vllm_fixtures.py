@@ -3,8 +3,9 @@
 Register them in ``tests/conftest.py`` (``pytest_plugins = ["tests.vllm_fixtures"]``)
 so that every module shares ONE server: it costs ~6.5 GB of RAM and 1-3 minutes
 to start. The environment ``.venv-vllm`` is made by the test set-up
-(``python -m agents.llm.vllm_server setup``); when it is missing the fixture
-fails with that command in the message: a vLLM test never skips silently.
+(``python -m agents.llm.vllm_server setup``, run in the background by ``make
+test`` while the other tests run; the fixture waits for it); when it is missing
+the fixture fails with that command in the message: a vLLM test never skips.
 
 ``PERSONAE_VLLM_URL=http://127.0.0.1:8011/v1`` reuses a server you already run
 (``python -m agents.llm.vllm_server serve --port 8011``) instead of starting one.
@@ -40,6 +41,17 @@ class _External:
         return True
 
 
+def require_vllm_env() -> None:
+    """Wait for a background set-up of .venv-vllm (the test command starts one);
+    fail (never skip) with one line when the environment is missing."""
+    from agents.llm import vllm_server as vs
+
+    try:
+        vs.wait_for_setup()
+    except vs.ServerError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def vllm_server():
     """The embedded SmolLM2 (HF folder) served by vLLM on 127.0.0.1; stopped at session end."""
@@ -50,12 +62,7 @@ def vllm_server():
     if url:
         yield _External(url, os.environ.get("PERSONAE_VLLM_MODEL", EMBEDDED_NAME))
         return
-    if not vs.is_setup():
-        pytest.fail(
-            f"vLLM environment missing or incomplete at {vs.venv_dir()}: run "
-            "'python -m agents.llm.vllm_server setup' (make vllm-setup) before the vllm tests",
-            pytrace=False,
-        )
+    require_vllm_env()
     t0 = time.monotonic()
     try:
         server = vs.serve(model=hf_folder(), name=EMBEDDED_NAME, timeout=VLLM_START_TIMEOUT,

@@ -65,6 +65,7 @@ def _common_prefix_len(a, b) -> int:
 
 class TransformersEngine(Engine):
     kind = "transformers"
+    MIN_SHARED_TOKENS = 4
 
     def __init__(
         self,
@@ -80,6 +81,7 @@ class TransformersEngine(Engine):
         threads: int | None = None,
         name: str | None = None,
         lora: str | None = None,
+        share_prefixes: bool = True,
     ) -> None:
         super().__init__()
         import torch
@@ -118,6 +120,7 @@ class TransformersEngine(Engine):
         self.batch_tokens = batch_tokens
         self.max_batch = max_batch
         self.pack_tokens = pack_tokens
+        self.share_prefixes = share_prefixes
         # The decoder stack and output projection separately, so logits are
         # computed only where needed (see _logprobs); LoRA layers live inside.
         self._decoder = self.hf.get_decoder()
@@ -209,9 +212,47 @@ class TransformersEngine(Engine):
         if not todo:
             return
         names = list(todo)
-        results = self._run([todo[t] for t in names], want="kv")
+        results = self._run(self._share_common([todo[t] for t in names]), want="kv")
         for text, (_, kv) in zip(names, results):
             self._remember(text, _Prefix(tuple(self._encode(text)), kv))
+
+    def _share_common(self, rows: list[_Row], keep: list[int] | None = None) -> list[_Row]:
+        """Evaluate once the tokens that all rows continuing the same base share.
+
+        Declared prefixes stop at the persona's text, but its questions go on
+        with the same words ("Please answer the following question ...",
+        the chat template's turn markers), and backstory prompts share their
+        opening. As in vLLM's automatic prefix caching, the longest common
+        token run of a group's tails is evaluated once, in a batched pass, and
+        becomes the group's cached base; row i keeps its last ``keep[i]``
+        tokens (default 1) in its tail.
+        """
+        if not self.share_prefixes:
+            return rows
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(rows):
+            groups.setdefault((id(r.base), r.base_len), []).append(i)
+        todo: list[tuple[list[int], int]] = []
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            first = rows[members[0]].tail
+            n = min(len(rows[i].tail) - (keep[i] if keep else 1) for i in members)
+            for i in members[1:]:
+                n = min(n, _common_prefix_len(first, rows[i].tail))
+            # A few tokens are not worth an extra pass and a copy of the base's keys.
+            if n >= self.MIN_SHARED_TOKENS:
+                todo.append((members, n))
+        if not todo:
+            return rows
+        heads = [_Row(rows[m[0]].base, rows[m[0]].base_len, rows[m[0]].tail[:n]) for m, n in todo]
+        out = list(rows)
+        for (members, n), head, (_, kv) in zip(todo, heads, self._run(heads, want="kv")):
+            ids = (head.base.ids[: head.base_len] if head.base is not None else ()) + tuple(head.tail)
+            shared = _Prefix(tuple(ids), kv)
+            for i in members:
+                out[i] = _Row(shared, len(ids), rows[i].tail[n:])
+        return out
 
     # ---------------------------------------------------------------- forward
     def _batches(self, rows: list[_Row]):
@@ -284,11 +325,15 @@ class TransformersEngine(Engine):
                 positions[b, start : start + length] = r.base_len + torch.arange(length)
                 segment[b, start : start + length] = k
                 start += length
-        q = torch.arange(S)
-        own = (segment[:, :, None] == segment[:, None, :]) & (q[:, None] >= q[None, :])
-        own |= torch.eye(S, dtype=torch.bool)  # padding queries see themselves (no empty softmax)
-        to_prefix = key_mask[:, None, :N].bool().expand(B, S, N)
-        mask4d = torch.cat([to_prefix, own], 2)[:, None]  # [B, 1, S, N + S], True = attend
+        packed = self._packed_attention()
+        if packed:  # the packed layout carries the masking; a 4-D mask is never read
+            mask4d = torch.ones((1, 1, 1, 1), dtype=torch.bool).expand(B, 1, S, N + S)
+        else:
+            q = torch.arange(S)
+            own = (segment[:, :, None] == segment[:, None, :]) & (q[:, None] >= q[None, :])
+            own |= torch.eye(S, dtype=torch.bool)  # padding queries see themselves (no empty softmax)
+            to_prefix = key_mask[:, None, :N].bool().expand(B, S, N)
+            mask4d = torch.cat([to_prefix, own], 2)[:, None]  # [B, 1, S, N + S], True = attend
         if N > 0:
             layers = []
             ref = next(r.base for r in rows if r.base is not None)
@@ -307,7 +352,7 @@ class TransformersEngine(Engine):
             cache = DynamicCache(ddp_cache_data=layers, config=self.config)
         else:
             cache = DynamicCache(config=self.config)
-        layout = packed_attention.PackedLayout.build([r.base_len for r in rows], [r.segment_lengths for r in rows], S, self.dtype)
+        layout = packed_attention.PackedLayout.build([r.base_len for r in rows], [r.segment_lengths for r in rows], S, self.dtype) if packed else None
         with torch.inference_mode():
             out = self._decoder(
                 input_ids=input_ids.to(self.device),
@@ -315,11 +360,15 @@ class TransformersEngine(Engine):
                 position_ids=positions.to(self.device),
                 past_key_values=cache,
                 use_cache=True,
-                packed_layout=layout if self.device == "cpu" else None,
+                packed_layout=layout,
             )
         self.stats.prompt_tokens += sum(len(r.tail) for r in rows)
         self.stats.cached_prompt_tokens += sum(r.base_len * len(r.segment_lengths) for r in rows)
         return out.last_hidden_state, out.past_key_values, key_mask, N
+
+    def _packed_attention(self) -> bool:
+        """Whether forwards take :mod:`packed_attention` (float32 on CPU) or SDPA."""
+        return self.device == "cpu" and self.dtype == self.torch.float32
 
     def _logprobs(self, hidden):
         """Log-softmax over the vocabulary for the given hidden states only.
@@ -380,7 +429,7 @@ class TransformersEngine(Engine):
             base, n = (self._best_base(prefix, ids) if prefix else (None, 0))
             n = min(n, len(ids) - 1)  # at least one token must be evaluated
             rows.append(_Row(base if n > 0 else None, max(n, 0), list(ids[max(n, 0) :])))
-        return rows
+        return self._share_common(rows)
 
     # ---------------------------------------------------------------- operations
     def option_probs(self, requests: list[OptionRequest]) -> list[OptionResult]:
@@ -420,6 +469,8 @@ class TransformersEngine(Engine):
                 tail = [ctx[-1]] + list(cont)
             rows.append(_Row(base if n > 0 else None, n, tail))
             targets.append(cont)
+        # Each row keeps its continuation and the token before it (read below).
+        rows = self._share_common(rows, keep=[len(c) + 1 for c in targets])
         outs = self._run(rows, want="all")
         scores = []
         for row, cont, logp in zip(rows, targets, outs):

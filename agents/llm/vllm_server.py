@@ -173,6 +173,70 @@ def setup(force: bool = False, log=print) -> float:
     return seconds
 
 
+def _status_file(venv: Path | None = None) -> Path:
+    venv = venv or venv_dir()
+    return venv.with_name(venv.name + ".setup-status")
+
+
+def setup_log(venv: Path | None = None) -> Path:
+    venv = venv or venv_dir()
+    return venv.with_name(venv.name + ".setup.log")
+
+
+def setup_in_background() -> int | None:
+    """Start :func:`setup` in a detached process (log: :func:`setup_log`) and return
+    its pid, or None when the environment is already set up.
+
+    The test command builds this environment while the tests that do not need
+    it run (the vllm-marked tests run last and wait in :func:`wait_for_setup`):
+    ~2.5 minutes of pip work off the critical path.
+    """
+    if is_setup():
+        return None
+    status = _status_file()
+    status.write_text(json.dumps({"state": "running"}) + "\n")
+    with open(setup_log(), "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agents.llm.vllm_server", "setup", "--status-file", str(status)],
+            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    status.write_text(json.dumps({"state": "running", "pid": proc.pid}) + "\n")
+    return proc.pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
+
+
+def wait_for_setup(timeout: float = 1200.0) -> None:
+    """Return once the environment is set up; wait while a background set-up
+    (:func:`setup_in_background`) is still running. Raises ServerError (one line,
+    naming the log) when it is missing, failed or took longer than ``timeout``."""
+    venv = venv_dir()
+    status = _status_file(venv)
+    deadline = time.monotonic() + timeout
+    while not is_setup(venv):
+        try:
+            state = json.loads(status.read_text())
+        except (OSError, ValueError):
+            state = {}
+        running = state.get("state") == "running" and (state.get("pid") is None or _alive(int(state["pid"])))
+        if not running:
+            why = state.get("error") or ("the set-up stopped" if state else "it was never set up")
+            raise ServerError(f"vLLM environment missing at {venv}: {why}; run 'python -m agents.llm.vllm_server setup' (log: {setup_log(venv)})")
+        if time.monotonic() > deadline:
+            raise ServerError(f"vLLM environment set-up still running after {timeout:.0f} s (log: {setup_log(venv)})")
+        time.sleep(2)
+
+
 def cpu_list() -> str:
     """The cores this process may run on, as ranges ("0-1"): what vLLM binds its OpenMP threads to."""
     try:
@@ -630,6 +694,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("setup", help=f"create {venv_dir()} with {VLLM_PACKAGE}=={VLLM_VERSION} (idempotent)")
     s.add_argument("--force", action="store_true", help="redo even if the marker says it is done")
+    s.add_argument("--background", action="store_true", help="run detached (log beside the environment); tests wait for it")
+    s.add_argument("--status-file", help=argparse.SUPPRESS)  # written by the detached set-up when it ends
     v = sub.add_parser("serve", help="serve a model on 127.0.0.1 until Ctrl-C")
     v.add_argument("--model", help="HF-format model folder (default: the embedded SmolLM2)")
     v.add_argument("--name", help="served model name (default: folder name)")
@@ -654,7 +720,18 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = ap.parse_known_args(argv)
     try:
         if args.cmd == "setup":
-            setup(force=args.force)
+            if args.background:
+                pid = setup_in_background()
+                print(f"vllm setup: {'running in the background (pid %d), log %s' % (pid, setup_log()) if pid else 'ready'}")
+                return 0
+            try:
+                setup(force=args.force)
+            except ServerError as e:
+                if args.status_file:
+                    Path(args.status_file).write_text(json.dumps({"state": "failed", "error": str(e)}) + "\n")
+                raise
+            if args.status_file:
+                Path(args.status_file).write_text(json.dumps({"state": "done"}) + "\n")
             return 0
         if args.cmd == "load-lora":
             load_lora(args.url, args.name, args.path, replace=args.replace)
