@@ -20,6 +20,8 @@ from agents.representatives.splits import Split, split_examples
 from agents.representatives.synthetic import generate, participant_cards
 
 ROOT = Path(__file__).resolve().parent.parent
+# Short texts keep the module's generation, training and payoff episodes quick on CPU.
+TOKENS = {"opinion_tokens": 24, "critique_tokens": 24, "statement_tokens": 24}
 TRAIN = {"subset": "C", "max_items": 1, "max_steps": 12, "eval_steps": 4, "batch_size": 4, "learning_rate": 0.001, "patience": 10, "max_length": 320}
 
 
@@ -27,7 +29,7 @@ TRAIN = {"subset": "C", "max_items": 1, "max_steps": 12, "eval_steps": 4, "batch
 def deliberation(engine, tmp_path_factory):
     """3 groups x 3 personas x 2 questions: 6 real consensus episodes."""
     d = tmp_path_factory.mktemp("delib")
-    episodes, cards = generate(engine, groups=3, group_size=3, questions_per_group=2, seed=0, opinion_tokens=32, critique_tokens=28, statement_tokens=40)
+    episodes, cards = generate(engine, groups=3, group_size=3, questions_per_group=2, seed=0, **TOKENS)
     path = dl.write_parquet(episodes, d / "deliberations.parquet", cards)
     return d, path, episodes, cards
 
@@ -35,7 +37,7 @@ def deliberation(engine, tmp_path_factory):
 def config(tmp: Path, parquet: Path, **extra) -> Path:
     cfg = {
         "name": "rep", "seed": 0, "store": str(tmp / "store.db"), "output": str(tmp / "runs"),
-        "data": {"path": str(parquet)}, "split": {"validation": 0.34}, "train": dict(TRAIN),
+        "data": {"path": str(parquet), "generate": dict(TOKENS)}, "split": {"validation": 0.34}, "train": dict(TRAIN),
         "eval": {"subsets": ["C"], "payoff_episodes": 1, "critique_tokens": 24},
     }
     for k, v in extra.items():
