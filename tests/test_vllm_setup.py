@@ -60,3 +60,13 @@ def test_waits_while_the_set_up_runs_then_returns(venv):
         assert 2.5 < time.monotonic() - t0 < 30 and vs.is_setup()
     finally:
         worker.kill()
+
+
+def test_a_running_set_up_is_not_started_twice(venv):
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        vs._status_file(venv).write_text(json.dumps({"state": "running", "pid": worker.pid}))
+        assert vs.setup_in_background() == worker.pid
+        assert not vs.setup_log(venv).exists()  # no second pip was launched
+    finally:
+        worker.kill()

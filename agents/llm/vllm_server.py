@@ -194,6 +194,12 @@ def setup_in_background() -> int | None:
     if is_setup():
         return None
     status = _status_file()
+    try:  # one set-up at a time: two pips in one venv corrupt it
+        state = json.loads(status.read_text())
+        if state.get("state") == "running" and state.get("pid") and _alive(int(state["pid"])):
+            return int(state["pid"])
+    except (OSError, ValueError):
+        pass
     status.write_text(json.dumps({"state": "running"}) + "\n")
     with open(setup_log(), "w") as log:
         proc = subprocess.Popen(
