@@ -14,6 +14,8 @@ A persona record::
 """
 from __future__ import annotations
 
+from core.errors import PersonaeError
+
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -30,7 +32,7 @@ METHODS = GENERATED + baselines.METHODS + ("imported",)
 EXPORT_FIELDS = ("id", "method", "conditioning", "model", "prompts", "params", "seed", "critic", "profile")
 
 
-class BankError(ValueError):
+class BankError(PersonaeError, ValueError):
     """Bad persona input; the message is one line naming file, line and field."""
 
 

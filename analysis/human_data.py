@@ -70,6 +70,8 @@ uniform factor).  Every problem raises :class:`StudyError`, one line:
 """
 from __future__ import annotations
 
+from core.errors import PersonaeError
+
 import math
 import re
 import typing
@@ -89,7 +91,7 @@ STUDIES_DIR = Path(__file__).resolve().parent / "studies"
 CANONICAL_TRAITS = ("age", "gender", "education", "income", "race", "religion", "region", "party", "ideology")
 
 
-class StudyError(ValueError):
+class StudyError(PersonaeError, ValueError):
     """A problem in a study definition or its data; the message is one line naming file and field."""
 
 

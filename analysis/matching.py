@@ -30,6 +30,8 @@ only large allocation; greedy never holds more than a 256 MB block of it.
 """
 from __future__ import annotations
 
+from core.errors import PersonaeError
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -49,7 +51,7 @@ _LOG_ZERO = -1.0e4
 _BLOCK_BYTES = 256 * 2**20
 
 
-class MatchingError(ValueError):
+class MatchingError(PersonaeError, ValueError):
     """Inconsistent matching inputs; the message is one line."""
 
 

@@ -7,6 +7,8 @@ YAML before validation, so they are checked the same way.
 """
 from __future__ import annotations
 
+from core.errors import PersonaeError
+
 import hashlib
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +20,7 @@ from agents.backstories import GenerationParams
 from agents.llm.factory import EngineConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(PersonaeError, ValueError):
     """A bad scenario file or override; the message is a single line."""
 
 

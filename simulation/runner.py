@@ -8,6 +8,8 @@ call) and every step is re-applied from the episode log.
 """
 from __future__ import annotations
 
+from core.errors import PersonaeError
+
 import json
 
 import filecmp
@@ -33,7 +35,7 @@ SCENARIOS = {
 }
 
 
-class RunError(RuntimeError):
+class RunError(PersonaeError, RuntimeError):
     pass
 
 

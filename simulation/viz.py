@@ -32,6 +32,8 @@ Components (functions of the model, as SolaraViz expects):
 """
 from __future__ import annotations
 
+from core.errors import PersonaeError
+
 import json
 import math
 import os
@@ -146,7 +148,7 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-class ViewError(ValueError):
+class ViewError(PersonaeError, ValueError):
     """A page that cannot be shown (one line)."""
 
 

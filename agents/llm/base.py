@@ -13,6 +13,8 @@ representatives on ground-truth critiques).
 """
 from __future__ import annotations
 
+from core.errors import PersonaeError
+
 import hashlib
 import json
 from abc import ABC, abstractmethod
@@ -21,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 
-class EngineError(RuntimeError):
+class EngineError(PersonaeError, RuntimeError):
     """A failure an end user can act on; the message is one line."""
 
 

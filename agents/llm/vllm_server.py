@@ -22,6 +22,8 @@ used by the in-process engine running inside ``.venv-vllm``.
 """
 from __future__ import annotations
 
+from core.errors import PersonaeError
+
 import argparse
 import atexit
 import glob
@@ -49,7 +51,7 @@ MARKER = ".personae-setup.json"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-class ServerError(RuntimeError):
+class ServerError(PersonaeError, RuntimeError):
     """Set-up or start-up failed; the message is one line (details in the log)."""
 
 

@@ -25,6 +25,8 @@ file, the field and what was expected.
 """
 from __future__ import annotations
 
+from core.errors import PersonaeError
+
 import hashlib
 import json
 from collections.abc import Sequence
@@ -48,7 +50,7 @@ NOT_PARTICIPANT = {"MOCK", "DUMMY", "EXAMPLE"}
 LIKERT_NAMES = tuple(s.upper().replace(" ", "_") for s in LIKERT7)  # STRONGLY_DISAGREE ... STRONGLY_AGREE
 
 
-class DeliberationError(ValueError):
+class DeliberationError(PersonaeError, ValueError):
     """Bad deliberation data: one line, file + field + what was expected."""
 
 
