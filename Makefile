@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 SCENARIO ?= scenarios/meta_prejudice.yaml
 
-.PHONY: run test setup setup-test browser vllm-env bench view clean
+.PHONY: run test check setup setup-test browser vllm-env bench view clean
 
 ## Set up and run the default study on the embedded model.
 run: setup
@@ -15,8 +15,16 @@ run: setup
 ## The vLLM env is built in the background: only the vllm tests need it, they run
 ## last and wait for it.
 test: setup browser
+	$(VENV)/bin/lint-imports  # the layers (pyproject.toml [tool.importlinter]), so CI keeps them
 	$(PY) -m agents.llm.vllm_server setup --background
 	$(PY) -m pytest -q
+
+## The fast tier for development (under two minutes, no model, server or browser):
+## lint, the import layers (pyproject.toml [tool.importlinter]), the tests marked `fast`.
+check: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q -m fast $$(grep -l 'pytest.mark.fast' tests/test_*.py)  # only these files: importing the others loads torch
 
 setup: $(VENV)/.personae-setup
 

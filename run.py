@@ -11,14 +11,15 @@
   python run.py personas export --bank mine out.jsonl
   python run.py view scenarios/meta_prejudice.yaml       the Mesa browser page (live run)
   python run.py view --replay RUN_ID                     the browser page on a logged run
-  python run.py represent train agents/representatives/demo.yaml   fine-tune a digital representative (resumable)
-  python run.py represent eval agents/representatives/demo.yaml    vanilla vs fine-tuned report
+  python run.py represent train mechanisms/finetuned_representatives/demo.yaml   fine-tune a digital representative (resumable)
+  python run.py represent eval mechanisms/finetuned_representatives/demo.yaml    vanilla vs fine-tuned report
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub at run time
 # Idle OpenMP threads sleep instead of spinning: on a shared 2-core machine spinning
@@ -26,6 +27,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub at run t
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Warnings raised inside dependencies (e.g. transformers' `past_key_values`
+# FutureWarning on every forward pass) are not the user's to act on: kept off the
+# console. Personae's own warnings (a study that loaded but deserves a look) show,
+# as one line each.
+warnings.filterwarnings("ignore", module=r"(?!(agents|analysis|core|mechanisms|scenarios|simulation)(\.|$))")
+warnings.formatwarning = lambda message, category, *_args, **_kw: f"warning: {message}\n"
 
 SUBCOMMANDS = ("replay", "runs", "personas", "view", "represent")
 
@@ -87,8 +95,9 @@ def cmd_runs(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from simulation.store import Store
 
-    for r in Store(args.store).list_runs():
-        print(f"{r['run_id']}\t{r['scenario']}\t{r['status']}\t{r['output_dir']}")
+    for r in Store(args.store, readonly=True).list_runs():  # listing never writes
+        why = f"\t{r['message']}" if r.get("message") else ""
+        print(f"{r['run_id']}\t{r['scenario']}\t{r['status']}\t{r['output_dir']}{why}")
     return 0
 
 
@@ -112,26 +121,38 @@ def cmd_view(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from agents.bank import BankError
-    from agents.llm.base import EngineError
-    from simulation.config import ConfigError
-    from simulation.runner import RunError
+    from core.errors import PersonaeError
 
     handlers = {"replay": cmd_replay, "runs": cmd_runs, "personas": cmd_personas, "view": cmd_view, "represent": cmd_represent}
     try:
         if argv and argv[0] in handlers:
             return handlers[argv[0]](argv[1:])
         return cmd_scenario(argv)
-    except (ConfigError, EngineError, BankError, RunError) as exc:
+    except PersonaeError as exc:  # bad input, a missing file, an unreachable server: already one line
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # study definitions, matching: already one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {first}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished steps are saved; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line here, the traceback in a file
+        print(f"error: unexpected {type(exc).__name__}: {_first_line(exc)} (a bug; traceback saved to {_save_traceback()})", file=sys.stderr)
+        return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def _save_traceback() -> str:
+    """Write the current exception's traceback to a new file in the temp folder; return its path."""
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="personae-error-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"run.py {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    return path
 
 
 if __name__ == "__main__":

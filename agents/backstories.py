@@ -8,11 +8,13 @@ store: no LLM call is repeated.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from agents.llm.base import Engine, GenerateRequest, OptionRequest
+from agents.llm.base import Engine, GenerateRequest, Generation, OptionRequest
+from core.seeds import derive_seed
+
+from . import critic as consistency
 
 ANTHOLOGY_PROMPT = (
     "Question: Tell me about yourself. How old are you? Where did you grow up? What events made you who you are? "
@@ -51,20 +53,43 @@ CRITIC_CHECKS = {
 }
 
 
-def derive_seed(*parts) -> int:
-    """A stable 31-bit seed from any parts (bank seed, persona index, attempt...)."""
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+# The talk's interviews average ~2,500 words (5x Anthology). The budget is split
+# over the questions by these weights (the life story gets the most room) and
+# converted to tokens at ~1.33 tokens per English word (Llama/SmolLM tokenizers).
+INTERVIEW_WORDS = 2500
+ANSWER_WEIGHTS = (5, 3, 2, 2, 1, 2, 2, 1, 1, 1)
+TOKENS_PER_WORD = 1.33
+
+
+def answer_budgets(words: int, n_questions: int, explicit: tuple[int, ...] | None = None) -> list[int]:
+    """Per-answer token budgets for the first ``n_questions`` questions:
+    ``explicit`` if given (the last value repeats), else ``words`` split by
+    ``ANSWER_WEIGHTS`` over all ten questions (asking fewer keeps each share)."""
+    if explicit:
+        return [int(explicit[min(i, len(explicit) - 1)]) for i in range(n_questions)]
+    total = sum(ANSWER_WEIGHTS)
+    return [max(1, round(words * w / total * TOKENS_PER_WORD)) for w in ANSWER_WEIGHTS[:n_questions]]
 
 
 @dataclass
 class GenerationParams:
-    max_tokens: int = 200
+    max_tokens: int = 200  # Anthology backstory length
     temperature: float = 1.0
     citizenship_filter: bool = False
-    max_attempts: int = 3  # per backstory (citizenship) or per interview answer (critic)
-    critic: bool = True
+    max_attempts: int = 3  # per backstory (citizenship) or per interview answer (format checks)
+    critic: bool = True  # the six per-answer format checks
     interview_questions: int = len(INTERVIEW_QUESTIONS)
+    interview_words: int = INTERVIEW_WORDS  # whole-interview length budget (all ten questions)
+    answer_tokens: tuple[int, ...] | None = None  # explicit per-answer budgets (override interview_words)
+    consistency_rounds: int = 1  # consistency-critic rounds over the whole transcript (0 = off)
+    consistency_threshold: float = 0.5
+    consistency_max_flags: int = 3  # answers flagged per transcript and round, at most
+
+    def budgets(self) -> list[int]:
+        return answer_budgets(self.interview_words, self.interview_questions, self.answer_tokens)
+
+    def critic_settings(self) -> consistency.CriticSettings:
+        return consistency.CriticSettings(rounds=self.consistency_rounds, threshold=self.consistency_threshold, max_flags=self.consistency_max_flags)
 
 
 @dataclass
@@ -79,13 +104,15 @@ class Draft:
     attempts: int = 0
     done: bool = False
     rejected: bool = False
+    profile: dict | None = None  # the respondent it is written for (Anthology DP)
+    lengths: list = field(default_factory=list)  # generated tokens per interview answer
 
 
-def _gen(engine: Engine, prompts: list[tuple[str, int]], params: GenerationParams, prefix_lens=None, stop=()) -> list[str]:
+def _generations(engine: Engine, prompts: list[tuple[str, int]], params: GenerationParams, prefix_lens=None, stop=(), budgets=None) -> list[Generation]:
     reqs = [
         GenerateRequest(
             prompt=p,
-            max_tokens=params.max_tokens,
+            max_tokens=(budgets[i] if budgets else params.max_tokens),
             temperature=params.temperature,
             seed=s,
             stop=tuple(stop),
@@ -93,30 +120,43 @@ def _gen(engine: Engine, prompts: list[tuple[str, int]], params: GenerationParam
         )
         for i, (p, s) in enumerate(prompts)
     ]
-    return [g.text.strip() for g in engine.generate(reqs)]
+    return engine.generate(reqs)
+
+
+def _gen(engine: Engine, prompts: list[tuple[str, int]], params: GenerationParams, prefix_lens=None, stop=()) -> list[str]:
+    return [g.text.strip() for g in _generations(engine, prompts, params, prefix_lens, stop)]
+
+
+def dp_prompt(profile: dict) -> str:
+    """Anthology (DP): the backstory prompt carries the respondent's demographics
+    (first-person, as the answer's opening), so the story is written for them."""
+    from .baselines import bio
+
+    return f"{ANTHOLOGY_PROMPT} {bio(profile).strip()}"
 
 
 def anthology(engine: Engine, drafts: list[Draft], params: GenerationParams) -> None:
     """Fill each draft with an Anthology backstory (citizenship-filtered if asked)."""
     pending = list(drafts)
     while pending:
-        texts = _gen(engine, [(ANTHOLOGY_PROMPT, derive_seed(d.seed, "backstory", d.attempts)) for d in pending], params)
+        heads = [dp_prompt(d.profile) if d.profile is not None else ANTHOLOGY_PROMPT for d in pending]
+        texts = _gen(engine, [(h, derive_seed(d.seed, "backstory", d.attempts)) for h, d in zip(heads, pending)], params)
         verdicts = [True] * len(pending)
         if params.citizenship_filter:
             answers = _gen(
                 engine,
-                [(ANTHOLOGY_PROMPT + " " + t + CITIZEN_QUESTION, derive_seed(d.seed, "citizen", d.attempts)) for d, t in zip(pending, texts)],
+                [(h + " " + t + CITIZEN_QUESTION, derive_seed(d.seed, "citizen", d.attempts)) for h, d, t in zip(heads, pending, texts)],
                 GenerationParams(max_tokens=8, temperature=params.temperature),
                 stop=("\n",),
             )
             verdicts = ["yes" in a.lower() for a in answers]
         still = []
-        for d, text, ok in zip(pending, texts, verdicts):
+        for d, head, text, ok in zip(pending, heads, texts, verdicts):
             d.attempts += 1
             d.critic.append({"check": "citizenship", "attempt": d.attempts, "kept": bool(ok)} if params.citizenship_filter else {})
             if ok and text:
-                d.conditioning = f"{ANTHOLOGY_PROMPT} {text}\n\n"
-                d.prompts = {"backstory": ANTHOLOGY_PROMPT, "citizenship": CITIZEN_QUESTION.strip() if params.citizenship_filter else None}
+                d.conditioning = f"{head} {text}\n\n"
+                d.prompts = {"backstory": head, "citizenship": CITIZEN_QUESTION.strip() if params.citizenship_filter else None}
                 d.done = True
             elif d.attempts >= params.max_attempts:
                 d.rejected = True
@@ -151,23 +191,35 @@ def critic_verdicts(engine: Engine, pairs: list[tuple[str, str]]) -> list[dict]:
 
 
 def interview(engine: Engine, drafts: list[Draft], params: GenerationParams, progress: Callable[[int], None] | None = None) -> None:
-    """Multi-turn interview: each answer is conditioned on the transcript so far;
-    the critic resamples answers it flags (bounded attempts, all recorded)."""
-    transcripts = {d.idx: "" for d in drafts}
+    """Multi-turn interview: each answer is generated with the whole transcript
+    so far in context (its prefix, reused by prefix-caching engines) and a token
+    budget of its own (``params.budgets()``); the format checks resample answers
+    they flag (bounded attempts, all recorded); then the consistency critic reads
+    each whole transcript and has contradicting answers rewritten
+    (``agents.critic``), its verdicts and revisions recorded with the persona.
+
+    Every answer is its own seeded request, written to the store when its batch
+    (one question, every persona of the chunk) returns, so a killed interview
+    restarted re-issues the finished answers' requests and reads them back."""
     questions = INTERVIEW_QUESTIONS[: params.interview_questions]
+    budgets = params.budgets()
+    turns: dict[int, list[consistency.Turn]] = {d.idx: [] for d in drafts}
+    for d in drafts:
+        d.lengths = []
     for qi, question in enumerate(questions):
         pending = list(drafts)
         attempt = {d.idx: 0 for d in drafts}
         while pending:
             prompts, lens = [], []
             for d in pending:
-                head = transcripts[d.idx]
+                head = consistency.interview_text(turns[d.idx])
                 prompts.append((head + f"Question: {question}\nAnswer:", derive_seed(d.seed, "interview", qi, attempt[d.idx])))
                 lens.append(len(head))
-            answers = _gen(engine, prompts, params, prefix_lens=lens, stop=("\nQuestion:",))
+            gens = _generations(engine, prompts, params, prefix_lens=lens, stop=("\nQuestion:",), budgets=[budgets[qi]] * len(pending))
+            answers = [g.text.strip() for g in gens]
             verdicts = critic_verdicts(engine, [(question, a) for a in answers]) if params.critic else [None] * len(pending)
             still = []
-            for d, ans, verdict in zip(pending, answers, verdicts):
+            for d, ans, gen, verdict in zip(pending, answers, gens, verdicts):
                 attempt[d.idx] += 1
                 if verdict is not None:
                     d.critic.append({"question": qi, "attempt": attempt[d.idx], **verdict})
@@ -175,11 +227,17 @@ def interview(engine: Engine, drafts: list[Draft], params: GenerationParams, pro
                 if flagged and attempt[d.idx] < params.max_attempts:
                     still.append(d)
                     continue
-                transcripts[d.idx] += f"Question: {question}\nAnswer: {ans}\n\n"
+                turns[d.idx].append(consistency.Turn(question, ans))
+                d.lengths.append(gen.n_tokens)
             pending = still
         if progress:
             progress(qi + 1)
-    for d in drafts:
-        d.conditioning = transcripts[d.idx]
-        d.prompts = {"interview": questions}
+    reviews = consistency.revise(
+        engine, [turns[d.idx] for d in drafts], budgets, params.critic_settings(), [d.seed for d in drafts], temperature=params.temperature
+    )
+    for d, review in zip(drafts, reviews):
+        if params.consistency_rounds > 0:
+            d.critic.append(review.to_json())
+        d.conditioning = consistency.interview_text(turns[d.idx])
+        d.prompts = {"interview": questions, "answer_tokens": budgets, "answer_lengths": d.lengths}
         d.done = True

@@ -5,31 +5,45 @@ A persona record::
 
     persona_id  "<bank>:<idx>"
     bank, idx   the bank it belongs to and its position there
-    method      anthology | interview | qa | bio | portray | imported
+    method      anthology | interview | anthology_dp | generative_agent | qa | bio | portray | imported
     conditioning the text every question is asked after
     model       the engine fingerprint that generated it ("rule-based" for baselines)
-    prompts     the prompts used; params: sampling parameters; seed
-    critic      critic verdicts (interview) / citizenship filter results (anthology)
-    profile     the demographic profile it was built from (baselines), if any
+    prompts     the prompts used (interview: questions, per-answer token budgets and
+                generated lengths; generative_agent: source persona, experts, reflections);
+                params: sampling parameters; seed
+    critic      interview: per-answer format verdicts, then one {"check": "consistency"}
+                record (verdicts per round, revisions, flagged, fixed; agents.critic);
+                anthology: citizenship filter results
+    profile     the demographic profile it was built from (baselines, anthology_dp), if any
 """
 from __future__ import annotations
 
 from core.errors import PersonaeError
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
-from simulation.store import Store, dumps
+from core.canonical import dumps
 
 from . import backstories, baselines
-from .backstories import Draft, GenerationParams, derive_seed
+from core.seeds import derive_seed
+
+from .backstories import Draft, GenerationParams
 from .llm.base import Engine
 
-GENERATED = ("anthology", "interview")
+GENERATED = ("anthology", "interview", "anthology_dp")
 METHODS = GENERATED + baselines.METHODS + ("imported",)
 EXPORT_FIELDS = ("id", "method", "conditioning", "model", "prompts", "params", "seed", "critic", "profile")
+
+
+class PersonaStore(Protocol):
+    """What a bank needs of a store (``simulation.store.Store`` is one); the
+    caller passes it in, so agents never import the layers above them."""
+
+    def personas(self, bank: str) -> list[dict]: ...
+    def put_personas(self, rows: list[dict]) -> None: ...
 
 
 class BankError(PersonaeError, ValueError):
@@ -42,7 +56,7 @@ def persona_id(bank: str, idx: int) -> str:
 
 def generate(
     engine: Engine,
-    store: Store,
+    store: PersonaStore,
     bank: str,
     method: str,
     n: int,
@@ -51,8 +65,13 @@ def generate(
     params: GenerationParams | None = None,
     chunk: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    profiles: list[dict] | None = None,
 ) -> list[dict]:
     """Generate ``n`` personas into ``bank`` (skipping those already there).
+
+    ``anthology_dp``: one backstory per profile (``n = len(profiles)``), its
+    prompt carrying that respondent's demographics; persona ``idx`` is the
+    respondent's index (no citizenship filter: the profile fixes who it is).
 
     Personas are written chunk by chunk, so a killed run keeps finished chunks;
     the chunk in flight is redone from the response store without LLM calls.
@@ -60,6 +79,11 @@ def generate(
     if method not in GENERATED:
         raise BankError(f"population.method: '{method}' cannot be generated (expected one of {', '.join(GENERATED)})")
     params = params or GenerationParams()
+    if method == "anthology_dp":
+        if profiles is None:
+            raise BankError("population.conditions: 'anthology_dp' needs the respondents' demographic profiles (set human.study)")
+        n = len(profiles)
+        params = replace(params, citizenship_filter=False)
     have = {p["idx"] for p in store.personas(bank)}
     todo = [i for i in range(n) if i not in have]
     done = n - len(todo)
@@ -67,8 +91,8 @@ def generate(
         progress(done, n)
     model = dumps(getattr(engine, "fingerprint")())
     for start in range(0, len(todo), chunk):
-        drafts = [Draft(idx=i, seed=derive_seed(seed, bank, i)) for i in todo[start : start + chunk]]
-        if method == "anthology":
+        drafts = [Draft(idx=i, seed=derive_seed(seed, bank, i), profile=profiles[i] if profiles else None) for i in todo[start : start + chunk]]
+        if method in ("anthology", "anthology_dp"):
             backstories.anthology(engine, drafts, params)
         else:
             backstories.interview(engine, drafts, params)
@@ -85,7 +109,7 @@ def generate(
                 "params": asdict(params),
                 "seed": d.seed,
                 "critic": d.critic,
-                "profile": None,
+                "profile": d.profile,
             }
 
         # A rejected draft (citizenship filter) still takes its index, recorded
@@ -98,11 +122,11 @@ def generate(
     return usable(store, bank)
 
 
-def usable(store: Store, bank: str) -> list[dict]:
+def usable(store: PersonaStore, bank: str) -> list[dict]:
     return [p for p in store.personas(bank) if p["method"] != "rejected" and p["conditioning"]]
 
 
-def from_profiles(store: Store, bank: str, method: str, profiles: list[dict]) -> list[dict]:
+def from_profiles(store: PersonaStore, bank: str, method: str, profiles: list[dict]) -> list[dict]:
     """Rule-based personas (QA / Bio / Portray), one per profile, in order."""
     rows = [
         {
@@ -138,7 +162,7 @@ def _record_to_export(p: dict) -> dict:
     }
 
 
-def export_jsonl(store: Store, bank: str, path: str | Path) -> int:
+def export_jsonl(store: PersonaStore, bank: str, path: str | Path) -> int:
     """One canonical JSON object per line (sorted keys), so import -> export
     reproduces a file byte for byte."""
     people = store.personas(bank)
@@ -148,7 +172,7 @@ def export_jsonl(store: Store, bank: str, path: str | Path) -> int:
     return len(people)
 
 
-def import_jsonl(store: Store, bank: str, path: str | Path) -> int:
+def import_jsonl(store: PersonaStore, bank: str, path: str | Path) -> int:
     """Import personas from JSONL. All-or-nothing: every line is validated
     before anything is written, so a bad line leaves the store unchanged."""
     path = Path(path)

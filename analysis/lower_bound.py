@@ -15,6 +15,13 @@ two halves, compute each metric between the halves, and average over splits
 
 Each split shuffles the respondents and cuts at ``N // 2`` (first half smaller
 when N is odd), like the Anthology code.
+
+Aggregate data (whole answer counts, no individual answers): each question's
+``N_q`` answers are split at random, ``floor(N_q / 2)`` of them drawn without
+replacement -- the first half's counts are multivariate hypergeometric
+``H(c_q, floor(N_q / 2))``, the second half the rest -- which is exactly the
+split-half of the respondents who answered that question.  Only WD is defined
+(Frobenius and alpha need individual answers: NaN).
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from analysis.human_data import StudyError
 from analysis.metrics import ItemProducts, OptionIndicators, frobenius_distance, pairwise_moments, wasserstein_many, weighted_distributions
 
 
@@ -51,6 +59,8 @@ _CACHE_SIZE = 256
 def _content_key(study, n_splits: int, seed: int, normalize: bool) -> str:
     """Hash of everything the lower bound depends on (answers, weights, positions, settings)."""
     h = hashlib.sha256()
+    if study.aggregate is not None:
+        h.update(study.aggregate.to_csv(index=False).encode())
     h.update(np.ascontiguousarray(study.answer_matrix()).tobytes())
     h.update(np.ascontiguousarray(study.weights, dtype=float).tobytes())
     for q in study.questions:
@@ -68,7 +78,7 @@ def human_lower_bound(study, n_splits: int = 100, seed: int = 0, *, normalize: b
     persona condition of a study shares its lower bounds, whole-sample and
     per subgroup, so they are computed once per process.
     """
-    key = _content_key(study, n_splits, seed, normalize) if study.is_individual else ""
+    key = _content_key(study, n_splits, seed, normalize)
     if key in _CACHE:
         return _CACHE[key]
     result = _compute(study, n_splits, seed, normalize)
@@ -78,11 +88,51 @@ def human_lower_bound(study, n_splits: int = 100, seed: int = 0, *, normalize: b
     return result
 
 
+def _compute_counts(study, n_splits: int, seed: int, normalize: bool) -> LowerBound:
+    """The WD lower bound from whole answer counts (hypergeometric split of each question's answers)."""
+    if study.counts_kind != "counts":
+        raise StudyError(f"{study.name}: the count-based lower bound needs whole (unweighted) answer counts, not {study.counts_kind}")
+    questions = study.questions
+    kmax = max(q.n_options for q in questions)
+    rng = np.random.default_rng(seed)
+    pa = np.zeros((n_splits, len(questions), kmax))
+    pb = np.zeros_like(pa)
+    for j, q in enumerate(questions):
+        agg = study.aggregate
+        rows = agg[(agg["trait"] == "") & (agg["question"] == q.id)]
+        c = np.bincount(rows["option"].to_numpy(np.int64), weights=rows["count"].to_numpy(float), minlength=q.n_options)
+        c = np.round(c).astype(np.int64)
+        if c.sum() < 4:
+            pa[:, j, : q.n_options] = np.nan
+            continue
+        a = rng.multivariate_hypergeometric(c, int(c.sum()) // 2, size=n_splits)
+        pa[:, j, : q.n_options], pb[:, j, : q.n_options] = a, c - a
+    wd = wasserstein_many(pa, pb, [q.positions for q in questions], [q.n_options for q in questions], normalize=normalize)
+    nan = float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        per_split = np.nanmean(wd, axis=1)
+        per_question = np.nanmean(wd, axis=0)
+        return LowerBound(
+            wd=float(np.nanmean(per_split)),
+            wd_sd=float(np.nanstd(per_split, ddof=1)) if n_splits > 1 else 0.0,
+            fro=nan,
+            fro_sd=nan,
+            alpha=nan,
+            alpha_sd=nan,
+            n_splits=n_splits,
+            n_humans=study.n_respondents,
+            seed=seed,
+            normalize=normalize,
+            per_question_wd={q.id: float(per_question[j]) for j, q in enumerate(questions)},
+        )
+
+
 def _compute(study, n_splits: int, seed: int, normalize: bool) -> LowerBound:
     if not study.is_individual:
-        raise ValueError(f"{study.name}: the split-half lower bound needs individual answers, not aggregate counts")
+        return _compute_counts(study, n_splits, seed, normalize)
     if study.n < 4:
-        raise ValueError(f"{study.name}: the split-half lower bound needs at least 4 respondents, got {study.n}")
+        raise StudyError(f"{study.name}: the split-half lower bound needs at least 4 respondents, got {study.n}")
     # Prepared once: every split only changes the 0/1 frequency counts.
     answers = OptionIndicators(study.answer_matrix(), [q.n_options for q in study.questions])
     positions = ItemProducts(study.position_matrix())
@@ -92,6 +142,7 @@ def _compute(study, n_splits: int, seed: int, normalize: bool) -> LowerBound:
     option_positions = [q.positions for q in questions]
     rng = np.random.default_rng(seed)
     n, half = study.n, study.n // 2
+    scales = study.scale_columns() or None
 
     # Each split is a pair of 0/1 membership vectors (frequency counts); the
     # metrics are evaluated for a block of splits at once (see the batched
@@ -112,11 +163,12 @@ def _compute(study, n_splits: int, seed: int, normalize: bool) -> LowerBound:
         moments_a = pairwise_moments(positions, weights, in_a)
         moments_b = total - moments_a
         fro.append(frobenius_distance(moments_a.corr(), moments_b.corr()))
-        alpha.append(0.5 * (moments_a.alpha() + moments_b.alpha()))
+        alpha.append(0.5 * (moments_a.alpha(scales) + moments_b.alpha(scales)))
     wd, fro, alpha = np.concatenate(wd), np.concatenate(fro), np.concatenate(alpha)
 
     # A question nobody in a (small) half answered gives NaN for that split; it is
-    # left out of that split's mean rather than poisoning it.
+    # left out of that split's mean rather than poisoning it.  Likewise a split whose
+    # Frobenius distance is undefined (an item constant in a half) is left out.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         per_split_wd = np.nanmean(wd, axis=1)
@@ -124,8 +176,8 @@ def _compute(study, n_splits: int, seed: int, normalize: bool) -> LowerBound:
         return LowerBound(
             wd=float(np.nanmean(per_split_wd)),
             wd_sd=float(np.nanstd(per_split_wd, ddof=1)) if n_splits > 1 else 0.0,
-            fro=float(np.mean(fro)),
-            fro_sd=float(np.std(fro, ddof=1)) if n_splits > 1 else 0.0,
+            fro=float(np.nanmean(fro)),
+            fro_sd=float(np.nanstd(fro, ddof=1)) if n_splits > 1 else 0.0,
             alpha=float(np.nanmean(alpha)),
             alpha_sd=float(np.nanstd(alpha, ddof=1)) if n_splits > 1 else 0.0,
             n_splits=n_splits,

@@ -291,9 +291,20 @@ class PairwiseMoments:
             c = (self.b - self.a * _T(self.a) / self.s0) / (self.s0 - self.s0sq / self.s0)
         return np.where(self.n >= 2 - 1e-9, c, np.nan)
 
-    def alpha(self):
-        """Cronbach's alpha ``K / (K - 1) * (1 - tr(C) / sum C)`` (float, or array for batches)."""
-        return _alpha_from_cov(self.cov())
+    def alpha(self, scales: Sequence[Sequence[int]] | None = None):
+        """Cronbach's alpha ``K / (K - 1) * (1 - tr(C) / sum C)`` (float, or array for batches).
+
+        With ``scales`` (column indices of each scale's items): the mean of the
+        per-scale alphas (:meth:`scale_alphas`).
+        """
+        if not scales:
+            return _alpha_from_cov(self.cov())
+        return np.mean(self.scale_alphas(scales), axis=0)[()] if len(scales) > 1 else self.scale_alphas(scales)[0]
+
+    def scale_alphas(self, scales: Sequence[Sequence[int]]) -> list:
+        """Cronbach's alpha of each scale: the formula on the scale's items' covariance block."""
+        c = self.cov()
+        return [_alpha_from_cov(c[..., list(s), :][..., list(s)]) for s in scales]
 
 
 class ItemProducts:
@@ -424,25 +435,19 @@ def frobenius_distance(corr_a: np.ndarray, corr_b: np.ndarray):
     """Consistency: ``||C_a - C_b||_F = sqrt(sum_ij (C_a,ij - C_b,ij)^2)`` over the full matrices.
 
     The full matrix is used (each off-diagonal pair counts twice), as in the
-    Anthology code.  An undefined correlation (an item with no variance, e.g.
-    personas that all give the same answer) counts as 0 off the diagonal and 1
-    on it: a constant item has no linear association with anything, and this
-    penalises degenerate persona answers instead of silently dropping entries.
-    Leading batch dimensions give one distance each.
+    Anthology code.  If any correlation of either matrix is undefined (NaN: an
+    item with no variance, e.g. personas who all give the same answer, or no
+    respondents in common) the distance is undefined too and NaN is returned --
+    never a number computed from made-up entries (filling them with 0 turned
+    all-undefined matrices into a perfect 0.0).  Leading batch dimensions give
+    one distance each.
     """
-    a = _fill_undefined_corr(np.asarray(corr_a, dtype=float))
-    b = _fill_undefined_corr(np.asarray(corr_b, dtype=float))
+    a = np.asarray(corr_a, dtype=float)
+    b = np.asarray(corr_b, dtype=float)
     if a.shape[-2:] != b.shape[-2:]:
         raise ValueError(f"correlation matrices differ in shape: {a.shape} vs {b.shape}")
     d = np.sqrt(np.sum((a - b) ** 2, axis=(-2, -1)))
     return float(d) if d.ndim == 0 else d
-
-
-def _fill_undefined_corr(c: np.ndarray) -> np.ndarray:
-    c = np.where(np.isfinite(c), c, 0.0)
-    diag = np.arange(c.shape[-1])
-    c[..., diag, diag] = 1.0
-    return c
 
 
 def cronbach_alpha(x: np.ndarray, weights: np.ndarray | None = None, counts: np.ndarray | None = None):
@@ -454,7 +459,8 @@ def cronbach_alpha(x: np.ndarray, weights: np.ndarray | None = None, counts: np.
     complete cases, like ``pingouin.cronbach_alpha`` which the Anthology code
     calls); survey weights, if given, weight each respondent's contribution to
     every covariance (our weighted variant; unweighted it is the usual alpha).
-    Items are used as coded (no reverse-coding).
+    Items are used as coded: reverse-code an item by reversing its positions
+    (a study's ``scales: {s: {reverse: [...]}}`` does that).
     """
     return pairwise_moments(x, weights, counts).alpha()
 

@@ -212,7 +212,8 @@ def print_summary(evaluations: Sequence[Evaluation], console=None, *, title: str
 # ---------------------------------------------------------------------------
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A matplotlib figure of ``width`` x ``height`` inches, drawn off-screen (no GUI backend)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -221,7 +222,8 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG without a timestamp, so equal plots are equal files."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", metadata={"Software": None})
     return path
@@ -232,7 +234,7 @@ def plot_distributions(ev: Evaluation, path: Path) -> Path:
     n = len(ev.questions)
     cols = min(4, n)
     rows = int(np.ceil(n / cols))
-    fig = _figure(3.2 * cols, 2.4 * rows + 0.6)
+    fig = new_figure(3.2 * cols, 2.4 * rows + 0.6)
     # Fixed margins instead of tight_layout, which costs a full extra draw.
     fig.subplots_adjust(left=0.05, right=0.98, bottom=0.04, top=1 - 0.6 / (2.4 * rows + 0.6), hspace=0.55, wspace=0.25)
     for i, q in enumerate(ev.questions):
@@ -247,12 +249,12 @@ def plot_distributions(ev: Evaluation, path: Path) -> Path:
         if i == 0:
             ax.legend(fontsize=7, loc="upper right")
     fig.suptitle(f"{ev.study}: {ev.label} -- options numbered in questionnaire order", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_correlations(ev: Evaluation, path: Path) -> Path:
     """The human and persona inter-question correlation matrices side by side."""
-    fig = _figure(11, 5)
+    fig = new_figure(11, 5)
     ids = [q.id for q in ev.questions]
     for k, (name, corr) in enumerate((("Human", ev.corr_human), ("Persona", ev.corr_persona))):
         ax = fig.add_subplot(1, 2, k + 1)
@@ -262,12 +264,12 @@ def plot_correlations(ev: Evaluation, path: Path) -> Path:
         ax.set_title(name)
     fig.colorbar(image, ax=fig.axes, shrink=0.8)
     fig.suptitle(f"{ev.study}: {ev.label} (Fro. {_fmt(ev.fro)})", fontsize=11)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_metrics_vs_lower_bound(evaluations: Sequence[Evaluation], path: Path) -> Path:
     """Bars of WD / Fro. / alpha per condition, with the human lower bound as a dashed line."""
-    fig = _figure(13, 4.6)
+    fig = new_figure(13, 4.6)
     fig.subplots_adjust(left=0.05, right=0.98, bottom=0.3, top=0.86, wspace=0.25)
     labels = [f"{ev.label}\n{ev.study}" if len(_studies(evaluations)) > 1 else ev.label for ev in evaluations]
     lbs = _lower_bounds(evaluations)
@@ -288,7 +290,7 @@ def plot_metrics_vs_lower_bound(evaluations: Sequence[Evaluation], path: Path) -
         ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
         ax.set_title(metric, fontsize=10)
     fig.suptitle("Personas vs human lower bound (dashed)", fontsize=11)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # ---------------------------------------------------------------------------
@@ -305,25 +307,42 @@ def _write_csv(df: pd.DataFrame, path: Path, index: bool = False) -> Path:
     return path
 
 
+def _method_text(evaluations: Sequence[Evaluation], normalized: bool) -> str:
+    """What was actually computed, in words: weighted or not, matched or not, which lower bound."""
+    aggregate = all(ev.human_data == "aggregate" for ev in evaluations)
+    if aggregate:
+        human = "the humans' answer distribution from the published counts"
+    elif all(ev.weighted for ev in evaluations):
+        human = "the humans' survey-weighted answer distribution"
+    elif any(ev.weighted for ev in evaluations):
+        human = "the humans' answer distribution (survey-weighted where the study has weights)"
+    else:
+        human = "the humans' answer distribution (unweighted: the study has no survey weights)"
+    persona = "the mean distribution of all personas (equal weights; no matching)" if aggregate else "the matched personas' distribution"
+    scale = "option positions rescaled to [0, 1] (OpinionQA/SubPOP)" if normalized else "raw option positions (as the Anthology code)"
+    text = f"WD: Wasserstein-1 distance per question between {human} and {persona}, {scale}, averaged over questions. "
+    if aggregate:
+        text += "Fro. and alpha need individual answers and are not defined on aggregate data. "
+    else:
+        text += "Fro.: Frobenius norm of the difference of the inter-question correlation matrices. alpha: Cronbach's alpha of the personas' answers. "
+    bounds = [lb for lb in _lower_bounds(evaluations).values() if lb]
+    if not bounds:
+        return text + "No human lower bound was computed."
+    if aggregate:
+        return text + f"Last row: human lower bound, WD only, from {bounds[0].n_splits} random hypergeometric splits of each question's counts."
+    return text + f"Last row: split-half human lower bound (mean over {bounds[0].n_splits} random splits)."
+
+
 def summary_markdown(evaluations: Sequence[Evaluation], title: str | None = None) -> str:
     """The content of ``summary.md``."""
     studies = _studies(evaluations)
     normalized = all(ev.normalize for ev in evaluations)
     lines = [f"# {title or 'Personas vs humans: ' + ', '.join(studies)}", ""]
-    lines.append(
-        "WD: Wasserstein-1 distance per question between the humans' survey-weighted answer distribution and the "
-        + (
-            "matched personas' distribution, option positions rescaled to [0, 1] (OpinionQA/SubPOP), "
-            if normalized
-            else "matched personas' distribution on raw option positions (as the Anthology code), "
-        )
-        + "averaged over questions. Fro.: Frobenius norm of the difference of the inter-question correlation matrices. "
-        "alpha: Cronbach's alpha of the personas' answers. Last row: split-half human lower bound "
-        f"(mean over {next((lb.n_splits for lb in _lower_bounds(evaluations).values() if lb), 0)} random splits)."
-    )
+    lines.append(_method_text(evaluations, normalized))
     lines += ["", "## Conditions", "", markdown_table(conditions_table(evaluations, ci=True, digits=DIGITS)), ""]
     alpha_h = {ev.study: ev.alpha_human for ev in evaluations}
-    lines += ["Human alpha (full sample): " + ", ".join(f"{s} {_fmt(a)}" for s, a in alpha_h.items()), ""]
+    if any(ev.human_data != "aggregate" for ev in evaluations):
+        lines += ["Human alpha (full sample): " + ", ".join(f"{s} {_fmt(a)}" for s, a in alpha_h.items()), ""]
 
     per_q = questions_table(evaluations)
     if not per_q.empty:

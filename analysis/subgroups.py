@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from analysis.human_data import UnknownName
 from analysis.lower_bound import LowerBound, human_lower_bound
 from analysis.matching import MatchResult, WeightStats
 from analysis.metrics import (
@@ -133,6 +134,10 @@ class Evaluation:
     subgroups: list[GroupResult]
     match_stats: WeightStats | None = None
     notes: tuple[str, ...] = ()
+    # Per scale of the study (``scales:``): name -> (human alpha, persona alpha).
+    scale_alpha: dict[str, tuple[float, float]] = field(default_factory=dict)
+    human_data: str = "respondents"  # or "aggregate" (published counts: WD only)
+    weighted: bool = False  # the humans carry survey weights
 
     @property
     def label(self) -> str:
@@ -292,14 +297,15 @@ def _score(study, al: _Aligned, normalize: bool, counts: np.ndarray | None = Non
     mh = pairwise_moments(al.human_items, al.weights, counts)
     mp = pairwise_moments(al.persona_items, al.weights, counts)
     corr_h, corr_p = mh.corr(), mp.corr()
+    scales = study.scale_columns() or None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows -> NaN mean, on purpose
         wd = np.nanmean(wds, axis=-1)
     return {
         "wd": wd,
         "fro": frobenius_distance(corr_h, corr_p),
-        "alpha_human": mh.alpha(),
-        "alpha_persona": mp.alpha(),
+        "alpha_human": mh.alpha(scales),
+        "alpha_persona": mp.alpha(scales),
         "per_question": wds,
         "human_dist": human,
         "persona_dist": persona,
@@ -350,7 +356,7 @@ def _bootstrap(
     return out
 
 
-def _resolve_groups(study, subgroups) -> list[tuple[str, str, list[str]]]:
+def resolve_groups(study, subgroups) -> list[tuple[str, str, list[str]]]:
     """(trait, group label, option labels) for each requested subgroup."""
     if subgroups is None:
         subgroups = [t for t in DEFAULT_SUBGROUP_TRAITS if any(x.name == t for x in study.traits)]
@@ -367,7 +373,7 @@ def _resolve_groups(study, subgroups) -> list[tuple[str, str, list[str]]]:
                 opts = [options] if isinstance(options, str) else list(options)
                 bad = [o for o in opts if o not in t.options]
                 if bad:
-                    raise KeyError(f"subgroup '{label}': trait '{trait}' has no option {bad[0]!r} (options: {list(t.options)})")
+                    raise UnknownName(f"subgroup '{label}': trait '{trait}' has no option {bad[0]!r} (options: {list(t.options)})")
                 out.append((trait, label, opts))
     return out
 
@@ -381,7 +387,7 @@ def _aggregate_distributions(study_part, answers: PersonaAnswers, rows: np.ndarr
         v = persona[j, : q.n_options]
         d = wasserstein(h, v, q.positions, normalize=normalize)
         wds.append(d)
-        questions.append(QuestionResult(q.id, q.text, q.options, d, h, v, 0))
+        questions.append(QuestionResult(q.id, q.text, q.options, d, h, v, study_part.answered(q.id)))
     finite = [x for x in wds if np.isfinite(x)]
     return (float(np.mean(finite)) if finite else float("nan")), questions
 
@@ -439,7 +445,10 @@ def evaluate(
         match_stats = pairs.stats
 
     if not study.is_individual:
-        return _evaluate_aggregate(study, answers, condition, matching, subgroups, normalize, persona_demographics, drew)
+        lb = lower_bound if isinstance(lower_bound, LowerBound) else None
+        if lower_bound is True and study.counts_kind == "counts":
+            lb = human_lower_bound(study, n_splits=n_splits, seed=seed, normalize=normalize)
+        return _evaluate_aggregate(study, answers, condition, matching, subgroups, normalize, persona_demographics, lb)
 
     if pairs is None:
         if answers.n_rows != study.n:
@@ -466,7 +475,7 @@ def evaluate(
         lb = None
 
     groups, notes = [], list(drew)
-    for trait, label, options in _resolve_groups(study, subgroups):
+    for trait, label, options in resolve_groups(study, subgroups):
         mask = study.group_mask(trait, options)
         n = int(mask.sum())
         if n < min_group_size:
@@ -500,19 +509,65 @@ def evaluate(
         lower_bound=lb,
         subgroups=groups,
         match_stats=match_stats,
-        notes=tuple(notes),
+        notes=tuple(notes) + _undefined_notes(study, scored),
+        scale_alpha=_scale_alpha(study, aligned),
+        weighted=study.weight_column is not None,
     )
 
 
-def _evaluate_aggregate(study, answers, condition, matching, subgroups, normalize, persona_demographics, drew) -> Evaluation:
+def _scale_alpha(study, al: _Aligned) -> dict[str, tuple[float, float]]:
+    scales = [s for s in study.scales if all(i in study.question_ids for i in s.items)]
+    if not scales:
+        return {}
+    cols = study.scale_columns()
+    human = pairwise_moments(al.human_items, al.weights).scale_alphas(cols)
+    persona = pairwise_moments(al.persona_items, al.weights).scale_alphas(cols)
+    return {s.name: (float(h), float(p)) for s, h, p in zip(scales, human, persona, strict=True)}
+
+
+def _undefined_notes(study, scored: dict) -> tuple[str, ...]:
+    """Say why the Frobenius distance is undefined, when it is (never a silent 0 or blank)."""
+    if np.isfinite(scored["fro"]):
+        return ()
+    out = []
+    for side, corr in (("humans", scored["corr_human"]), ("personas", scored["corr_persona"])):
+        bad = [q.id for j, q in enumerate(study.questions) if not np.isfinite(corr[j, j])]
+        if bad:
+            out.append(f"Frobenius undefined: the {side} gave no varied answers to {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+    return tuple(out) or ("Frobenius undefined: some question pairs have fewer than two respondents in common",)
+
+
+def _persona_group_codes(study, persona_demographics: Mapping[str, np.ndarray], trait: str) -> np.ndarray:
+    """``[V]`` option index of ``trait`` per persona (crossed traits: mixed radix), -1 if unknown."""
+    parts = trait.split(" x ")
+    missing = [p for p in parts if p not in persona_demographics]
+    if missing:
+        raise UnknownName(f"persona demographics: no trait '{missing[0]}' (have: {', '.join(persona_demographics)})")
+    code, bad = 0, False
+    for p in parts:
+        c = np.asarray(persona_demographics[p], dtype=np.int64)
+        bad = bad | (c < 0)
+        code = code * study.trait(p).n_options + np.maximum(c, 0)
+    return np.where(bad, -1, code)
+
+
+def _evaluate_aggregate(study, answers, condition, matching, subgroups, normalize, persona_demographics, lb) -> Evaluation:
     all_rows = np.arange(answers.n_rows)
     wd, questions = _aggregate_distributions(study, answers, all_rows, normalize)
-    groups, notes = [], list(drew) + ["aggregate human data: only WD is defined (no individual answers)"]
+    kind = {"counts": "answer counts", "weighted": "weighted answer counts", "shares": "answer shares"}.get(study.counts_kind, "answer counts")
+    notes = [
+        f"aggregate human data ({kind}): only WD is defined; the persona side is the mean distribution of all "
+        "personas (equal weights, no matching); Frobenius and alpha need individual answers"
+    ]
+    if lb is not None:
+        notes.append(f"human lower bound: WD only, splitting each question's counts at random ({lb.n_splits} hypergeometric splits)")
+    elif study.counts_kind != "counts":
+        notes.append("no human lower bound: splitting needs whole (unweighted) counts")
+    groups = []
     if persona_demographics is not None:
-        for trait, label, options in _resolve_groups(study, subgroups):
-            codes = np.asarray(persona_demographics[trait], dtype=np.int64)
-            t = study.trait(trait)
-            rows = np.flatnonzero(np.isin(codes, [t.options.index(o) for o in options]))
+        for trait, label, options in resolve_groups(study, subgroups):
+            codes = _persona_group_codes(study, persona_demographics, trait)
+            rows = np.flatnonzero(np.isin(codes, study.option_codes(trait, options)))
             try:
                 part = study.subgroup(trait, options)
             except KeyError as e:
@@ -531,7 +586,7 @@ def _evaluate_aggregate(study, answers, condition, matching, subgroups, normaliz
         condition=condition,
         matching=matching,
         normalize=normalize,
-        n_humans=0,
+        n_humans=study.n_respondents,
         n_personas=answers.n_rows,
         questions=questions,
         wd=wd,
@@ -541,7 +596,8 @@ def _evaluate_aggregate(study, answers, condition, matching, subgroups, normaliz
         corr_human=None,
         corr_persona=None,
         ci={},
-        lower_bound=None,
+        lower_bound=lb,
         subgroups=groups,
         notes=tuple(notes),
+        human_data="aggregate",
     )

@@ -18,7 +18,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.backstories import ANTHOLOGY_PROMPT, derive_seed  # noqa: E402
+from agents.backstories import ANTHOLOGY_PROMPT  # noqa: E402
+from core.seeds import derive_seed  # noqa: E402
 from agents.llm.base import GenerateRequest  # noqa: E402
 
 

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.llm.base import Engine  # noqa: E402
 from mechanisms import EpisodeConfig, HabermasMediator, Participant, load_questions, run_episode  # noqa: E402
+from mechanisms.budget import GenerationBudget  # noqa: E402
 
 PERSONAS = [
     "I am a 67-year-old retired farmer from Yorkshire. I vote Conservative and distrust big government.",
@@ -52,8 +53,9 @@ def run(make_engine, mode: str, args) -> dict:
     wrapped = OneAtATime(engine) if mode == "serial" else engine
     questions = load_questions(n=args.episodes, seed=args.seed)
     group = [Participant(f"p{i}", PERSONAS[i % len(PERSONAS)]) for i in range(args.group)]
-    mediator = HabermasMediator(num_candidates=args.candidates, max_tokens=args.statement_tokens)
-    cfg = EpisodeConfig(rounds=args.rounds, seed=args.seed, opinion_tokens=args.opinion_tokens, critique_tokens=args.critique_tokens)
+    budget = GenerationBudget(opinion=args.opinion_tokens, critique=args.critique_tokens, statement=args.statement_tokens)
+    mediator = HabermasMediator(num_candidates=args.candidates, max_tokens=budget.statement)
+    cfg = EpisodeConfig(rounds=args.rounds, seed=args.seed, budget=budget)
     t0 = time.perf_counter()
     tokens = 0
     for q in questions:
@@ -82,9 +84,9 @@ def main(argv=None) -> None:
     ap.add_argument("--group", type=int, default=5)
     ap.add_argument("--candidates", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--opinion-tokens", type=int, default=48)
-    ap.add_argument("--critique-tokens", type=int, default=40)
-    ap.add_argument("--statement-tokens", type=int, default=64)
+    ap.add_argument("--opinion-tokens", type=int, default=GenerationBudget().opinion)
+    ap.add_argument("--critique-tokens", type=int, default=GenerationBudget().critique)
+    ap.add_argument("--statement-tokens", type=int, default=GenerationBudget().statement)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads of the in-process engine")

@@ -12,17 +12,20 @@ Phases (one :meth:`Episode.step` each, so a Mesa model can run one per model ste
   statement, seeing only the question, its own opinion (and own earlier
   critique) and the statement -- never another participant's words.
 * ``revision`` (round r): the mediator revises from opinions + critiques.
-* ``payoff``: each original participant rates every round's statement
-  (one batch); see :class:`mechanisms.payoff.PayoffSummary`.
+* ``payoff``: each original participant rates every round's statement, and
+  every participant gives its position score again, now recalling its opinion
+  and the group's final statement (one batch); see
+  :class:`mechanisms.payoff.PayoffSummary` and :func:`mechanisms.payoff.disagreement`.
 
 Participants are conditioning texts (a persona backstory or a representative's
 record). ``stand_ins`` replaces some slots' *actor* by another conditioning
-(a digital representative) for the acts listed in ``EpisodeConfig.represented_acts``;
+(a digital representative) for the acts listed in ``EpisodeConfig.represented_acts``
+(default: the critique only, the paper's setting);
 the payoff is always judged by the original participant, so a substitution
 changes the outcome only through what the stand-in said.
 
 Every random choice (sampling seeds, opinion shuffles, option reversal,
-tie-breaks) comes from :func:`mechanisms.mediators.derive_seed` on
+tie-breaks) comes from :func:`core.seeds.derive_seed` on
 ``(config.seed, question id, round, act, slot, ...)``.
 """
 from __future__ import annotations
@@ -34,14 +37,18 @@ from pathlib import Path
 import numpy as np
 
 from agents.llm.base import Engine, GenerateRequest
+from core.seeds import derive_seed
 
 from . import prompts
-from .mediators import HabermasMediator, LogRecord, MediationInput, MediationOutput, Mediator, Transcript, derive_seed
-from .payoff import LIKERT7, PayoffSummary, agreement_requests, likert_request
+from .budget import GenerationBudget
+from .mediators import HabermasMediator, LogRecord, MediationInput, MediationOutput, Mediator, Transcript
+from .payoff import LIKERT7, PayoffSummary, agreement_requests, disagreement, likert_request
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "habermas"
 QUESTIONS_FILE = DATA_DIR / "questions.json"
 ACTS = ("position", "opinion", "critique", "rank")
+# What a digital representative does by default: the critique (Jarrett et al. §4).
+DEFAULT_ACTS = ("critique",)
 
 
 @dataclass(frozen=True)
@@ -84,13 +91,13 @@ class Participant:
 class EpisodeConfig:
     rounds: int = 1  # critique + revision rounds after the draft
     seed: int = 0
-    opinion_tokens: int = 64
-    critique_tokens: int = 48
+    budget: GenerationBudget = field(default_factory=GenerationBudget)  # tokens per opinion and critique
     temperature: float = 0.8  # participants' sampling temperature
     reverse_options: bool = True  # seeded forward/reversed Likert order per slot
     retry_empty: bool = True  # re-ask once when a generation comes back empty
     prompt_format: str = "chatml"  # free-text layout: "chatml" or "plain" (see mechanisms.prompts)
-    represented_acts: tuple[str, ...] = ACTS  # what a stand-in does instead of the original
+    represented_acts: tuple[str, ...] = DEFAULT_ACTS  # what a stand-in does instead of the original
+    positions_after: bool = True  # ask the position again after deliberation (opinion change)
 
     def __post_init__(self):
         if self.prompt_format not in prompts.FORMATS:
@@ -109,8 +116,10 @@ class EpisodeResult:
     actor_ids: dict[str, list[str]]  # act -> actor id per slot
     mediator: dict
     config: dict
-    positions: list[float]  # expected Likert (1..7) on the affirming statement
+    positions: list[float]  # expected Likert (1..7) on the affirming statement, before deliberation
     position_probs: list[list[float]]
+    positions_after: list[float] | None  # the same question after deliberation (None: not asked)
+    position_after_probs: list[list[float]] | None
     opinions: list[str]
     critiques: list[list[str]]  # [round-1][slot]
     statements: list[str]  # [round]: draft, revision 1, ...
@@ -126,6 +135,24 @@ class EpisodeResult:
     def final_payoffs(self) -> np.ndarray:
         return self.payoff.final
 
+    @property
+    def opinion_change(self) -> np.ndarray | None:
+        """Per participant: position after minus before deliberation (1..7 scale)."""
+        if self.positions_after is None:
+            return None
+        return np.asarray(self.positions_after) - np.asarray(self.positions)
+
+    def positions_json(self) -> dict:
+        out = {"before": self.positions, "disagreement_before": disagreement(self.positions)}
+        if self.positions_after is not None:
+            out.update(
+                after=self.positions_after,
+                change=self.opinion_change.round(6).tolist(),
+                mean_abs_change=round(float(np.abs(self.opinion_change).mean()), 6),
+                disagreement_after=disagreement(self.positions_after),
+            )
+        return out
+
     def to_json(self) -> dict:
         return {
             "question": self.question.__dict__,
@@ -135,6 +162,9 @@ class EpisodeResult:
             "config": self.config,
             "positions": self.positions,
             "position_probs": self.position_probs,
+            "positions_after": self.positions_after,
+            "position_after_probs": self.position_after_probs,
+            "position_summary": self.positions_json(),
             "opinions": self.opinions,
             "critiques": self.critiques,
             "statements": self.statements,
@@ -178,6 +208,8 @@ class Episode:
         ]
         self.positions: list[float] = []
         self.position_probs: list[list[float]] = []
+        self.positions_after: list[float] | None = None
+        self.position_after_probs: list[list[float]] | None = None
         self.opinions: list[str] = []
         self.critiques: list[list[str]] = []
         self.statements: list[str] = []
@@ -256,7 +288,7 @@ class Episode:
             prompt, plen = prompts.opinion_prompt(a.conditioning, q.question, self.config.prompt_format)
             greqs.append(
                 GenerateRequest(
-                    prompt, self.config.opinion_tokens, self.config.temperature, prompts.STOP, self._seed(0, "opinion", i), plen
+                    prompt, self.config.budget.opinion, self.config.temperature, prompts.STOP, self._seed(0, "opinion", i), plen
                 )
             )
             metas.append(dict(round=0, phase="opinions", act="opinion", participant=i, actor=a.id))
@@ -273,7 +305,7 @@ class Episode:
             )
             reqs.append(
                 GenerateRequest(
-                    prompt, self.config.critique_tokens, self.config.temperature, prompts.STOP, self._seed(r, "critique", i), plen
+                    prompt, self.config.budget.critique, self.config.temperature, prompts.STOP, self._seed(r, "critique", i), plen
                 )
             )
             metas.append(dict(round=r, phase="critiques", act="critique", participant=i, actor=a.id))
@@ -318,9 +350,26 @@ class Episode:
             for i, p in enumerate(self.participants):
                 flags.append(self.reversed_flags[i])
                 metas.append(dict(round=r, phase="payoff", act="agreement", participant=i, actor=p.id))
-        answers = self.transcript.likert(reqs, flags, metas)
-        values = np.array([a.expected for a in answers]).reshape(len(self.statements), self.n)
+        n_pay = len(reqs)
+        if self.config.positions_after:
+            q, final = self.question, self.statements[-1]
+            for i in range(self.n):
+                a = self.actor(i, "position")
+                reqs.append(
+                    likert_request(
+                        prompts.participant_prefix(a.conditioning),
+                        lambda opts, i=i: prompts.position_after_suffix(q.question, q.affirming_statement, opts, self.opinions[i], final),
+                        self.reversed_flags[i],
+                    )
+                )
+                flags.append(self.reversed_flags[i])
+                metas.append(dict(round=self.round, phase="payoff", act="position_after", participant=i, actor=a.id))
+        answers = self.transcript.likert(reqs, flags, metas)  # one batch: payoffs and positions after
+        values = np.array([a.expected for a in answers[:n_pay]]).reshape(len(self.statements), self.n)
         self.payoff = PayoffSummary(values)
+        if self.config.positions_after:
+            self.positions_after = [a.expected for a in answers[n_pay:]]
+            self.position_after_probs = [a.probs for a in answers[n_pay:]]
 
     def result(self) -> EpisodeResult:
         if not self.done:
@@ -330,9 +379,11 @@ class Episode:
             participant_ids=[p.id for p in self.participants],
             actor_ids={act: [self.actor(i, act).id for i in range(self.n)] for act in ACTS},
             mediator=self.mediator.describe(),
-            config={**self.config.__dict__, "represented_acts": list(self.config.represented_acts)},
+            config={**self.config.__dict__, "budget": self.config.budget.model_dump(), "represented_acts": list(self.config.represented_acts)},
             positions=self.positions,
             position_probs=self.position_probs,
+            positions_after=self.positions_after,
+            position_after_probs=self.position_after_probs,
             opinions=self.opinions,
             critiques=self.critiques,
             statements=self.statements,

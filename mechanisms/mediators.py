@@ -11,8 +11,9 @@
 How participants rank the K candidates (``ranking=``):
 
 * ``"rating"`` (default): each participant rates every candidate on the 7-point
-  agreement scale (same question as the payoff, plus their own opinion and
-  latest critique); the candidates are ranked by expected agreement, equal
+  agreement scale (same question as the payoff, plus their own opinion and, in
+  a revision round, the statement under revision and their critique of it,
+  as in the Habermas Machine's ranking prompt); the candidates are ranked by expected agreement, equal
   values tied. P x K option-probability requests in one batch; no position bias
   between candidates because each is asked separately, and the ranking targets
   the same quantity the payoff measures.
@@ -20,32 +21,29 @@ How participants rank the K candidates (``ranking=``):
   shuffled per participant with the seed, mapped back); candidates are ranked
   by the probability of their letter. P requests, but small models favour
   early letters, which the shuffle only turns into noise.
+* ``"cot"`` (the Habermas Machine's): each participant writes a step-by-step
+  reasoning and a strict arrow ranking (``B > A > C``) of the candidates
+  shuffled for them; see :class:`HabermasMediator` for retries and fallback.
 
 This module also holds the :class:`Transcript` every engine call of an episode
 goes through, so each utterance lands in the episode log.
 """
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from agents.llm.base import Engine, GenerateRequest, OptionRequest, option_letters
+from core.seeds import derive_seed
 
 from . import prompts
+from .budget import GenerationBudget
+from .cot_ranking import parse_ranking
 from .payoff import LIKERT7, LikertAnswer, likert_answer, likert_request
 from .social_choice import SocialChoiceResult, aggregate, ranks_from_scores
-
-
-def derive_seed(*parts) -> int:
-    """A 31-bit seed from any labels (base seed, round, act, slot...). Seeds
-    depend on labels, not on call order, so swapping one participant for a
-    representative leaves every other random choice unchanged."""
-    h = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") % (2**31 - 1)
 
 
 @dataclass
@@ -53,8 +51,9 @@ class LogRecord:
     """One utterance (or rating) of an episode.
 
     ``kind`` is ``"generate"`` (text), ``"option_probs"`` (probabilities over
-    ``options``, as returned by the engine in listed order) or ``"select"``
-    (a mediator's chosen statement; no engine call). ``participant`` is the
+    ``options``, as returned by the engine in listed order), ``"select"``
+    (a mediator's chosen statement; no engine call) or ``"fallback"`` (a
+    participant's CoT ranking replaced by ratings; ``extra["reason"]`` says why). ``participant`` is the
     slot index (None for the mediator); ``actor`` who actually spoke (a
     participant id, a representative id, or ``"mediator"``).
     """
@@ -95,34 +94,45 @@ class Transcript:
         self.retry_empty = retry_empty
         self.records: list[LogRecord] = []
 
-    def generate(self, requests: Sequence[GenerateRequest], metas: Sequence[dict], engine: Engine | None = None) -> list[str]:
-        """One batched call (on ``engine`` if given, else the transcript's); empty
-        texts are retried once (new seed) in a second batch. Returns cleaned
-        texts; every attempt is logged."""
+    def generate(
+        self,
+        requests: Sequence[GenerateRequest],
+        metas: Sequence[dict],
+        engine: Engine | None = None,
+        retries: int | None = None,
+        usable: Callable[[str], bool] | None = None,
+        raw: bool = False,
+    ) -> list[str]:
+        """One batched call (on ``engine`` if given, else the transcript's); texts
+        that are not ``usable`` (default: empty after cleaning) are asked again
+        with a new seed, up to ``retries`` times (default: once if the
+        transcript retries empty texts), each retry one batch. Returns the
+        cleaned texts (``raw``: as generated); every attempt is logged."""
         engine = engine or self.engine
-        gens = engine.generate(list(requests))
-        texts = []
-        for req, meta, g in zip(requests, metas, gens):
-            texts.append(self._log_generation(req, meta, g, 0))
-        if self.retry_empty:
-            redo = [i for i, t in enumerate(texts) if not t]
-            if redo:
-                retry = [
-                    GenerateRequest(
-                        prompt=requests[i].prompt,
-                        max_tokens=requests[i].max_tokens,
-                        temperature=max(requests[i].temperature, 0.7),
-                        stop=requests[i].stop,
-                        seed=derive_seed(requests[i].seed, "retry"),
-                        prefix_len=requests[i].prefix_len,
-                    )
-                    for i in redo
-                ]
-                for i, req, g in zip(redo, retry, engine.generate(retry)):
-                    texts[i] = self._log_generation(req, metas[i], g, 1)
+        retries = (1 if self.retry_empty else 0) if retries is None else retries
+        usable = usable or bool
+        texts = [self._log_generation(req, meta, g, 0, raw) for req, meta, g in zip(requests, metas, engine.generate(list(requests)))]
+        for attempt in range(1, retries + 1):
+            redo = [i for i, t in enumerate(texts) if not usable(t)]
+            if not redo:
+                break
+            retry = [
+                GenerateRequest(
+                    prompt=requests[i].prompt,
+                    max_tokens=requests[i].max_tokens,
+                    temperature=max(requests[i].temperature, 0.7),
+                    stop=requests[i].stop,
+                    # attempt 1 keeps the historical label, so stored answers stay valid
+                    seed=derive_seed(requests[i].seed, "retry") if attempt == 1 else derive_seed(requests[i].seed, "retry", attempt),
+                    prefix_len=requests[i].prefix_len,
+                )
+                for i in redo
+            ]
+            for i, req, g in zip(redo, retry, engine.generate(retry)):
+                texts[i] = self._log_generation(req, metas[i], g, attempt, raw)
         return texts
 
-    def _log_generation(self, req: GenerateRequest, meta: dict, g, attempt: int) -> str:
+    def _log_generation(self, req: GenerateRequest, meta: dict, g, attempt: int, raw: bool = False) -> str:
         text = prompts.clean_text(g.text)
         self.records.append(
             LogRecord(
@@ -140,7 +150,7 @@ class Transcript:
                 attempt=attempt,
             )
         )
-        return text
+        return g.text if raw else text
 
     def likert(
         self, requests: Sequence[OptionRequest], reversed_flags: Sequence[bool], metas: Sequence[dict], scale: Sequence[str] = LIKERT7
@@ -200,16 +210,29 @@ class MediationOutput:
     candidates: list[str]
     rankings: np.ndarray | None = None  # (participants, candidates), 1 = best
     social: SocialChoiceResult | None = None
-    chosen: int = 0  # index into candidates
+    chosen: int | None = 0  # index into candidates; None = no usable candidate (see fallback)
+    fallback: str = ""  # why the statement is not a ranked candidate (all candidates unusable)
+    ranking_fallbacks: dict[int, str] = field(default_factory=dict)  # slot -> why its CoT ranking was replaced by ratings
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "statement": self.statement,
             "candidates": self.candidates,
             "rankings": None if self.rankings is None else self.rankings.tolist(),
             "social": None if self.social is None else self.social.to_json(),
             "chosen": self.chosen,
         }
+        if self.fallback:
+            out["fallback"] = self.fallback
+        if self.ranking_fallbacks:
+            out["ranking_fallbacks"] = {str(k): v for k, v in self.ranking_fallbacks.items()}
+        return out
+
+
+def usable_statement(text: str) -> bool:
+    """A candidate statement worth ranking: more than 5 characters (the
+    Habermas Machine's test before it retries a generation)."""
+    return len(text.strip()) > 5
 
 
 class Mediator(ABC):
@@ -225,8 +248,25 @@ class Mediator(ABC):
         extra = {"mediator": self.name}
         if out.social is not None:
             extra["social"] = out.social.to_json()
+        if out.fallback:
+            extra["fallback"] = out.fallback
         t.note(round=inp.round, phase=inp.phase, act="statement", kind="select", candidate=out.chosen, text=out.statement, extra=extra)
         return out
+
+
+def fallback_statement(inp: MediationInput, tries: int) -> tuple[str, str]:
+    """(statement, reason) when no candidate is usable after ``tries``
+    generations each: an empty statement never wins. A revision keeps the
+    statement under revision; a draft adopts one participant's opinion (chosen
+    with the seed among the non-empty ones), else the question itself."""
+    why = f"all candidates unusable after {tries} generation(s) each"
+    if inp.previous:
+        return inp.previous, f"{why}: kept the statement under revision"
+    filled = [i for i, o in enumerate(inp.opinions) if usable_statement(o)]
+    if filled:
+        i = filled[derive_seed(inp.seed, inp.round, "fallback") % len(filled)]
+        return inp.opinions[i], f"{why}: adopted participant {i}'s opinion"
+    return inp.question, f"{why}: no usable opinion either, the question stands"
 
 
 def _statement_prompt(inp: MediationInput, order: Sequence[int]) -> tuple[str, int]:
@@ -242,12 +282,13 @@ class LLMMediator(Mediator):
 
     name = "llm"
 
-    def __init__(self, max_tokens: int = 80, temperature: float = 0.7):
+    def __init__(self, max_tokens: int = GenerationBudget().statement, temperature: float = 0.7, retries: int = 8):
         self.max_tokens = max_tokens
         self.temperature = temperature
+        self.retries = retries
 
     def describe(self) -> dict:
-        return {"name": self.name, "max_tokens": self.max_tokens, "temperature": self.temperature}
+        return {"name": self.name, "max_tokens": self.max_tokens, "temperature": self.temperature, "retries": self.retries}
 
     def mediate(self, t: Transcript, inp: MediationInput) -> MediationOutput:
         n = len(inp.opinions)
@@ -255,12 +296,29 @@ class LLMMediator(Mediator):
         prompt, plen = _statement_prompt(inp, order)
         req = GenerateRequest(prompt, self.max_tokens, self.temperature, prompts.STOP, derive_seed(inp.seed, inp.round, "statement"), plen)
         meta = dict(round=inp.round, phase=inp.phase, act="candidate", candidate=0, extra={"order": order.tolist()})
-        [text] = t.generate([req], [meta])
+        [text] = t.generate([req], [meta], retries=self.retries, usable=usable_statement)
+        if not usable_statement(text):
+            statement, why = fallback_statement(inp, self.retries + 1)
+            return self._select(t, inp, MediationOutput(statement, [text], chosen=None, fallback=why))
         return self._select(t, inp, MediationOutput(text, [text], chosen=0))
 
 
+RANKINGS = ("rating", "choice", "cot")
+COT_STOP = ("</answer>", "<|im_end|>", "<|im_start|>")
+
+
 class HabermasMediator(Mediator):
-    """K candidates, participants rank them, Schulze picks the winner."""
+    """K candidates, participants rank them, Schulze picks the winner.
+
+    ``retries``: unusable candidates (see :func:`usable_statement`) are
+    generated again up to this many times (the Habermas Machine: 8); unusable
+    ones left over are ranked last by everyone, and if none is usable the
+    statement comes from :func:`fallback_statement`. ``ranking="cot"``: each
+    participant writes a chain-of-thought ranking of the candidates shuffled
+    for them (parsed by :mod:`mechanisms.cot_ranking`, re-asked up to
+    ``cot_retries`` times); a participant whose answer never parses is ranked
+    by ratings instead, the reason recorded in the log and the output.
+    """
 
     name = "habermas"
 
@@ -270,24 +328,38 @@ class HabermasMediator(Mediator):
         ranking: str = "rating",
         method: str = "schulze",
         tie_break: str = "tbrc",
-        max_tokens: int = 80,
+        max_tokens: int = GenerationBudget().statement,
         temperature: float = 0.9,
+        retries: int = 8,
+        cot_tokens: int = 256,
+        cot_retries: int = 1,
+        cot_temperature: float = 0.7,
     ):
         if num_candidates < 1:
             raise ValueError("num_candidates must be >= 1")
-        if ranking not in ("rating", "choice"):
-            raise ValueError(f"ranking must be 'rating' or 'choice', got {ranking!r}")
-        if ranking == "choice" and num_candidates > 26:
-            raise ValueError("ranking='choice' lists candidates as letters: at most 26")
+        if ranking not in RANKINGS:
+            raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
+        if ranking in ("choice", "cot") and num_candidates > 26:
+            raise ValueError(f"ranking={ranking!r} lists candidates as letters: at most 26")
         self.num_candidates = num_candidates
         self.ranking = ranking
         self.method = method
         self.tie_break = tie_break
         self.max_tokens = max_tokens
         self.temperature = temperature
+        self.retries = retries
+        self.cot_tokens = cot_tokens
+        self.cot_retries = cot_retries
+        self.cot_temperature = cot_temperature
+
+    @classmethod
+    def habermas_machine(cls, **overrides) -> "HabermasMediator":
+        """The Habermas Machine's settings: 16 candidates, chain-of-thought
+        ranking, up to 8 retries of a failed generation or ranking."""
+        return cls(**{"num_candidates": 16, "ranking": "cot", "retries": 8, "cot_retries": 8, **overrides})
 
     def describe(self) -> dict:
-        return {
+        out = {
             "name": self.name,
             "num_candidates": self.num_candidates,
             "ranking": self.ranking,
@@ -295,7 +367,11 @@ class HabermasMediator(Mediator):
             "tie_break": self.tie_break,
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
+            "retries": self.retries,
         }
+        if self.ranking == "cot":
+            out.update(cot_tokens=self.cot_tokens, cot_retries=self.cot_retries, cot_temperature=self.cot_temperature)
+        return out
 
     def mediate(self, t: Transcript, inp: MediationInput) -> MediationOutput:
         n, k = len(inp.opinions), self.num_candidates
@@ -306,34 +382,43 @@ class HabermasMediator(Mediator):
             seed = derive_seed(inp.seed, inp.round, "candidate", c)
             reqs.append(GenerateRequest(prompt, self.max_tokens, self.temperature, prompts.STOP, seed, plen))
             metas.append(dict(round=inp.round, phase=inp.phase, act="candidate", candidate=c, extra={"order": order.tolist()}))
-        candidates = t.generate(reqs, metas)
-
+        candidates = t.generate(reqs, metas, retries=self.retries, usable=usable_statement)
+        bad = np.array([not usable_statement(c) for c in candidates])
+        if bad.all():
+            statement, why = fallback_statement(inp, self.retries + 1)
+            return self._select(t, inp, MediationOutput(statement, candidates, chosen=None, fallback=why))
         if k == 1:
             return self._select(t, inp, MediationOutput(candidates[0], candidates, chosen=0))
-        scores = self._rate(t, inp, candidates) if self.ranking == "rating" else self._choose(t, inp, candidates)
-        # An empty candidate (generation failed twice) is never preferred.
-        empty = np.array([not c for c in candidates])
-        if empty.any() and not empty.all():
-            scores[:, empty] = -np.inf
-        rankings = ranks_from_scores(np.nan_to_num(scores, neginf=-1e9))
+        fallbacks: dict[int, str] = {}
+        if self.ranking == "cot":
+            scores, fallbacks = self._cot(t, inp, candidates)
+        elif self.ranking == "rating":
+            scores = self._rate(t, inp, candidates)
+        else:
+            scores = self._choose(t, inp, candidates)
+        rankings = ranks_from_scores(np.nan_to_num(scores))
+        # An unusable candidate is ranked below every usable one on every ballot,
+        # so it cannot win (every usable candidate beats it unanimously).
+        rankings[:, bad] = k + 1
         social = aggregate(rankings, self.method, self.tie_break, seed=derive_seed(inp.seed, inp.round, "tie_break"))
-        out = MediationOutput(candidates[social.winner], candidates, rankings, social, social.winner)
+        out = MediationOutput(candidates[social.winner], candidates, rankings, social, social.winner, ranking_fallbacks=fallbacks)
         return self._select(t, inp, out)
 
-    def _rate(self, t: Transcript, inp: MediationInput, candidates: list[str]) -> np.ndarray:
-        n = len(inp.opinions)
+    def _rate(self, t: Transcript, inp: MediationInput, candidates: list[str], slots: Sequence[int] | None = None) -> np.ndarray:
+        """Expected agreement of each ranker (``slots``, default all) with each candidate."""
+        slots = list(range(len(inp.opinions))) if slots is None else list(slots)
         reqs, flags, metas = [], [], []
-        for i in range(n):
+        for i in slots:
             crit = inp.critiques[i] if inp.critiques else None
             # Conditioning + question + own opinion/critique: one cached prefix per participant.
-            prefix = prompts.participant_prefix(inp.actor_conditionings[i]) + prompts.agreement_head(inp.question, inp.opinions[i], crit)
+            prefix = prompts.participant_prefix(inp.actor_conditionings[i]) + prompts.agreement_head(inp.question, inp.opinions[i], crit, inp.previous)
             rev = inp.reversed_flags[i]
             for c, cand in enumerate(candidates):
                 reqs.append(likert_request(prefix, lambda opts, cand=cand: prompts.agreement_tail(cand, opts), rev))
                 flags.append(rev)
                 metas.append(dict(round=inp.round, phase=inp.phase, act="rank", participant=i, actor=inp.actor_ids[i], candidate=c))
         answers = t.likert(reqs, flags, metas)
-        return np.array([a.expected for a in answers]).reshape(n, len(candidates))
+        return np.array([a.expected for a in answers]).reshape(len(slots), len(candidates))
 
     def _choose(self, t: Transcript, inp: MediationInput, candidates: list[str]) -> np.ndarray:
         n, k = len(inp.opinions), len(candidates)
@@ -342,7 +427,7 @@ class HabermasMediator(Mediator):
             perm = np.random.default_rng(derive_seed(inp.seed, inp.round, "choice_order", i)).permutation(k)
             shown = [candidates[j] for j in perm]
             crit = inp.critiques[i] if inp.critiques else None
-            suffix = prompts.choice_rank_suffix(inp.question, inp.opinions[i], shown, crit)
+            suffix = prompts.choice_rank_suffix(inp.question, inp.opinions[i], shown, crit, inp.previous)
             reqs.append(OptionRequest(prompts.participant_prefix(inp.actor_conditionings[i]), suffix, option_letters(k)))
             listed.append(shown)
             perms.append(perm)
@@ -352,6 +437,37 @@ class HabermasMediator(Mediator):
         for i, (perm, p) in enumerate(zip(perms, probs)):
             scores[i, perm] = p  # listed position j showed candidate perm[j]
         return scores
+
+    def _cot(self, t: Transcript, inp: MediationInput, candidates: list[str]) -> tuple[np.ndarray, dict[int, str]]:
+        """Scores (higher = better) from each participant's chain-of-thought
+        ranking of the candidates in a per-participant shuffled order."""
+        n, k = len(inp.opinions), len(candidates)
+        reqs, metas, perms = [], [], []
+        for i in range(n):
+            perm = np.random.default_rng(derive_seed(inp.seed, inp.round, "cot_order", i)).permutation(k)
+            shown = [candidates[j] for j in perm]
+            crit = inp.critiques[i] if inp.critiques else None
+            task = prompts.cot_rank_task(inp.question, inp.opinions[i], shown, inp.previous, crit)
+            prompt, plen = prompts.text_prompt(prompts.participant_prefix(inp.actor_conditionings[i]), task, "Answer", inp.fmt)
+            reqs.append(GenerateRequest(prompt, self.cot_tokens, self.cot_temperature, COT_STOP, derive_seed(inp.seed, inp.round, "cot", i), plen))
+            perms.append(perm)
+            metas.append(dict(round=inp.round, phase=inp.phase, act="rank", participant=i, actor=inp.actor_ids[i], extra={"order": perm.tolist(), "ranking": "cot"}))
+        texts = t.generate(reqs, metas, retries=self.cot_retries, usable=lambda s: parse_ranking(s, k).order is not None, raw=True)
+        scores = np.zeros((n, k))
+        fallbacks: dict[int, str] = {}
+        for i, (perm, text) in enumerate(zip(perms, texts)):
+            parsed = parse_ranking(text, k)
+            if parsed.order is None:
+                fallbacks[i] = f"CoT ranking unparsed after {self.cot_retries + 1} attempt(s) ({parsed.reason}): ranked by ratings"
+                continue
+            for place, listed_pos in enumerate(parsed.order):
+                scores[i, perm[listed_pos]] = k - place  # listed position j showed candidate perm[j]
+        if fallbacks:
+            slots = sorted(fallbacks)
+            for i in slots:
+                t.note(round=inp.round, phase=inp.phase, act="rank", kind="fallback", participant=i, actor=inp.actor_ids[i], extra={"reason": fallbacks[i]})
+            scores[slots] = self._rate(t, inp, candidates, slots)
+        return scores, fallbacks
 
 
 class OpinionMediator(Mediator):

@@ -78,6 +78,20 @@ def agreement_requests(
     return reqs
 
 
+def disagreement(positions: Sequence[float]) -> float:
+    """The group's disagreement on a question: mean absolute difference of the
+    participants' position scores over all pairs,
+
+        disagreement = (2 / (n (n - 1))) * sum_{i < j} |p_i - p_j|
+
+    on the 1..7 scale (0 = everyone at the same position; 0 for n < 2)."""
+    p = np.asarray(positions, dtype=np.float64)
+    if len(p) < 2:
+        return 0.0
+    i, j = np.triu_indices(len(p), k=1)
+    return round(float(np.abs(p[i] - p[j]).mean()), 6)
+
+
 @dataclass
 class PayoffSummary:
     """Agreement of each participant with each round's statement.

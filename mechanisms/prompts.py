@@ -86,15 +86,19 @@ def position_suffix(question: str, statement: str, scale: Sequence[str]) -> str:
     )
 
 
-def agreement_head(question: str, opinion: str | None = None, critique: str | None = None) -> str:
+def agreement_head(question: str, opinion: str | None = None, critique: str | None = None, previous: str | None = None) -> str:
     """What precedes the statement in an agreement question. It is the same for
     every statement one participant rates, so callers put it in the request's
-    prefix (cached once per participant, only the statement part is new)."""
+    prefix (cached once per participant, only the statement part is new).
+    Rankers in a revision round also see the statement under revision and
+    their critique of it (as in the Habermas Machine's ranking prompt)."""
     head = f"The group discussed the question: {question}\n"
     if opinion:
         head += f"Your opinion was: {opinion}\n"
+    if previous:
+        head += f'The statement under revision was: "{previous}"\n'
     if critique:
-        head += f"Your critique of the last draft: {critique}\n"
+        head += f"Your critique of it: {critique}\n"
     return head
 
 
@@ -111,12 +115,34 @@ def agreement_suffix(
     return agreement_head(question, opinion, critique) + agreement_tail(statement, scale)
 
 
-def choice_rank_suffix(question: str, opinion: str, statements: Sequence[str], critique: str | None = None) -> str:
+def choice_rank_suffix(
+    question: str, opinion: str, statements: Sequence[str], critique: str | None = None, previous: str | None = None
+) -> str:
     """One multiple-choice question over all candidates (the ``"choice"`` ranking)."""
-    head = f"The group discussed the question: {question}\nYour opinion was: {opinion}\n"
-    if critique:
-        head += f"Your critique of the last draft: {critique}\n"
+    head = agreement_head(question, opinion, critique, previous)
     return head + choice_block("Which group statement do you agree with most?", statements)
+
+
+def cot_rank_task(
+    question: str, opinion: str, statements: Sequence[str], previous: str | None = None, critique: str | None = None
+) -> str:
+    """The chain-of-thought ranking task (the ``"cot"`` ranking): reason step by
+    step, then a strict arrow ranking between ``<sep>`` and ``</answer>``; the
+    same template the Habermas Machine's ranking model answers (own wording)."""
+    letters = option_letters(len(statements))
+    example = " > ".join(reversed(letters[: min(3, len(letters))]))
+    task = (
+        "Rank the statements below from the one you would agree with most to the one you would agree with least, "
+        "as the participant described here. Think step by step about your opinion"
+        + (" and your critique of the statement under revision" if previous else "")
+        + ", then give the ranking in arrow notation: letters joined by '>' (\"preferred to\"), every letter once, no ties.\n"
+        f"Answer in this format:\n<answer>\n[your reasoning]\n<sep>\n[ranking, e.g. {example}]\n</answer>\n\n"
+        f"Question: {question}\nYour opinion: {opinion}\n"
+    )
+    if previous:
+        task += f'Statement under revision: "{previous}"\nYour critique of it: {critique or ""}\n'
+    task += "Statements to rank:\n" + "".join(f"{l}. {s}\n" for l, s in zip(letters, statements))
+    return task
 
 
 # ---------------------------------------------------------------- participants
@@ -137,6 +163,19 @@ def critique_prompt(
         "what you agree with and what should change."
     )
     return text_prompt(participant_prefix(conditioning), task, "Critique", fmt)
+
+
+def position_after_suffix(
+    question: str, statement: str, scale: Sequence[str], opinion: str, final_statement: str
+) -> str:
+    """The position question asked again after deliberation: the participant
+    has seen the group's final statement (their own opinion recalled)."""
+    head = (
+        f"You took part in a group discussion of the question: {question}\n"
+        f"Your opinion was: {opinion}\n"
+        f'The group\'s final statement was: "{final_statement}"\n'
+    )
+    return head + position_suffix(question, statement, scale)
 
 
 # ---------------------------------------------------------------- mediator

@@ -14,28 +14,36 @@ with the following demographic profile. ...", "Question 1 from a past debate:
 ...", "Opinion of the participant about question 1: ..."). The subset ``""``
 is the uninformed base representative.
 
-Representativity of a substitution (paper eq. 16/21) compares the final
-payoffs of the *original* participants when some of them are played by
-representatives with the payoffs when everyone plays themselves:
+Representativity of a substitution (paper eq. 16/21) compares the expected
+final payoffs of the *original* participants when some of them are played by
+representatives with those when everyone plays themselves, over R seeded
+rollouts (the same seeds on both sides):
 
-    gap = mean_{i in substituted} | payoff_i(with representatives) - payoff_i(originals) |
+    gap = mean_{i in substituted} | mean_r payoff_i^r(with representatives) - mean_r payoff_i^r(originals) |
 
-on the 1..7 agreement scale (0 = value-equivalent). Payoffs are always judged
-by the originals (see :mod:`mechanisms.episode`), so only the representatives'
-actions differ. Reported for substituting one participant (each slot in turn,
-averaged) and all of them, per conditioning subset.
+on the 1..7 agreement scale (0 = value-equivalent), with a percentile
+bootstrap interval over rollouts. Payoffs are always judged by the originals
+(see :mod:`mechanisms.episode`), so only the representatives' actions differ
+(by default their critiques only, the paper's setting). Reported for
+substituting one participant (each slot in turn, pooled) and all of them, per
+conditioning subset; with a judge engine also the consensus autorater's win
+rate (eq. 22, :mod:`mechanisms.autorater`).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 
 import numpy as np
 
 from agents.llm.base import Engine
+from core.errors import PersonaeError
 
+from .autorater import ConsensusPair, consensus_win_rate
 from .episode import EpisodeConfig, EpisodeResult, Participant, Question, run_episode
+from core.seeds import derive_seed
+
 from .mediators import Mediator
 from .payoff import LIKERT7
 
@@ -76,6 +84,19 @@ class ParticipantRecord:
         }
 
 
+def most_probable_profile(probs: dict[str, Sequence[float]], options: dict[str, Sequence[str]], refusal: str | None = None) -> dict[str, str]:
+    """A persona's demographic profile for D from its survey answers: per trait
+    the most probable option (``probs[trait]`` over ``options[trait]``), the
+    label capitalised as in the paper's Table 2 ("Age: 30-49."); a trait whose
+    most probable answer is ``refusal`` is left out."""
+    out = {}
+    for trait, p in probs.items():
+        choice = options[trait][int(np.argmax(p))]
+        if choice != refusal:
+            out[trait.replace("_", " ").capitalize()] = choice
+    return out
+
+
 def position_label(expected: float, scale: Sequence[str] = LIKERT7) -> str:
     """Nearest scale label of an expected Likert value, lower case ("agree")."""
     k = int(np.clip(np.rint(expected), 1, len(scale)))
@@ -94,12 +115,43 @@ def records_from_episodes(
     return records
 
 
-def conditioning(record: ParticipantRecord, subset: str = "DOCP", max_items: int = 3) -> str:
-    """Conditioning text of a representative from the ``subset`` of the record
-    (letters of ``DOCP``, any order); at most ``max_items`` past questions."""
+class ConditioningError(PersonaeError, ValueError):
+    """A conditioning set asks for a part of the record the data do not hold."""
+
+
+PART_FIELDS = {"D": "demographics", "O": "opinions", "C": "critiques", "P": "positions"}
+
+
+def check_subset(subset: str) -> None:
     bad = set(subset) - set(PARTS)
     if bad:
-        raise ValueError(f"unknown record parts {sorted(bad)}; use letters of {PARTS!r}")
+        raise ConditioningError(f"conditioning set '{subset}': unknown part(s) {sorted(bad)} (expected letters of {PARTS})")
+
+
+def require_parts(records: Sequence[ParticipantRecord], subsets: Sequence[str], source: str = "data") -> None:
+    """Stop (one line naming the set and the missing field) when no record
+    holds a part some conditioning set asks for: a D block without
+    demographics would silently equal the base prompt."""
+    for subset in subsets:
+        check_subset(subset)
+        for letter in subset:
+            name = PART_FIELDS[letter]
+            if not any(getattr(r, name) for r in records):
+                raise ConditioningError(
+                    f"{source}: conditioning set '{subset}' needs the participants' {name} ({letter}), "
+                    f"but the data hold none" + (" (Habermas-format data: add demographics.* columns)" if letter == "D" else "")
+                )
+
+
+def conditioning(record: ParticipantRecord, subset: str = "DOCP", max_items: int = 3) -> str:
+    """Conditioning text of a representative from the ``subset`` of the record
+    (letters of ``DOCP``, any order), laid out as the paper's Table 2: D as
+    "You represent a participant with the following demographic profile.
+    Trait: value. ...", then one block per past question (at most
+    ``max_items``) with the participant's opinion (O), critique (C) and
+    position (P) on it. A part this participant lacks leaves no empty block;
+    :func:`require_parts` stops when the whole data set lacks it."""
+    check_subset(subset)
     parts = ["You represent a participant in a group discussion. Answer as this participant would."]
     if "D" in subset and record.demographics:
         profile = " ".join(f"{k}: {v}." for k, v in record.demographics.items())
@@ -131,29 +183,76 @@ def representative(record: ParticipantRecord, subset: str = "DOCP", max_items: i
 
 
 def value_gap(original: EpisodeResult, substituted: EpisodeResult, slots: Sequence[int]) -> np.ndarray:
-    """|final payoff with representatives - final payoff of the originals| per slot."""
+    """|final payoff with representatives - final payoff of the originals| per slot (one rollout)."""
     slots = list(slots)
     return np.abs(substituted.final_payoffs[slots] - original.final_payoffs[slots])
+
+
+def expected_payoff_gap(substituted: np.ndarray, original: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Discrepancy in expected payoff (paper eq. 21) from paired rollouts:
+    ``substituted[r, j]`` / ``original[r, j]`` are the final payoffs of
+    substituted participant j in rollout r with / without representatives,
+
+        gap = mean_j | mean_r substituted[r, j] - mean_r original[r, j] |
+
+    (1..7 agreement scale; 0 = value-equivalent). ``axis`` is the rollout axis."""
+    diff = np.abs(np.mean(substituted, axis=axis) - np.mean(original, axis=axis))
+    return np.mean(diff, axis=-1)
+
+
+def bootstrap_gap(substituted: np.ndarray, original: np.ndarray, seed: int, level: float = 0.95, n_resamples: int = 2000) -> tuple[float, float]:
+    """Percentile bootstrap interval of :func:`expected_payoff_gap`, resampling
+    rollouts (paired: a rollout's seed is shared by both arrays). NaN with
+    fewer than 2 rollouts."""
+    if len(substituted) < 2:
+        return float("nan"), float("nan")
+    from scipy.stats import bootstrap
+
+    ci = bootstrap(
+        (np.asarray(substituted, float), np.asarray(original, float)),
+        lambda a, b, axis=-1: expected_payoff_gap(a, b, axis=axis),
+        paired=True, vectorized=True, axis=0, method="percentile",
+        confidence_level=level, n_resamples=n_resamples, random_state=seed,
+    ).confidence_interval
+    return float(ci.low), float(ci.high)
 
 
 @dataclass
 class RepresentativityReport:
     subset: str
-    mode: str  # "one" (each slot substituted alone, averaged) or "all"
-    gap: float  # mean |payoff difference| over substituted participants (1..7 scale)
-    per_slot: dict[int, float]
-    original_payoffs: list[float]
-    substituted_payoffs: dict[int, list[float]]  # key: substituted slot, or -1 for "all"
+    mode: str  # "one" (each slot substituted alone, pooled) or "all"
+    gap: float  # discrepancy in expected payoff over substituted participants (1..7 scale), eq. 21
+    ci_low: float  # bootstrap interval over rollouts (NaN with one rollout)
+    ci_high: float
+    rollouts: int
+    per_slot: dict[int, float]  # |expected payoff difference| per substituted slot
+    original_payoffs: list[float]  # expected final payoffs of the originals (mean over rollouts)
+    substituted_payoffs: dict[int, list[float]]  # key: substituted slot, or -1 for "all"; mean over rollouts
+    acts: tuple[str, ...] = ("critique",)  # what the representatives did
+    payoff_source: str = "self-rating"
+    win_rate: float | None = None  # consensus autorater (eq. 22); None = no judge
 
     def to_json(self) -> dict:
         return {
             "subset": self.subset or "base",
             "mode": self.mode,
             "gap": self.gap,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "rollouts": self.rollouts,
+            "acts": list(self.acts),
+            "payoff_source": self.payoff_source,
+            "win_rate": self.win_rate,
             "per_slot": {str(k): v for k, v in self.per_slot.items()},
             "original_payoffs": self.original_payoffs,
             "substituted_payoffs": {str(k): v for k, v in self.substituted_payoffs.items()},
         }
+
+
+def rollout_config(config: EpisodeConfig, r: int) -> EpisodeConfig:
+    """Rollout r of an episode: rollout 0 is the episode itself, later ones
+    re-seed every random choice (sampling, shuffles, tie-breaks)."""
+    return config if r == 0 else replace(config, seed=derive_seed(config.seed, "rollout", r))
 
 
 def representativity(
@@ -170,17 +269,36 @@ def representativity(
     max_items: int = 3,
     rep_engine: Engine | None = None,
     tag: str = "rep",
+    rollouts: int = 1,
+    judge: Engine | None = None,
+    on_episode: Callable[[EpisodeResult], None] | None = None,
 ) -> tuple[EpisodeResult, list[RepresentativityReport]]:
-    """Run the originals once, then each substitution; return the baseline
-    episode and one report per (subset, mode). ``records[i]`` belongs to
-    ``participants[i]``; items about ``question`` itself are dropped.
-    ``rep_engine``: the representatives' own engine (a fine-tuned adapter);
-    which acts they perform is ``config.represented_acts``."""
+    """Run the originals ``rollouts`` times (seeded), then each substitution
+    as many times with the same seeds; return the first baseline episode and
+    one report per (subset, mode): the discrepancy in expected payoff with a
+    bootstrap interval over rollouts and, given a ``judge``, the consensus
+    autorater's win rate of the representatives' final statements against the
+    originals' (eq. 22). ``records[i]`` belongs to ``participants[i]``; items
+    about ``question`` itself are dropped. ``rep_engine``: the representatives'
+    own engine (a fine-tuned adapter); which acts they perform is
+    ``config.represented_acts``. ``on_episode`` is called after every episode."""
     if len(records) != len(participants):
         raise ValueError("one record per participant")
+    if rollouts < 1:
+        raise ValueError("rollouts must be >= 1")
+    config = config or EpisodeConfig()
     participants = list(participants)
-    base = baseline or run_episode(engine, question, participants, mediator, config)
-    slots_one = list(one_slots) if one_slots is not None else list(range(len(participants)))
+    n = len(participants)
+    done = on_episode or (lambda res: None)
+
+    def play(r: int, stand_ins=None) -> EpisodeResult:
+        res = run_episode(engine, question, participants, mediator, rollout_config(config, r), stand_ins)
+        done(res)
+        return res
+
+    bases = [baseline if (r == 0 and baseline is not None) else play(r) for r in range(rollouts)]
+    base_pay = np.array([b.final_payoffs for b in bases])  # (R, n)
+    slots_one = list(one_slots) if one_slots is not None else list(range(n))
     reports = []
     for subset in subsets:
         reps = {i: representative(rec.without_question(question.question), subset, max_items, rep_engine, tag) for i, rec in enumerate(records)}
@@ -188,15 +306,27 @@ def representativity(
             if mode not in ("one", "all"):
                 raise ValueError(f"mode must be 'one' or 'all', got {mode!r}")
             runs = {i: {i: reps[i]} for i in slots_one} if mode == "one" else {-1: reps}
-            per_slot, payoffs = {}, {}
+            sub_cols, orig_cols, slots_seen, payoffs, pairs = [], [], [], {}, []
             for key, stand_ins in runs.items():
-                res = run_episode(engine, question, participants, mediator, config, stand_ins)
-                payoffs[key] = res.final_payoffs.tolist()
-                for slot, g in zip(stand_ins, value_gap(base, res, list(stand_ins))):
-                    per_slot[slot] = float(g)
+                results = [play(r, stand_ins) for r in range(rollouts)]
+                pay = np.array([res.final_payoffs for res in results])  # (R, n)
+                payoffs[key] = pay.mean(axis=0).round(6).tolist()
+                cols = list(stand_ins)
+                sub_cols.append(pay[:, cols])
+                orig_cols.append(base_pay[:, cols])
+                slots_seen += cols
+                pairs += [
+                    ConsensusPair(question.question, tuple(b.opinions), res.final_statement, b.final_statement)
+                    for res, b in zip(results, bases)
+                ]
+            sub, orig = np.concatenate(sub_cols, axis=1), np.concatenate(orig_cols, axis=1)
+            per_slot = dict(zip(slots_seen, np.abs(sub.mean(axis=0) - orig.mean(axis=0)).round(6).tolist()))
+            low, high = bootstrap_gap(sub, orig, derive_seed(config.seed, question.id, subset, mode, "bootstrap"))
             reports.append(
                 RepresentativityReport(
-                    subset, mode, float(np.mean(list(per_slot.values()))), per_slot, base.final_payoffs.tolist(), payoffs
+                    subset, mode, float(expected_payoff_gap(sub, orig)), low, high, rollouts, per_slot,
+                    base_pay.mean(axis=0).round(6).tolist(), payoffs, tuple(config.represented_acts),
+                    win_rate=consensus_win_rate(judge, pairs).win_rate if judge is not None else None,
                 )
             )
-    return base, reports
+    return bases[0], reports

@@ -1,32 +1,14 @@
-"""Pew ATP waves 34, 92 and 99 with Anthology's question sets.
+"""Pew ATP waves 34, 92 and 99 with Anthology's question sets: a preset of the
+generic survey scenario (``scenarios.survey``).
 
-With the user's own Pew ``.sav`` file (``human.overrides: {source: {path: ...}}``)
-the personas are matched to the wave's respondents and scored like the paper.
-Without it (Pew data cannot be redistributed) the scenario still runs: every
-persona answers the wave's questions and the report lists the persona
-distributions alone, with no human comparison.
+Pew data cannot be redistributed: give your own wave file with
+``human.overrides: {source: {path: "ATP W34.sav"}}``. Without it the run stops
+before any LLM call with one line naming the file and where to get it.
 """
 from __future__ import annotations
 
-from .base import Item, StudySurveyModel
+from .survey import SurveyScenario
 
 
-class AtpPollModel(StudySurveyModel):
-    title = "Pew ATP opinion poll"
-
-    def load_study(self):
-        human = self.cfg.human
-        if human is None:
-            return None
-        if not (human.overrides.get("source") or {}).get("path"):
-            self._wave_only = human.study
-            return None
-        return super().load_study()
-
-    def items(self) -> list[Item]:
-        if self.study is not None:
-            return super().items()
-        from analysis.human_data import load_spec
-
-        spec, _, _ = load_spec(getattr(self, "_wave_only", None) or self.cfg.options.get("wave", "atp_w34"))
-        return [Item(q.id, q.text, tuple(q.options)) for q in spec.questions]
+class AtpPollModel(SurveyScenario):
+    """``scenario: survey`` with a Pew ATP study; kept as a name for existing YAMLs."""

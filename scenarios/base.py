@@ -9,56 +9,32 @@ engine.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Callable
 
 import mesa
 import numpy as np
 
 from agents.persona import PersonaAgent
-from agents.questions import Question
-from simulation.config import ScenarioConfig
+from simulation.config import ConfigError, ScenarioConfig
 from simulation.store import Store
 
 from . import population as pop
-
-
-@dataclass(frozen=True)
-class Item:
-    """A questionnaire item. ``text`` may hold {own} / {other} (the agent's party
-    and the other party, plural) for partisan scenarios."""
-
-    id: str
-    text: str
-    options: tuple[str, ...]
-    positions: tuple[float, ...] | None = None
-    group: str = ""  # scenario-specific tag (e.g. "self", "meta", "ingroup")
-
-    def render(self, agent: PersonaAgent) -> Question:
-        own, other = party_names(agent)
-        return Question.make(self.id, self.text.format(own=own, other=other), self.options)
-
-
-PLURAL = {"Democrat": "Democrats", "Republican": "Republicans"}
-OTHER = {"Democrat": "Republican", "Republican": "Democrat"}
-
-
-def party_names(agent) -> tuple[str, str]:
-    party = getattr(agent, "party", None)
-    if party in OTHER:
-        return PLURAL[party], PLURAL[OTHER[party]]
-    return "your party", "the other party"
+from .contract import RunningFidelity, ScenarioModel, ScenarioReport
+from .items import OTHER, PLURAL, Item, party_names  # noqa: F401 - scenarios import these from here
 
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class SurveyModel(mesa.Model):
-    """Subclasses set ``items()`` and ``evaluate()``; ``select_humans()`` may
-    restrict the human sample (e.g. to partisans)."""
+class SurveyModel(ScenarioModel):
+    """A questionnaire scenario (see ``scenarios.contract``). Subclasses set
+    ``items()`` and ``evaluate()``; ``select_humans()`` may restrict the human
+    sample (e.g. to partisans); ``human_distribution()`` gives the human
+    reference of an item when there is one."""
 
     title = "Survey"
+    kind = "survey"
 
     def __init__(
         self,
@@ -69,26 +45,24 @@ class SurveyModel(mesa.Model):
         *,
         progress: Callable | None = None,
     ) -> None:
-        super().__init__(seed=cfg.seed)
-        self.cfg = cfg
-        self.engine = engine
-        self.store = store
-        self.run_id = run_id
-        self.progress = progress
+        super().__init__(cfg, engine, store, run_id, progress=progress)
         self.study = self.load_study()
         self.populations = pop.build(cfg, engine, store, self.study, progress=progress)
         self.item_list = self.order_items(self.items())
-        self.step_index = 0
-        self.last_answers: dict[str, list[float]] = {}  # population label -> mean distribution of the current item
         profiles = pop.human_profiles(self.study) if self.study is not None and self.study.is_individual else []
         for p_i, population in enumerate(self.populations):
             for h, persona in enumerate(population.personas):
-                agent = PersonaAgent(self, persona, seed=cfg.seed, series=cfg.questionnaire.series)
-                agent.condition = population.label
-                agent.population = p_i
-                agent.human = h if population.matching != "none" else None
-                agent.human_profile = profiles[h] if (profiles and agent.human is not None) else (persona.get("profile") or {})
-                agent.party = agent.human_profile.get("party")
+                human = h if population.matching != "none" else None
+                population.agent_class(
+                    self,
+                    persona,
+                    seed=cfg.seed,
+                    series=cfg.questionnaire.series,
+                    condition=population.label,
+                    population=p_i,
+                    human=human,
+                    human_profile=profiles[h] if (profiles and human is not None) else None,
+                )
         self.agent_list: list[PersonaAgent] = sorted(self.agents, key=lambda a: a.unique_id)
         self.datacollector = mesa.DataCollector(
             model_reporters={
@@ -98,7 +72,7 @@ class SurveyModel(mesa.Model):
             },
             agent_reporters={
                 "condition": "condition",
-                "answer": lambda a: a.answers.get(a.current, {}).get("sampled") if a.current else None,
+                "answer": lambda a: a.current_answer.sampled if a.current_answer else None,
             },
         )
         self.running = bool(self.item_list)
@@ -124,10 +98,6 @@ class SurveyModel(mesa.Model):
     def items(self) -> list[Item]:
         raise NotImplementedError
 
-    def evaluate(self) -> dict:
-        """Return {"evaluations": [analysis Evaluation...], "tables": {name: DataFrame}}."""
-        raise NotImplementedError
-
     # ------------------------------------------------------------ stepping
     def order_items(self, items: list[Item]) -> list[Item]:
         wanted = self.cfg.questionnaire.questions
@@ -135,16 +105,12 @@ class SurveyModel(mesa.Model):
             known = {i.id for i in items}
             missing = [q for q in wanted if q not in known]
             if missing:
-                raise ValueError(f"questionnaire.questions: unknown id '{missing[0]}' (known: {', '.join(sorted(known))})")
+                raise ConfigError(f"questionnaire.questions: unknown id '{missing[0]}' (known: {', '.join(sorted(known))})")
             items = [i for i in items if i.id in wanted]
         if self.cfg.questionnaire.order == "random":
             order = np.random.default_rng(self.cfg.seed).permutation(len(items))
             items = [items[i] for i in order]
         return items
-
-    @property
-    def current_item(self) -> Item | None:
-        return self.item_list[self.step_index - 1] if self.step_index else None
 
     def step(self) -> None:
         if not self.running:
@@ -156,6 +122,11 @@ class SurveyModel(mesa.Model):
             for agent, q, ev in zip(self.agent_list, questions, logged):
                 agent.restore(q, ev["payload"])
         else:
+            # Agents that reason before answering (Generative Agent) write it first, as one batch.
+            thinking = [(a, q, r) for a, q in zip(self.agent_list, questions) if (r := a.reasoning_request(q)) is not None]
+            if thinking:
+                for (a, q, _), g in zip(thinking, self.engine.generate([r for _, _, r in thinking])):
+                    a.reasoned(q, g.text)
             requests = [a.ask(q) for a, q in zip(self.agent_list, questions)]
             results = self.engine.option_probs(requests)
             events = []
@@ -166,7 +137,7 @@ class SurveyModel(mesa.Model):
                         "kind": "answer",
                         "agent": agent.unique_id,
                         "payload": {
-                            **ans,
+                            **ans.to_json(),
                             "item": item.id,
                             "persona_id": agent.persona_id,
                             "condition": agent.condition,
@@ -180,7 +151,6 @@ class SurveyModel(mesa.Model):
                 )
             self.store.log_events(self.run_id, self.step_index, events)
         self.step_index += 1
-        self.last_answers = self.population_distributions(item.id)
         self.datacollector.collect(self)
         if self.step_index >= len(self.item_list):
             self.running = False
@@ -189,20 +159,49 @@ class SurveyModel(mesa.Model):
     def agents_of(self, p_i: int) -> list[PersonaAgent]:
         return [a for a in self.agent_list if a.population == p_i]
 
-    def population_distributions(self, item_id: str) -> dict[str, list[float]]:
+    def persona_distributions(self, item_id: str) -> dict[str, np.ndarray]:
+        """Unweighted mean over each population's personas (the report applies
+        the survey weights)."""
         out = {}
         for p_i, population in enumerate(self.populations):
-            rows = [a.answers[item_id]["probs"] for a in self.agents_of(p_i) if item_id in a.answers]
+            rows = [a.answers[item_id].probs for a in self.agents_of(p_i) if item_id in a.answers]
             if rows:
-                out[population.label] = np.mean(np.array(rows), axis=0).tolist()
+                out[population.label] = np.mean(np.array(rows), axis=0)
         return out
 
     def mean_outside_mass(self) -> float:
         item = self.current_item
         if item is None:
             return 0.0
-        vals = [a.answers[item.id]["outside_mass"] for a in self.agent_list if item.id in a.answers]
+        vals = [a.answers[item.id].outside_mass for a in self.agent_list if item.id in a.answers]
         return float(np.mean(vals)) if vals else 0.0
+
+    def running_values(self) -> dict:
+        return {"mean_outside_mass": self.mean_outside_mass}
+
+    def item_lower_bounds(self) -> dict[str, float]:
+        """Item id -> the humans' split-half WD, where the study allows one."""
+        return {}
+
+    def running_fidelity(self) -> RunningFidelity:
+        """Mean WD so far per population (mean persona distribution vs the
+        humans'), unweighted: the report computes the weighted, exact figures."""
+        from analysis.metrics import wasserstein
+
+        done = [(i, h) for i in self.item_list[: self.step_index] if (h := self.human_distribution(i.id)) is not None]
+        if not done:
+            return RunningFidelity()
+        per_label: dict[str, list[float]] = {}
+        for item, human in done:
+            for label, probs in self.persona_distributions(item.id).items():
+                per_label.setdefault(label, []).append(wasserstein(human, probs, item.positions))
+        bounds = self.item_lower_bounds()
+        lb = [bounds[i.id] for i, _ in done if np.isfinite(bounds.get(i.id, np.nan))]
+        return RunningFidelity(
+            items=tuple(i.id for i, _ in done),
+            wd={label: float(np.mean(v)) for label, v in per_label.items()},
+            lower_bound=float(np.mean(lb)) if lb else None,
+        )
 
     def answer_arrays(self, p_i: int, item_ids: list[str], n_options: int) -> tuple[np.ndarray, np.ndarray]:
         """Per agent of population ``p_i`` (human order): ``[N, Q, K]`` distributions
@@ -213,10 +212,9 @@ class SurveyModel(mesa.Model):
         for r, a in enumerate(agents):
             for c, qid in enumerate(item_ids):
                 ans = a.answers.get(qid)
-                if ans:
-                    p = np.asarray(ans["probs"])
-                    probs[r, c, : len(p)] = p
-                    sampled[r, c] = ans["sampled"]
+                if ans is not None:
+                    probs[r, c, : len(ans.probs)] = ans.probs
+                    sampled[r, c] = ans.sampled
         return probs, sampled
 
 
@@ -224,40 +222,52 @@ class StudySurveyModel(SurveyModel):
     """Ask the human study's own questions and score personas against the
     respondents they stand for (the Anthology pipeline)."""
 
+    _human: dict | None = None  # the study's distributions, read once
+    _item_lower_bounds: dict[str, float] | None = None
+
     def items(self) -> list[Item]:
         return [Item(q.id, q.text, tuple(q.options), tuple(q.positions)) for q in self.study.questions]
 
-    def human_distributions(self) -> dict:
-        return {k: v.tolist() for k, v in self.study.distributions().items()} if self.study is not None else {}
+    def human_distribution(self, item_id: str) -> np.ndarray | None:
+        if self.study is None:
+            return None
+        if self._human is None:
+            self._human = self.study.distributions()
+        return self._human.get(item_id)
 
-    def running_metrics(self) -> list[tuple[str, str]]:
-        """Mean WD so far per condition (persona mean distribution vs the humans'),
-        for the live console; the report computes the weighted, exact figures."""
-        from analysis.metrics import wasserstein
+    def item_lower_bounds(self) -> dict[str, float]:
+        """The humans' split-half WD per asked item (individual data only),
+        computed once per model."""
+        if self.study is None or not self.study.is_individual:
+            return {}
+        if self._item_lower_bounds is None:
+            from analysis.lower_bound import human_lower_bound
 
-        human = self.human_distributions()
-        done = [i.id for i in self.item_list[: self.step_index] if i.id in human]
-        if not done:
-            return []
-        sums: dict[str, list[float]] = {}
-        for qid in done:
-            for label, probs in self.population_distributions(qid).items():
-                sums.setdefault(label, []).append(wasserstein(np.asarray(human[qid]), np.asarray(probs)))
-        return [(label, f"{np.mean(v):.3f} over {len(v)} items") for label, v in sums.items()]
+            study = self.study.select([i.id for i in self.item_list])
+            lb = human_lower_bound(study, n_splits=self.cfg.human.lower_bound_splits, seed=self.cfg.seed)
+            self._item_lower_bounds = dict(lb.per_question_wd)
+        return self._item_lower_bounds
 
-    def evaluate(self) -> dict:
+    def evaluate(self) -> ScenarioReport:
         from analysis.lower_bound import human_lower_bound
         from analysis.subgroups import PersonaAnswers, evaluate
 
         study = self.study.select([i.id for i in self.item_list]) if self.study is not None else None
+        from analysis import estimators
+
+        from .binding import add_diagnostics
+
         if study is None:
-            return {"evaluations": [], "tables": {}}
+            return add_diagnostics(self, ScenarioReport())
+
         qids = study.question_ids
         k = max(q.n_options for q in study.questions)
-        lb = human_lower_bound(study, n_splits=self.cfg.human.lower_bound_splits, seed=self.cfg.seed) if study.is_individual else None
+        est = estimators.Estimator.of(self.cfg.analysis)
+        lb = human_lower_bound(study, n_splits=self.cfg.human.lower_bound_splits, seed=self.cfg.seed, normalize=est.normalize) if study.is_individual or study.counts_kind == "counts" else None
         evaluations = []
         for p_i, population in enumerate(self.populations):
             probs, sampled = self.answer_arrays(p_i, qids, k)
+            probs = estimators.apply(est, probs, self.cfg.seed, [a.persona_id for a in self.agents_of(p_i)], qids)
             evaluations.append(
                 evaluate(
                     study,
@@ -268,6 +278,7 @@ class StudySurveyModel(SurveyModel):
                     subgroups=self.cfg.human.subgroups or None,
                     lower_bound=lb if lb is not None else False,
                     seed=self.cfg.seed,
+                    normalize=est.normalize,
                 )
             )
-        return {"evaluations": evaluations, "tables": {}}
+        return add_diagnostics(self, ScenarioReport(evaluations=evaluations, estimator=est.describe()))

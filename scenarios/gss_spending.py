@@ -1,10 +1,11 @@
-"""GSS 2018 national spending: the full Anthology pipeline on real data that
-needs no download (personas matched to GSS respondents, asked the spending
-items, scored against the respondents and the split-half human lower bound)."""
+"""GSS 2018 national spending: a preset of the generic survey scenario
+(``scenarios.survey``) on real data that needs no download -- personas
+matched to GSS respondents, asked the spending items, scored against the
+respondents and the split-half human lower bound."""
 from __future__ import annotations
 
-from .base import StudySurveyModel
+from .survey import SurveyScenario
 
 
-class GssSpendingModel(StudySurveyModel):
-    title = "GSS 2018 national spending"
+class GssSpendingModel(SurveyScenario):
+    """``scenario: survey`` with ``human.study: gss_spending``; kept as a name for existing YAMLs."""

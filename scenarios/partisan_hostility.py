@@ -2,14 +2,19 @@
 talk): "Compared to other Americans, would you say Democrats / Republicans
 are..." on five traits, 5-point scales. The hostility gap of a party is its
 members' mean rating of their own party minus their rating of the other party
-(higher = more favourable), with Cohen's d, beside the published human values
-(Democrat 1.630 / d 2.208; Republican 1.606 / d 2.263)."""
+(higher = more favourable), with Cohen's d, beside the matched respondents'
+value (the same items in a Pew ATP W110 study; the party thermometers in ANES)
+and the published human values (Democrat 1.630 / d 2.208; Republican 1.606 /
+d 2.263; Pew ATP W110, Kang et al. 2025)."""
 from __future__ import annotations
 
 import numpy as np
 
+from analysis.partisan import has_thermometers, party_rows, thermometer_ratings
+
 from .base import Item
-from .partisan import PARTIES, PartisanModel
+from .contract import ScenarioReport
+from .partisan import OTHER, PARTIES, HumanSide, PartisanModel
 
 TRAITS = [
     ("moral", "immoral"),
@@ -36,19 +41,42 @@ class PartisanHostilityModel(PartisanModel):
             for party in PARTIES
         ]
 
-    def evaluate(self) -> dict:
+    def human_gap(self, party: str) -> HumanSide | None:
+        """The matched respondents' own- and other-party ratings: the same trait
+        items when the study holds them (Pew ATP W110), else the party feeling
+        thermometers (ANES), a different instrument, labelled so."""
+        other = OTHER[party]
+        own_ids = [i.id for i in self.item_list if i.group == party]
+        other_ids = [i.id for i in self.item_list if i.group == other]
+        rows = party_rows(self.study, party)
+        if self.holds(own_ids + other_ids, party):
+            own, w = self.human_ratings(own_ids, party, favourable_first=True)
+            oth, _ = self.human_ratings(other_ids, party, favourable_first=True)
+            return HumanSide(own, oth, w, w, True, f"matched {self.study.name} respondents, the same trait items")
+        if has_thermometers(self.study):
+            own, oth = thermometer_ratings(self.study, rows, party)
+            w = self.study.weights[rows]
+            return HumanSide(own, oth, w, w, True, f"matched {self.study.name} respondents: party feeling thermometers, own minus other party (five bins; not the trait items)")
+        return None
+
+    def evaluate(self) -> ScenarioReport:
         rows = []
         for p_i, population in enumerate(self.populations):
             for party in PARTIES:
-                other = "Republican" if party == "Democrat" else "Democrat"
                 own_ids = [i.id for i in self.item_list if i.group == party]
-                other_ids = [i.id for i in self.item_list if i.group == other]
-                own = self.ratings(p_i, own_ids, party, favourable_first=True)
-                oth = self.ratings(p_i, other_ids, party, favourable_first=True)
-                rows.append(self.gap_row(population.label, party, own, oth, {"own_mean": float(np.mean(own)) if len(own) else np.nan, "other_mean": float(np.mean(oth)) if len(oth) else np.nan}))
+                other_ids = [i.id for i in self.item_list if i.group == OTHER[party]]
+                own, w = self.ratings(p_i, own_ids, party, favourable_first=True)
+                oth, _ = self.ratings(p_i, other_ids, party, favourable_first=True)
+                extra = {"persona_own_mean": float(np.average(own, weights=w)) if len(own) else np.nan,
+                         "persona_other_mean": float(np.average(oth, weights=w)) if len(oth) else np.nan}
+                rows.append(self.gap_row(population.label, party, own, w, oth, w, paired=True, extra=extra))
+        wd = self.party_wd_rows([i.id for i in self.item_list])
+        table = self.with_wd(self.gap_table(rows), wd, [i.id for i in self.item_list])
+        tables = {"hostility": table}
+        if wd:
+            tables["hostility_wd"] = self.gap_table(wd)
         notes = [
-            "hostility: delta = a party's personas' mean rating of their own party minus their rating of the other party "
-            "(1-5, 5 = a lot more moral/honest/...; sampled answers averaged over the five traits); human_delta / human_d: "
-            "published human values (Kang et al. 2025, ATP wave 110)."
+            "hostility: delta = a party's mean rating of their own party minus their rating of the other party "
+            "(positions 1-5, 5 = a lot more moral/honest/..., averaged over the five traits)."
         ]
-        return {"evaluations": [], "tables": {"hostility": self.gap_table(rows)}, "notes": notes}
+        return self.partisan_report(tables, notes, self.partisan_plots("hostility", table, "own minus other party (1-5)"))

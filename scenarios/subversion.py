@@ -4,14 +4,16 @@ talk: "Would YOU support ..." (self) and "Would MOST [other party] support ..."
 
 Subversion gap of Democrats: how Democrats perceive Republicans' willingness
 minus how Republicans rate their own willingness (and the mirror), on positions
-rescaled to [0, 1], with Cohen's d, beside the published human values
-(Democrat 0.445 / d 1.887; Republican 0.398 / d 1.951)."""
+rescaled to [0, 1], with Cohen's d, beside the matched respondents' value when
+their study holds the items (a Braley et al. 2023 study; ANES does not) and the
+published human values (Democrat 0.445 / d 1.887; Republican 0.398 / d 1.951)."""
 from __future__ import annotations
 
 import numpy as np
 
 from .base import Item
-from .partisan import PARTIES, PartisanModel
+from .contract import ScenarioReport
+from .partisan import OTHER, PARTIES, HumanSide, PartisanModel
 
 SCALE = ("Never", "Probably not", "Probably", "Definitely")
 # {target} is the party the action is aimed at; {beneficiary} the one it helps.
@@ -47,20 +49,40 @@ class SubversionModel(PartisanModel):
     def items(self) -> list[Item]:
         return [SubversionItem(f"{g}_{k}", "", SCALE, group=g) for g in ("self", "outgroup") for k in ACTIONS]
 
-    def evaluate(self) -> dict:
+    def _ids(self, group: str) -> list[str]:
+        return [i.id for i in self.item_list if i.group == group]
+
+    def human_gap(self, party: str) -> HumanSide | None:
+        """The matched respondents' perceived and own willingness, when the study
+        holds the same items (a Braley et al. 2023 study; ANES holds none)."""
+        other = OTHER[party]
+        out_ids, self_ids = self._ids("outgroup"), self._ids("self")
+        if not (self.holds(out_ids, party) and self.holds(self_ids, other)):
+            return None
+        k = len(SCALE)
+        perceived, wp = self.human_ratings(out_ids, party)
+        actual, wa = self.human_ratings(self_ids, other)
+        return HumanSide((perceived - 1) / (k - 1), (actual - 1) / (k - 1), wp, wa, False, f"matched {self.study.name} respondents, the same items")
+
+    def evaluate(self) -> ScenarioReport:
         rows = []
         k = len(SCALE)
         for p_i, population in enumerate(self.populations):
-            self_ids = [i.id for i in self.item_list if i.group == "self"]
-            out_ids = [i.id for i in self.item_list if i.group == "outgroup"]
             for party in PARTIES:
-                other = "Republican" if party == "Democrat" else "Democrat"
-                perceived = (self.ratings(p_i, out_ids, party) - 1) / (k - 1)
-                actual = (self.ratings(p_i, self_ids, other) - 1) / (k - 1)
-                rows.append(self.gap_row(population.label, party, perceived, actual, {"perceived_mean": float(np.mean(perceived)) if len(perceived) else np.nan, "actual_mean": float(np.mean(actual)) if len(actual) else np.nan}))
+                other = OTHER[party]
+                perceived, wp = self.ratings(p_i, self._ids("outgroup"), party)
+                actual, wa = self.ratings(p_i, self._ids("self"), other)
+                perceived, actual = (perceived - 1) / (k - 1), (actual - 1) / (k - 1)
+                extra = {"persona_perceived_mean": float(np.average(perceived, weights=wp)) if len(perceived) else np.nan,
+                         "persona_actual_mean": float(np.average(actual, weights=wa)) if len(actual) else np.nan}
+                rows.append(self.gap_row(population.label, party, perceived, wp, actual, wa, paired=False, extra=extra))
+        wd = self.party_wd_rows([i.id for i in self.item_list])
+        table = self.with_wd(self.gap_table(rows), wd, [i.id for i in self.item_list])
+        tables = {"subversion": table}
+        if wd:
+            tables["subversion_wd"] = self.gap_table(wd)
         notes = [
-            "subversion: delta = this party's personas' perceived willingness of the other party (MOST [other] items) minus the "
-            "other party's personas' own willingness (YOU items); positions rescaled to [0, 1], sampled answers averaged over "
-            "the five actions; human_delta / human_d: published human values (Kang et al. 2025; Braley et al. 2023)."
+            "subversion: delta = this party's perceived willingness of the other party (MOST [other] items) minus the "
+            "other party's own willingness (YOU items); positions rescaled to [0, 1], averaged over the five actions."
         ]
-        return {"evaluations": [], "tables": {"subversion": self.gap_table(rows)}, "notes": notes}
+        return self.partisan_report(tables, notes, self.partisan_plots("subversion", table, "perceived minus actual willingness (0-1)"))

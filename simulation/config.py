@@ -7,14 +7,16 @@ YAML before validation, so they are checked the same way.
 """
 from __future__ import annotations
 
-from core.errors import PersonaeError
+from core.config import StrictModel
+from core.errors import PersonaeError, validation_line
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from agents.backstories import GenerationParams
 from agents.llm.factory import EngineConfig
@@ -24,30 +26,59 @@ class ConfigError(PersonaeError, ValueError):
     """A bad scenario file or override; the message is a single line."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BackstoryConfig(_Strict):
-    max_tokens: int = Field(160, gt=0)
+class BackstoryConfig(StrictModel):
+    max_tokens: int = Field(GenerationParams.max_tokens, gt=0)  # one default: agents.backstories.GenerationParams
     temperature: float = Field(1.0, ge=0)
     citizenship_filter: bool = False
     max_attempts: int = Field(3, gt=0)
-    critic: bool = True
+    critic: bool = True  # the six per-answer format checks (interview)
     interview_questions: int = Field(10, ge=1, le=10)
+    # Interview length: ~2,500 words over ten questions by default (the talk), or
+    # explicit per-answer token budgets (the last one repeats).
+    interview_words: int = Field(2500, gt=0)
+    answer_tokens: list[int] | None = None
+    # Consistency critic over each whole transcript: rounds of critique and
+    # revision (0 = off) and the P(contradiction) above which an answer is flagged.
+    consistency_rounds: int = Field(1, ge=0)
+    consistency_threshold: float = Field(0.5, ge=0, le=1)
+    consistency_max_flags: int = Field(3, gt=0)  # answers flagged per transcript and round, most probable first
+
+    @field_validator("answer_tokens")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and (not v or any(b <= 0 for b in v)):
+            raise ValueError("expected a non-empty list of token budgets > 0")
+        return v
 
     def params(self) -> GenerationParams:
-        return GenerationParams(**self.model_dump())
+        d = self.model_dump()
+        d["answer_tokens"] = tuple(d["answer_tokens"]) if d["answer_tokens"] else None
+        return GenerationParams(**d)
 
 
-class PopulationConfig(_Strict):
+class GenerativeAgentConfig(StrictModel):
+    """The Generative Agent baseline: expert reflections over the ``source``
+    condition's backstories, chain-of-thought before each answer."""
+
+    source: Literal["interview", "anthology"] = "interview"
+    experts: list[Literal["psychologist", "political_scientist", "sociologist", "demographer"]] = ["psychologist", "political_scientist"]
+    reflection_tokens: int = Field(96, gt=0)
+    reasoning_tokens: int = Field(64, gt=0)
+    temperature: float = Field(0.7, ge=0)
+
+
+class PopulationConfig(StrictModel):
     size: int = Field(8, gt=0)  # personas generated per generated condition
-    # Conditioning methods compared side by side: anthology, interview (generated
-    # backstories, matched to humans), qa, bio, portray (one persona per human
-    # from the human's demographics), imported (a bank from a JSONL file).
-    conditions: list[Literal["anthology", "interview", "qa", "bio", "portray", "imported"]] = ["anthology"]
+    # Or: personas generated per matched human (H1, quantity); overrides size.
+    per_human: int | None = Field(None, gt=0)
+    # Conditioning methods compared side by side: anthology, interview ("ours":
+    # long interviews + consistency critic), generative_agent (generated
+    # backstories, matched to humans), qa, bio, portray, anthology_dp (one
+    # persona per human from the human's demographics), imported (a JSONL bank).
+    conditions: list[Literal["anthology", "interview", "generative_agent", "qa", "bio", "portray", "anthology_dp", "imported"]] = ["anthology"]
     import_path: str | None = None  # JSONL of backstories for the 'imported' condition
     backstories: BackstoryConfig = BackstoryConfig()
+    generative_agent: GenerativeAgentConfig = GenerativeAgentConfig()
     demographics: Literal["probs", "sample"] = "probs"
 
     @field_validator("conditions")
@@ -60,21 +91,42 @@ class PopulationConfig(_Strict):
         return v
 
 
-class HumanConfig(_Strict):
+class HumanConfig(StrictModel):
     study: str  # a built-in study name (gss_spending, anes_partytherms, atp_w34...) or a YAML path
     overrides: dict[str, Any] = Field(default_factory=dict)  # e.g. {source: {path: my.sav}}
     sample: int | None = Field(None, gt=1)  # random subsample of respondents (seeded)
     lower_bound_splits: int = Field(100, gt=0)
-    subgroups: list[str] = Field(default_factory=list)  # traits to report per subgroup
+    # Traits to report per subgroup, or merges of a trait's options into named groups:
+    # {race: {White: [White non-Hispanic], Other: [Black non-Hispanic, Hispanic, Other]}}
+    subgroups: list[str] | dict[str, dict[str, list[str]]] = Field(default_factory=list)
 
 
-class QuestionnaireConfig(_Strict):
+class QuestionnaireConfig(StrictModel):
     order: Literal["random", "fixed"] = "random"  # one seeded order for everyone, or as listed
     series: bool = True  # keep previous answers in the context ("keeping in mind your previous answers")
     questions: list[str] | None = None  # subset of question ids (default: all)
 
 
-class ScenarioConfig(_Strict):
+class AnalysisConfig(StrictModel):
+    """Which estimator produces every figure; every report names it.
+
+    ``positions``: WD on option positions rescaled to [0, 1] (OpinionQA, SubPOP)
+    or on raw positions 1..K (the Anthology code and its published lower
+    bounds). ``persona_answers``: each persona's exact option probabilities, or
+    the frequencies of ``samples`` answers drawn from them per persona and item
+    (seeded; the papers sample answers at temperature 1, which is a draw from
+    the same distribution). ``position_bias_personas``: personas per condition
+    asked every item in forward and reversed option order for the position-bias
+    diagnostic (0 = skip; costs 2 engine calls per persona and item).
+    """
+
+    positions: Literal["normalized", "raw"] = "normalized"
+    persona_answers: Literal["probabilities", "samples"] = "probabilities"
+    samples: int = Field(1, gt=0)
+    position_bias_personas: int = Field(3, ge=0)
+
+
+class ScenarioConfig(StrictModel):
     name: str
     scenario: str  # module in scenarios/
     description: str = ""
@@ -86,6 +138,7 @@ class ScenarioConfig(_Strict):
     human: HumanConfig | None = None
     matching: list[Literal["greedy", "max_weight", "random"]] = ["greedy"]
     questionnaire: QuestionnaireConfig = QuestionnaireConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
     # Scenario-specific settings (e.g. consensus rounds), validated by the scenario.
     options: dict[str, Any] = Field(default_factory=dict)
     # Values to sweep: {"seed": [0, 1], "population.conditions": [[qa], [bio]]}
@@ -98,37 +151,51 @@ class ScenarioConfig(_Strict):
         return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def _field(loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
+# A key segment: bare (no . [ ] quotes =), or quoted to hold dots: "a.b", ["a.b"], ['a.b'].
+_KEY_SEGMENT = re.compile(r"""\["([^"]*)"\]|\['([^']*)'\]|"([^"]*)"|'([^']*)'|([^.\[\]"'=]+)""")
 
 
-def _explain(err: dict) -> str:
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        return "unknown field"
-    if err["type"] == "missing":
-        return "required field is missing"
-    if err["type"] == "literal_error":
-        return msg.replace("Input should be", "expected")
-    got = err.get("input")
-    got = f", got {got!r}" if got is not None and not isinstance(got, (dict, list)) else ""
-    return msg.replace("Input should be", "expected").replace("Value error, ", "") + got
+def _split_key(key: str) -> list[str] | None:
+    """``a.b["c.d"].e`` -> ``[a, b, c.d, e]``; None if malformed (hand-written: no library parses this)."""
+    parts, pos, need_dot = [], 0, False
+    while pos < len(key):
+        if need_dot and key[pos] == ".":
+            pos, need_dot = pos + 1, False
+            continue
+        m = _KEY_SEGMENT.match(key, pos)
+        if m is None or (need_dot and not key.startswith("[", pos)):
+            return None
+        value = next(g for g in m.groups() if g is not None)
+        if value == "":
+            return None
+        parts.append(value)
+        pos, need_dot = m.end(), True
+    return parts if need_dot else None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    if "=" not in text:
-        raise ConfigError(f"--set {text}: expected path.to.key=value")
-    key, raw = text.split("=", 1)
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {text}: expected path.to.key=value")
+    """``path.to.key=value``; a name holding dots is quoted: ``human.overrides.filters["political.knowledge"]=2``."""
+    expected = "expected path.to.key=value (quote a name with dots: a.b[\"c.d\"]=value)"
+    quote, cut = None, -1
+    for i, ch in enumerate(text):  # the first "=" outside quotes ends the key
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "=":
+            cut = i
+            break
+    if cut < 0:
+        raise ConfigError(f"--set {text}: {expected}")
+    key, raw = text[:cut], text[cut + 1 :]
+    parts = _split_key(key)
+    if not parts:
+        raise ConfigError(f"--set {text}: {expected}")
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
-    return key.split("."), value
+    return parts, value
 
 
 def apply_override(data: dict, path: list[str], value: Any, label: str) -> None:
@@ -159,6 +226,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None, model: typ
         raise ConfigError(f"{label}: not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{label}: expected a mapping of settings at the top level")
+    # Top-level x-* keys are ignored: a place for YAML anchors (x-common: &common ...).
+    data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
     for text in overrides or []:
         keys, value = parse_override(text)
         apply_override(data, keys, value, label)
@@ -169,6 +238,4 @@ def validate_config(data: dict, label: str, model: type[BaseModel] | None = None
     try:
         return (model or ScenarioConfig).model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise ConfigError(f"{label}: {_field(err['loc'])}: {_explain(err)}{more}") from None
+        raise ConfigError(validation_line(label, exc)) from None

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from scenarios.contract import ScenarioModel
 
 
 def _bar(probs, width: int = 20) -> str:
@@ -69,21 +73,25 @@ class RunConsole:
         return f"{s // 60:02d}:{s % 60:02d}"
 
     def _throughput(self, engine) -> str:
-        hits = getattr(engine, "hits", 0)
-        misses = getattr(engine, "misses", 0)
-        inner = getattr(engine, "_inner", None)
+        hits, misses = engine.hits, engine.misses
+        inner = engine._inner  # the loaded engine, None until the first store miss
         if inner is not None and inner.stats.seconds > 0:
             st = inner.stats
             rate = (st.prompt_tokens + st.generated_tokens) / st.seconds
             return f"engine {misses} calls, {hits} from store, {rate:,.0f} tok/s ({st.cached_prompt_tokens:,} prefix tokens reused)"
         return f"engine {misses} calls, {hits} from store"
 
-    def step(self, model, human_dists: dict | None = None, metrics: list[tuple[str, str]] | None = None) -> None:
+    def step(self, model: ScenarioModel) -> None:
+        """One line (plain) or one frame (live) after a model step, read
+        through the scenario contract only."""
         item = model.current_item
         n = len(model.item_list)
+        dists = model.live_distributions()
+        human = model.human_distribution(item.id)
+        fidelity = model.running_fidelity()
+        metrics = [(label, f"{wd:.3f} over {len(fidelity.items)} items") for label, wd in fidelity.wd.items()]
         if self._live is None:
-            dist = "; ".join(f"{k}: " + " ".join(f"{p:.2f}" for p in v) for k, v in model.last_answers.items())
-            human = (human_dists or {}).get(item.id)
+            dist = "; ".join(f"{k}: " + " ".join(f"{p:.2f}" for p in v) for k, v in dists.items())
             if human is not None:
                 dist += "; human: " + " ".join(f"{p:.2f}" for p in human)
             self.line(f"[{self._elapsed()}] step {model.step_index}/{n} {item.id}: {dist} | {self._throughput(model.engine)}")
@@ -94,16 +102,17 @@ class RunConsole:
         table.add_column("condition")
         table.add_column("persona distribution")
         table.add_column("human")
-        for label, probs in model.last_answers.items():
-            human = (human_dists or {}).get(item.id)
+        for label, probs in dists.items():
             table.add_row(label, _bar(probs, 8) + "  " + " ".join(f"{p:.2f}" for p in probs), "" if human is None else " ".join(f"{p:.2f}" for p in human))
-        parts = [Text(f"{item.text[:160]}"), Text("options: " + " | ".join(item.options)), table]
+        parts = [Text(f"{item.generic_text()[:160]}"), Text("options: " + " | ".join(item.options)), table]
         if metrics:
             mt = Table(title="running metrics")
             mt.add_column("condition")
             mt.add_column("mean WD so far")
             for k, v in metrics:
                 mt.add_row(k, v)
+            if fidelity.lower_bound is not None:
+                mt.add_row("human lower bound", f"{fidelity.lower_bound:.3f}")
             parts.append(mt)
         parts.append(Text(self._throughput(model.engine) + f" · elapsed {self._elapsed()}"))
         self._live.update(Panel(Group(*parts)))

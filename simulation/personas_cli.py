@@ -34,6 +34,9 @@ def main(argv: list[str]) -> int:
     g.add_argument("--citizenship-filter", action="store_true")
     g.add_argument("--no-critic", action="store_true")
     g.add_argument("--interview-questions", type=int, default=10)
+    g.add_argument("--interview-words", type=int, default=2500, help="interview length budget over all ten questions")
+    g.add_argument("--answer-tokens", type=int, nargs="+", default=None, help="explicit per-answer token budgets (the last repeats)")
+    g.add_argument("--consistency-rounds", type=int, default=1, help="consistency-critic rounds over each transcript (0 = off)")
     g.add_argument("--chunk", type=int, default=8, help="personas per batch (each finished batch is saved)")
     _engine_args(g)
     s = sub.add_parser("survey", help="demographic survey of a bank against a study's trait questions")
@@ -60,6 +63,9 @@ def main(argv: list[str]) -> int:
             citizenship_filter=args.citizenship_filter,
             critic=not args.no_critic,
             interview_questions=args.interview_questions,
+            interview_words=args.interview_words,
+            answer_tokens=tuple(args.answer_tokens) if args.answer_tokens else None,
+            consistency_rounds=args.consistency_rounds,
         )
         with console:
             people = banks.generate(_engine(args, store), store, args.bank, args.method, args.n, seed=args.seed, params=params, chunk=args.chunk, progress=lambda d, t: console.progress(f"generate {args.bank}", d, t))

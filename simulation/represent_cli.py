@@ -1,6 +1,6 @@
 """``python run.py represent generate|train|eval CONFIG.yaml [--set key=value]``.
 
-One YAML (see agents/representatives/demo.yaml) describes the study: the deliberation
+One YAML (see mechanisms/finetuned_representatives/demo.yaml) describes the study: the deliberation
 data (a Habermas Machine parquet file, a Personae ``episodes.jsonl``, or a set
 played by personas), the leak-free split, LoRA training and the evaluation.
 Everything lands in ``<output>/<name>/``: the data (when generated),
@@ -15,58 +15,55 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from core.config import StrictModel
 
 from agents.llm.factory import EngineConfig, cached_engine
-from agents.representatives import deliberations as dl
-from agents.representatives import evaluation as ev
-from agents.representatives.splits import Split, split_examples
-from agents.representatives.synthetic import generate
-from agents.representatives.training import RECORD, TrainSettings, base_model_path, train
+from mechanisms.budget import GenerationBudget
+from mechanisms.finetuned_representatives import deliberations as dl
+from mechanisms.finetuned_representatives import evaluation as ev
+from mechanisms.finetuned_representatives.splits import Split, split_examples
+from mechanisms.finetuned_representatives.synthetic import generate
+from mechanisms.finetuned_representatives.training import RECORD, TrainSettings, base_model_path, train
 from simulation.config import load_config
 from simulation.console import RunConsole
 from simulation.store import Store
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class GenerateSettings(_Strict):
+class GenerateSettings(StrictModel):
     groups: int = Field(3, ge=2)
     group_size: int = Field(4, ge=2, le=8)
     questions_per_group: int = Field(2, ge=1)
     mediator: Literal["llm", "habermas", "opinion"] = "llm"
-    opinion_tokens: int = Field(40, gt=0)
-    critique_tokens: int = Field(40, gt=0)
-    statement_tokens: int = Field(56, gt=0)
 
 
-class DataSettings(_Strict):
+class DataSettings(StrictModel):
     path: str | None = None  # .parquet (HM layout) or episodes .jsonl; None = generate
     generate: GenerateSettings = GenerateSettings()
 
 
-class SplitSettings(_Strict):
+class SplitSettings(StrictModel):
     validation: float = Field(0.34, gt=0, lt=1)
 
 
-class EvalSettings(_Strict):
+class EvalSettings(StrictModel):
     subsets: list[str] = ["", "OC"]  # conditioning subsets compared (letters of DOCP)
     finetuned_engine: EngineConfig | None = None  # e.g. a vLLM server serving the adapter
-    judge: EngineConfig | None = None  # autorater; default: the base engine
-    critique_tokens: int = Field(40, gt=0)
+    judge: EngineConfig | None = None  # autorater (eqs. 20, 22); default: the base engine, with a warning
     temperature: float = Field(0.8, ge=0)
     payoff_episodes: int = Field(1, ge=0)  # held-out episodes replayed for the payoff gap
+    rollouts: int = Field(2, ge=1)  # seeded rollouts per replayed episode (expected payoff, bootstrap CI)
     mediator: Literal["llm", "habermas", "opinion"] = "llm"
 
 
-class RepresentConfig(_Strict):
+class RepresentConfig(StrictModel):
     name: str = "represent"
     seed: int = 0
     store: str = "personae.db"
     output: str = "runs"
     engine: EngineConfig = EngineConfig()
+    budget: GenerationBudget = GenerationBudget()  # tokens per opinion, critique, statement (generation and evaluation)
     data: DataSettings = DataSettings()
     split: SplitSettings = SplitSettings()
     train: TrainSettings = TrainSettings()
@@ -90,7 +87,7 @@ def load_data(cfg: RepresentConfig, store: Store, console: RunConsole) -> dl.Del
     console.line(f"deliberation set: {g.groups} groups x {g.group_size} personas x {g.questions_per_group} questions ({cfg.engine.model_name()})")
     episodes, cards = generate(
         engine, g.groups, g.group_size, g.questions_per_group, cfg.seed, g.mediator, 1,
-        g.opinion_tokens, g.critique_tokens, g.statement_tokens,
+        cfg.budget,
         progress=lambda k, n: console.line(f"  episode {k}/{n}"),
     )
     dl.write_parquet(episodes, path, cards)
@@ -108,6 +105,7 @@ def load_split(cfg: RepresentConfig, data: dl.Deliberations) -> Split:
 def cmd_train(cfg: RepresentConfig, console: RunConsole) -> int:
     store = Store(cfg.store)
     data = load_data(cfg, store, console)
+    data.require([cfg.train.subset])
     split = load_split(cfg, data)
     console.line(
         f"split: {len(split.train)} training / {len(split.validation)} validation examples "
@@ -140,7 +138,11 @@ def cmd_eval(cfg: RepresentConfig, console: RunConsole) -> int:
     vanilla = cached_engine(cfg.engine, store)
     ft_cfg = cfg.eval.finetuned_engine or cfg.engine.model_copy(update={"lora": str(cfg.adapter)})
     finetuned = cached_engine(ft_cfg, store)
+    data.require([*cfg.eval.subsets, cfg.train.subset])
     judge = cached_engine(cfg.eval.judge, store) if cfg.eval.judge else vanilla
+    judge_model = (cfg.eval.judge or cfg.engine).model_name()
+    if judge_model in (cfg.engine.model_name(), ft_cfg.model_name()):
+        console.line(f"warning: the autorater's judge is the representatives' own model ({judge_model}); set eval.judge to a separate (larger) model")
     tok = AutoTokenizer.from_pretrained(base_model_path(cfg.train.base_model))
     val = split.validation
     examples = [data.examples[i] for i in val]
@@ -149,13 +151,14 @@ def cmd_eval(cfg: RepresentConfig, console: RunConsole) -> int:
         for label, engine in (("vanilla", vanilla), ("fine-tuned", finetuned)):
             nll = ev.critique_nll(engine, data, val, subset, tok, cfg.train.max_items)
             nll_rows.append({"subset": subset or "none", "model": label, "examples": len(val), "nll_per_token": nll.mean, "perplexity": nll.perplexity})
-            sampled = ev.sample_critiques(engine, data, val, subset, cfg.seed, cfg.eval.critique_tokens, cfg.eval.temperature, cfg.train.max_items)
+            sampled = ev.sample_critiques(engine, data, val, subset, cfg.seed, cfg.budget.critique, cfg.eval.temperature, cfg.train.max_items)
             won = ev.autorater(judge, examples, sampled)
             judge_rows.append({"subset": subset or "none", "model": label, "win_rate": won["win_rate"], "wins": won["wins"]})
             rows = ev.payoff_discrepancy(
                 vanilla, None if label == "vanilla" else finetuned, data, val, [subset], cfg.seed, cfg.eval.mediator,
                 cfg.eval.payoff_episodes, cfg.train.max_items, "vanilla" if label == "vanilla" else "ft",
-                cfg.data.generate.opinion_tokens, cfg.data.generate.critique_tokens, cfg.data.generate.statement_tokens,
+                cfg.budget,
+                cfg.eval.rollouts, judge,
             )
             payoff_rows += [{"model": label, **r, "subset": r["subset"] or "none"} for r in rows]
             console.line(f"  {subset or 'none':>5} {label:>10}: NLL/token {nll.mean:.3f} (perplexity {nll.perplexity:.2f}), autorater win rate {won['win_rate']:.3f}")
@@ -166,13 +169,15 @@ def cmd_eval(cfg: RepresentConfig, console: RunConsole) -> int:
 
 
 def write_eval_report(out: Path, cfg: RepresentConfig, split: Split, nll: pd.DataFrame, judge: pd.DataFrame, payoff: pd.DataFrame) -> list[Path]:
-    from analysis.report import _figure, _save, markdown_table
+    from analysis.report import markdown_table, new_figure, save_png
 
     out.mkdir(parents=True, exist_ok=True)
     files = []
     tables = {"critique_nll": nll, "autorater": judge}
     if len(payoff):
-        tables["payoff_discrepancy"] = payoff.groupby(["subset", "model", "mode"], as_index=False, sort=True)["gap"].mean()
+        tables["payoff_discrepancy"] = payoff.groupby(["subset", "model", "mode"], as_index=False, sort=True)[
+            ["gap", "ci_low", "ci_high", "win_rate"]
+        ].mean()
     text = [f"# {cfg.name}: digital representatives, vanilla vs fine-tuned\n"]
     text.append(
         f"\nHeld out: {len(split.validation)} critiques by {len(split.validation_participants)} participants on "
@@ -187,8 +192,11 @@ def write_eval_report(out: Path, cfg: RepresentConfig, split: Split, nll: pd.Dat
         "\n> critique NLL: mean over held-out critiques of -(1/T) sum_t log p(c_t | prompt, c_<t); perplexity = exp(mean).\n"
         "\n> autorater: the judge's probability of preferring the representative's sampled critique over the real one, "
         "both orders averaged; 0.5 = indistinguishable.\n"
-        "\n> payoff discrepancy: mean |payoff with representatives - payoff of the originals| (1-7 agreement) over the "
-        "substituted participants, who critique through the representative (one at a time, or all).\n"
+        f"\n> payoff discrepancy (eq. 21): mean over the substituted participants, who critique through the representative "
+        f"(one at a time, or all), of |E[payoff with representatives] - E[payoff of the originals]| (1-7 agreement, the "
+        f"personas' self-ratings), expectations over {cfg.eval.rollouts} seeded rollouts; ci = 95% bootstrap over rollouts "
+        "(mean over episodes); win_rate = consensus autorater (eq. 22), the judge's preference for the final statement "
+        "reached with representatives over the originals' (0.5 = indistinguishable).\n"
     )
     summary = out / "summary.md"
     summary.write_text("".join(text), encoding="utf-8")
@@ -197,7 +205,7 @@ def write_eval_report(out: Path, cfg: RepresentConfig, split: Split, nll: pd.Dat
     if "payoff_discrepancy" in tables:
         one = tables["payoff_discrepancy"]
         panels.append(("payoff discrepancy (lower is better)", one[one["mode"] == "all"], "gap"))
-    fig = _figure(4.2 * len(panels), 3.2)
+    fig = new_figure(4.2 * len(panels), 3.2)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.16, top=0.86, wspace=0.3)
     for k, (title, df, col) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1)
@@ -210,14 +218,14 @@ def write_eval_report(out: Path, cfg: RepresentConfig, split: Split, nll: pd.Dat
         ax.set_title(title, fontsize=9)
         if k == 0:
             ax.legend(fontsize=8)
-    files.append(_save(fig, out / "representatives.png"))
+    files.append(save_png(fig, out / "representatives.png"))
     return files
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="run.py represent", description="Fine-tuned digital representatives: data, LoRA training, evaluation.")
     p.add_argument("cmd", choices=["generate", "train", "eval"], help="generate: the persona-played deliberation set; train: LoRA fine-tuning (resumable); eval: vanilla vs fine-tuned report")
-    p.add_argument("config", help="YAML file, e.g. agents/representatives/demo.yaml")
+    p.add_argument("config", help="YAML file, e.g. mechanisms/finetuned_representatives/demo.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     cfg = load_config(args.config, args.overrides, RepresentConfig)

@@ -12,9 +12,12 @@ from core.errors import PersonaeError
 
 import json
 
+import contextlib
 import filecmp
 import importlib
 import shutil
+import sqlite3
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,11 +26,13 @@ import pandas as pd
 from agents.llm.factory import cached_engine
 from simulation.config import ScenarioConfig, validate_config
 from simulation.console import RunConsole
-from simulation.store import Store
+from simulation.store import Store, StoreError, describe
+from scenarios.contract import ScenarioModel, ScenarioReport
 
 SCENARIOS = {
     "atp_poll": "scenarios.atp_poll:AtpPollModel",
     "gss_spending": "scenarios.gss_spending:GssSpendingModel",
+    "survey": "scenarios.survey:SurveyScenario",
     "partisan_hostility": "scenarios.partisan_hostility:PartisanHostilityModel",
     "subversion": "scenarios.subversion:SubversionModel",
     "meta_prejudice": "scenarios.meta_prejudice:MetaPrejudiceModel",
@@ -39,7 +44,7 @@ class RunError(PersonaeError, RuntimeError):
     pass
 
 
-def scenario_class(name: str):
+def scenario_class(name: str) -> type[ScenarioModel]:
     if name not in SCENARIOS:
         raise RunError(f"scenario: unknown scenario '{name}' (expected one of {', '.join(SCENARIOS)})")
     module, cls = SCENARIOS[name].split(":")
@@ -61,39 +66,59 @@ def output_dir(cfg: ScenarioConfig, run_id: str) -> Path:
     return Path(cfg.output) / run_id
 
 
-def build_model(cfg: ScenarioConfig, store: Store, run_id: str, *, replay: bool = False, console: RunConsole | None = None):
+def build_model(cfg: ScenarioConfig, store: Store, run_id: str, *, replay: bool = False, console: RunConsole | None = None) -> ScenarioModel:
     engine = cached_engine(cfg.engine, store, replay=replay)
     cls = scenario_class(cfg.scenario)
     return cls(cfg, engine, store, run_id, progress=console.progress if console else None)
 
 
-def write_outputs(model, out: Path) -> list[Path]:
-    """Evaluate the finished model and write every report file into ``out``."""
+def write_outputs(model: ScenarioModel, out: Path, console: RunConsole | None = None) -> list[Path]:
+    """Evaluate the finished model and write every part of its
+    ``ScenarioReport`` into ``out``."""
     from analysis.report import markdown_table, write_report
 
     out.mkdir(parents=True, exist_ok=True)
-    result = model.evaluate()
+    result: ScenarioReport = model.evaluate()
+    if getattr(model, "populations", None) and hasattr(model, "agents_of"):
+        from scenarios.population import critic_and_spread
+
+        # Per condition: consistency critic (flagged / fixed) and answer spread.
+        result.tables.setdefault("critic_and_spread", critic_and_spread(model))
     files: list[Path] = []
-    evaluations = result.get("evaluations") or []
+    evaluations = result.evaluations
     if evaluations:
         files += write_report(evaluations, out, title=f"{model.cfg.name}: {model.title}")
     summary = out / "summary.md"
     extra = []
     if not evaluations:
         extra.append(f"# {model.cfg.name}: {model.title}\n")
-    for name, df in result.get("tables", {}).items():
+    for name, df in result.tables.items():
         path = out / f"{name}.csv"
         df.to_csv(path, index=False, float_format="%.6f", lineterminator="\n")
         files.append(path)
         extra.append(f"\n## {name.replace('_', ' ')}\n\n{markdown_table(df.set_index(df.columns[0]))}\n")
-    for note in result.get("notes", []):
+    for note in result.notes:
         extra.append(f"\n> {note}\n")
+    if result.plots:
+        extra.append("\n## Plots\n\n" + "".join(f"- [{name}]({name}.png)\n" for name in result.plots))
     if extra:
         with open(summary, "a" if evaluations else "w", encoding="utf-8", newline="\n") as f:
             f.write("".join(extra))
         if summary not in files:
             files.insert(0, summary)
-    for name, records in result.get("jsonl", {}).items():
+    # The header names the estimator of every figure and any alert, right under the title.
+    header = [f"> **{a}**\n" for a in result.alerts] + ([f"> estimator: {result.estimator}\n"] if result.estimator else [])
+    if header and summary.exists():
+        title, _, rest = summary.read_text(encoding="utf-8").partition("\n")
+        summary.write_text(title + "\n\n" + "\n".join(header) + rest, encoding="utf-8", newline="\n")
+    for line in result.alerts:
+        (console.line if console is not None else print)(line)
+    for name, fig in result.plots.items():
+        path = out / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150, bbox_inches="tight", metadata={"Software": None})
+        files.append(path)
+    for name, records in result.jsonl.items():
         path = out / f"{name}.jsonl"
         with open(path, "w", encoding="utf-8", newline="\n") as f:
             f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
@@ -106,13 +131,34 @@ def write_outputs(model, out: Path) -> list[Path]:
     return files
 
 
-def answers_table(model) -> pd.DataFrame:
+def answers_table(model: ScenarioModel) -> pd.DataFrame:
     """Mean persona distribution per condition and item (the raw result)."""
     rows = []
     for item in model.item_list:
-        for label, probs in model.population_distributions(item.id).items():
+        for label, probs in model.persona_distributions(item.id).items():
             rows.append({"item": item.id, "condition": label, **{f"p{k}": p for k, p in enumerate(probs)}})
     return pd.DataFrame(rows)
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Fail now, with one line, if ``folder`` cannot be created or written: not
+    after minutes of LLM work, when the report is written."""
+    made = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".personae-write-check-"):
+            pass
+    except OSError as exc:
+        raise RunError(f"{what} {folder}: cannot write there ({describe(exc)})") from None
+    finally:  # leave nothing behind: a run that stops early writes no folder
+        for p in made:
+            with contextlib.suppress(OSError):
+                p.rmdir()
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def run(cfg: ScenarioConfig, *, console: RunConsole | None = None, label: str = "") -> RunResult:
@@ -120,26 +166,51 @@ def run(cfg: ScenarioConfig, *, console: RunConsole | None = None, label: str = 
     store = Store(cfg.store)
     run_id = cfg.run_id()
     out = output_dir(cfg, run_id)
+    check_writable(out, "output folder")
     resumed = store.get_run(run_id) is not None
-    with console:
-        console.line(f"run {run_id} ({'resuming' if resumed else 'new'}) — {cfg.scenario}, {label or 'scenario'}; store {cfg.store}")
-        model = build_model(cfg, store, run_id, console=console)
-        # Registered once the model is built: a bad study or scenario leaves no run behind.
-        store.start_run(run_id, cfg.scenario, cfg.model_dump(mode="json"), str(out))
-        human = model.human_distributions() if hasattr(model, "human_distributions") else None
-        while model.running:
-            model.step()
-            metrics = model.running_metrics() if hasattr(model, "running_metrics") else None
-            console.step(model, human, metrics)
-        files = write_outputs(model, out)
-    store.finish_run(run_id)
+    registered = False
+    try:
+        with console:
+            console.line(f"run {run_id} ({'resuming' if resumed else 'new'}) — {cfg.scenario}, {label or 'scenario'}; store {cfg.store}")
+            model = build_model(cfg, store, run_id, console=console)
+            # Registered once the model is built: a bad study or scenario leaves no run behind.
+            store.start_run(run_id, cfg.scenario, cfg.model_dump(mode="json"), str(out))
+            registered = True
+            while model.running:
+                model.step()
+                console.step(model)
+            try:
+                files = write_outputs(model, out, console)
+            except OSError as exc:
+                raise RunError(f"output folder {out}: cannot write the report ({describe(exc)}); "
+                               "every answer is in the store: run the same command again") from None
+        store.finish_run(run_id)
+    except sqlite3.Error as exc:  # a store fault in the middle of the run: still one line
+        err = StoreError(f"store {cfg.store}: {describe(exc)}")
+        _mark_stopped(store, run_id, registered, err)
+        raise err from None
+    except BaseException as exc:
+        _mark_stopped(store, run_id, registered, exc)
+        raise
     return RunResult(run_id, out, files, model.engine.misses, model.engine.hits, resumed)
+
+
+def _mark_stopped(store: Store, run_id: str, registered: bool, exc: BaseException) -> None:
+    """Record why a run stopped ('failed' with its message, or 'interrupted');
+    its finished steps and answers stay in the store for the resume."""
+    if not registered:
+        return
+    interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+    try:
+        store.fail_run(run_id, "interrupted" if interrupted else one_line(exc), "interrupted" if interrupted else "failed")
+    except StoreError:  # the store itself is the fault: the error being raised says so
+        pass
 
 
 def replay(run_id: str, store_path: str, *, console: RunConsole | None = None, out_dir: str | None = None) -> tuple[RunResult, bool]:
     """Rebuild a logged run with no engine; return (result, report identical)."""
     console = console or RunConsole(live=False)
-    store = Store(store_path)
+    store = Store(store_path, readonly=True)  # a replay never writes to the store
     row = store.get_run(run_id)
     if row is None:
         known = ", ".join(r["run_id"] for r in store.list_runs()[-5:]) or "none"
@@ -147,15 +218,22 @@ def replay(run_id: str, store_path: str, *, console: RunConsole | None = None, o
     cfg = validate_config(row["config"], f"{store_path}:runs[{run_id}].config")
     original = Path(row["output_dir"])
     out = Path(out_dir) if out_dir else original / "replay"
-    if out.exists():
-        shutil.rmtree(out)
+    try:
+        if out.exists():
+            shutil.rmtree(out)
+    except OSError as exc:
+        raise RunError(f"replay output folder {out}: cannot replace it ({describe(exc)})") from None
+    check_writable(out, "replay output folder")
     with console:
         console.line(f"replay {run_id} from {store_path} (no engine calls)")
         model = build_model(cfg, store, run_id, replay=True, console=console)
         while model.running:
             model.step()
             console.step(model)
-        files = write_outputs(model, out)
+        try:
+            files = write_outputs(model, out, console)
+        except OSError as exc:
+            raise RunError(f"replay output folder {out}: cannot write the report ({describe(exc)})") from None
     same = all(
         (original / f.relative_to(out)).exists() and filecmp.cmp(f, original / f.relative_to(out), shallow=False)
         for f in files

@@ -1,48 +1,132 @@
 """The SQLite store (sqlite-utils, WAL): engine responses, persona banks, runs
-and their episode logs.
+and their episode logs, and the leases of requests being computed.
 
 One file holds everything a study produced, so a run can be resumed, replayed
 and audited. Connections are per thread (sqlite3 objects must not cross
 threads); WAL lets readers (the browser page, a second terminal) read while a
-run writes.
+run writes. ``Store(path, readonly=True)`` (``runs``, ``replay``) never writes,
+so it also opens a store in a read-only folder or on a read-only disk.
+
+Every SQLite or OS failure surfaces as :class:`StoreError`: one line naming the
+file and what is wrong (not a database, read-only, disk full ...).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
+from urllib.parse import quote
 
 import sqlite_utils
 
+from core.canonical import dumps
+from core.errors import PersonaeError
 
-def dumps(obj: Any) -> str:
-    """Canonical JSON: sorted keys, no whitespace, so equal objects hash equal."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+class StoreError(PersonaeError, RuntimeError):
+    """The store file cannot be opened, read or written; one line naming the path."""
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong with a file, in a few words (for a one-line message)."""
+    if isinstance(exc, sqlite3.DatabaseError):
+        name = getattr(exc, "sqlite_errorname", "")
+        if name == "SQLITE_NOTADB":
+            return "not a SQLite database (is it the right file?)"
+        if name in ("SQLITE_READONLY", "SQLITE_READONLY_DIRECTORY") or "readonly" in str(exc):
+            return "read-only: cannot write to it or to its folder"
+        if name == "SQLITE_FULL":
+            return "disk full"
+        if name == "SQLITE_CANTOPEN":
+            return "cannot open or create it (is its folder writable?)"
+        if name == "SQLITE_CORRUPT":
+            return "the file is damaged (database disk image is malformed)"
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ENOSPC:
+            return "disk full"
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return "permission denied (read-only)"
+        if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+            return "a parent of it is a file, not a folder"
+        return exc.strerror or str(exc)
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    # A lease (a run computing a request) lasts this long unless renewed; its
+    # owner renews it while it computes, so it only runs out when the owner died.
+    LEASE_SECONDS = 30.0
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
+        self._uri: str | None = None
         self._local = threading.local()
-        self._init_schema()
+        with self.errors("open"):
+            if readonly:
+                if not self.path.is_file():
+                    raise StoreError(f"store {self.path}: no such file")
+                self._uri = self._readonly_uri()
+                self.db.execute("select count(*) from sqlite_master").fetchone()
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._init_schema()
+
+    @contextlib.contextmanager
+    def errors(self, doing: str):
+        """Turn a SQLite or OS failure into one StoreError line naming the file."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"store {self.path}: {describe(exc)} ({doing})") from None
+
+    def _readonly_uri(self) -> str:
+        """``mode=ro``; when the folder is read-only too, SQLite cannot create the
+        WAL index (-shm) it needs even to read, and ``immutable=1`` (no locking,
+        no WAL index) is the only way in: fine, nobody can write there either."""
+        base = "file:" + quote(str(self.path.resolve())) + "?mode=ro"
+        try:
+            con = sqlite3.connect(base, uri=True)
+            try:
+                con.execute("select count(*) from sqlite_master").fetchone()
+                return base
+            finally:
+                con.close()
+        except sqlite3.OperationalError:
+            return base + "&immutable=1"
 
     @property
     def db(self) -> sqlite_utils.Database:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite_utils.Database(self.path)
+            if self._uri:
+                db = sqlite_utils.Database(sqlite3.connect(self._uri, uri=True, check_same_thread=False))
+            else:
+                db = sqlite_utils.Database(self.path)
             db.conn.execute("PRAGMA busy_timeout = 30000")
             self._local.db = db
         return db
+
+    def _writable(self, doing: str) -> None:
+        if self.readonly:
+            raise StoreError(f"store {self.path}: opened read-only, cannot {doing}")
 
     def _init_schema(self) -> None:
         db = self.db
         if db.journal_mode != "wal":
             db.enable_wal()
         db.conn.execute("PRAGMA synchronous = NORMAL")
+        # Fail now, not after the first LLM call, when the file or folder is read-only.
+        db.conn.execute("BEGIN IMMEDIATE")
+        db.conn.execute("ROLLBACK")
         if "responses" not in db.table_names():
             db["responses"].create(
                 {"key": str, "engine": str, "op": str, "request": str, "response": str, "created": float},
@@ -85,16 +169,21 @@ class Store:
                     "created": float,
                     "finished": float,
                     "output_dir": str,
+                    "message": str,
                 },
                 pk="run_id",
                 if_not_exists=True,
             )
+        if "message" not in db["runs"].columns_dict:  # stores made before runs kept their error
+            db["runs"].add_column("message", str)
         if "events" not in db.table_names():
             db["events"].create(
                 {"run_id": str, "seq": int, "step": int, "kind": str, "agent": str, "payload": str},
                 pk=("run_id", "seq"),
                 if_not_exists=True,
             )
+        if "leases" not in db.table_names():
+            db["leases"].create({"key": str, "owner": str, "expires": float}, pk="key", if_not_exists=True)
 
     # ------------------------------------------------------------ responses
     def get_responses(self, keys: list[str]) -> dict[str, dict]:
@@ -107,39 +196,103 @@ class Store:
         return found
 
     def put_responses(self, rows: Iterable[dict]) -> None:
+        """Save answers and release their leases, in one transaction."""
         rows = [
             {**r, "request": dumps(r["request"]), "response": dumps(r["response"]), "created": time.time()}
             for r in rows
         ]
         if rows:
-            with self.db.conn:
+            self._writable("save engine answers")
+            with self.errors("saving engine answers"), self.db.conn:
                 self.db["responses"].upsert_all(rows, pk="key", batch_size=500)
+                keys = [r["key"] for r in rows]
+                for i in range(0, len(keys), 500):
+                    chunk = keys[i : i + 500]
+                    self.db.execute(f"delete from leases where key in ({','.join('?' * len(chunk))})", chunk)
+
+    # ------------------------------------------------------------ leases
+    # Runs sharing one store claim the requests they are about to compute, so a
+    # second run waits for the first's answers instead of computing them again.
+    # A lease names its owner (one engine in one process) and runs out unless
+    # renewed: a killed run's requests are taken over once its leases expire.
+
+    def claim(self, keys: list[str], owner: str, seconds: float | None = None) -> list[str]:
+        """Lease the ``keys`` nobody else holds (or whose lease ran out) to ``owner``;
+        return those now held by ``owner``. Keys already answered are not claimed."""
+        if not keys:
+            return []
+        now = time.time()
+        expires = now + (seconds or self.LEASE_SECONDS)
+        mine: list[str] = []
+        with self.errors("claiming requests"):
+            con = self.db.conn
+            con.execute("BEGIN IMMEDIATE")  # one claimer at a time: no two owners of a key
+            try:
+                for i in range(0, len(keys), 500):
+                    chunk = keys[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    done = {k for (k,) in con.execute(f"select key from responses where key in ({marks})", chunk)}
+                    held = {k: (o, e) for k, o, e in con.execute(f"select key, owner, expires from leases where key in ({marks})", chunk)}
+                    free = [k for k in chunk if k not in done and (k not in held or held[k][0] == owner or held[k][1] < now)]
+                    con.executemany("insert or replace into leases(key, owner, expires) values (?, ?, ?)",
+                                    [(k, owner, expires) for k in free])
+                    mine += free
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return mine
+
+    def renew(self, owner: str, seconds: float | None = None) -> None:
+        """Extend every lease ``owner`` holds (its computation is still running)."""
+        with self.errors("renewing leases"), self.db.conn:
+            self.db.execute("update leases set expires = ? where owner = ?", [time.time() + (seconds or self.LEASE_SECONDS), owner])
+
+    def release(self, owner: str) -> None:
+        """Drop ``owner``'s leases (it stopped without answering them)."""
+        with self.errors("releasing leases"), self.db.conn:
+            self.db.execute("delete from leases where owner = ?", [owner])
 
     def count_responses(self) -> int:
         return self.db["responses"].count
 
     # ------------------------------------------------------------ runs and events
     def start_run(self, run_id: str, scenario: str, config: dict, output_dir: str) -> bool:
-        """Register a run; return True if it already existed (a resume)."""
-        existing = self.db["runs"].count_where("run_id = ?", [run_id])
-        if existing:
-            self.db["runs"].update(run_id, {"status": "running"})
-            return True
-        self.db["runs"].insert(
-            {
-                "run_id": run_id,
-                "scenario": scenario,
-                "config": dumps(config),
-                "status": "running",
-                "created": time.time(),
-                "finished": None,
-                "output_dir": output_dir,
-            }
-        )
+        """Register a run; return True if it already existed (a resume). A resume
+        records the configuration and output folder it runs with now (the
+        ``output`` may have changed), so replay finds the report it wrote."""
+        self._writable("record the run")
+        with self.errors("recording the run"), self.db.conn:
+            existing = self.db["runs"].count_where("run_id = ?", [run_id])
+            if existing:
+                self.db["runs"].update(run_id, {"status": "running", "message": None, "finished": None,
+                                                "config": dumps(config), "output_dir": output_dir})
+                return True
+            self.db["runs"].insert(
+                {
+                    "run_id": run_id,
+                    "scenario": scenario,
+                    "config": dumps(config),
+                    "status": "running",
+                    "created": time.time(),
+                    "finished": None,
+                    "output_dir": output_dir,
+                    "message": None,
+                }
+            )
         return False
 
     def finish_run(self, run_id: str, status: str = "finished") -> None:
-        self.db["runs"].update(run_id, {"status": status, "finished": time.time()})
+        self._writable("record the run")
+        with self.errors("recording the run"), self.db.conn:
+            self.db["runs"].update(run_id, {"status": status, "finished": time.time()})
+
+    def fail_run(self, run_id: str, message: str, status: str = "failed") -> None:
+        """Mark a run that stopped on an error (``status`` 'failed') or was
+        interrupted, with the one-line reason; its finished steps stay."""
+        self._writable("record the run")
+        with self.errors("recording the run"), self.db.conn:
+            self.db["runs"].update(run_id, {"status": status, "finished": time.time(), "message": message})
 
     def get_run(self, run_id: str) -> dict | None:
         rows = list(self.db["runs"].rows_where("run_id = ?", [run_id]))
@@ -155,7 +308,8 @@ class Store:
     def log_events(self, run_id: str, step: int, events: list[dict]) -> None:
         """Append a step's events atomically (all or none), replacing any partial
         log of the same step left by a killed run."""
-        with self.db.conn:
+        self._writable("log the step")
+        with self.errors("logging a step"), self.db.conn:
             self.db.execute("delete from events where run_id = ? and step = ?", [run_id, step])
             start = self.db.execute("select coalesce(max(seq), -1) + 1 from events where run_id = ?", [run_id]).fetchone()[0]
             self.db["events"].insert_all(
@@ -195,7 +349,10 @@ class Store:
             out.setdefault("created", time.time())
             return out
 
-        with self.db.conn:
+        if self.readonly and self._all_present("personas", "persona_id = ?", [(r["persona_id"],) for r in rows]):
+            return  # a replay re-registering rule-based personas it already has
+        self._writable("save personas")
+        with self.errors("saving personas"), self.db.conn:
             self.db["personas"].upsert_all([enc(r) for r in rows], pk="persona_id")
 
     def personas(self, bank: str) -> list[dict]:
@@ -207,12 +364,19 @@ class Store:
             out.append(r)
         return out
 
+    def _all_present(self, table: str, where: str, keys: list[tuple]) -> bool:
+        return all(self.db.execute(f"select 1 from {table} where {where}", list(k)).fetchone() for k in keys)
+
     def banks(self) -> list[str]:
         return [r[0] for r in self.db.execute("select distinct bank from personas order by bank")]
 
     def put_demographics(self, rows: list[dict]) -> None:
         rows = [{**r, "options": dumps(r["options"]), "probs": dumps(r["probs"])} for r in rows]
-        with self.db.conn:
+        where = "persona_id = ? and survey = ? and trait = ?"
+        if self.readonly and self._all_present("demographics", where, [(r["persona_id"], r["survey"], r["trait"]) for r in rows]):
+            return
+        self._writable("save demographics")
+        with self.errors("saving demographics"), self.db.conn:
             self.db["demographics"].upsert_all(rows, pk=("persona_id", "survey", "trait"))
 
     def demographics(self, persona_ids: list[str], survey: str) -> dict[str, dict[str, list[float]]]:

@@ -17,8 +17,6 @@ from simulation.config import ScenarioConfig, apply_override, validate_config
 from simulation.runner import build_model, output_dir, write_outputs
 from simulation.store import Store
 
-HEADLINE = ("conditions.csv", "meta_perception.csv", "hostility.csv", "subversion.csv", "consensus.csv", "answers.csv")
-
 
 def _key(path: str) -> str:
     return path.replace(".", "__")
@@ -48,10 +46,11 @@ class SweepPoint(mesa.Model):
     def step(self) -> None:
         self.inner.step()
         if not self.inner.running:
-            out = output_dir(self.cfg, self.run_id)
-            write_outputs(self.inner, out)
+            files = write_outputs(self.inner, output_dir(self.cfg, self.run_id))
             self.store.finish_run(self.run_id)
-            self.headline = next((str(out / n) for n in HEADLINE if (out / n).exists()), "")
+            # The report's first table is its headline (a study's conditions
+            # table, a scenario's first table, else the answers).
+            self.headline = next((str(f) for f in files if f.suffix == ".csv"), "")
             self.running = False
         self.datacollector.collect(self)
 
@@ -79,5 +78,48 @@ def run_sweep(cfg: ScenarioConfig, label: str, *, console=None) -> Path:
     table.to_csv(out / "sweep.csv", index=False, float_format="%.6f", lineterminator="\n")
     from analysis.report import markdown_table
 
-    (out / "summary.md").write_text(f"# {cfg.name}: sweep over {', '.join(cfg.sweep)}\n\n{markdown_table(table.set_index('run_id')) if len(table) else '(no results)'}\n", encoding="utf-8")
+    plot = plot_factor(table, cfg.sweep, out) if len(table) else None
+    link = f"\n![{plot.stem}]({plot.name})\n" if plot else ""
+    (out / "summary.md").write_text(f"# {cfg.name}: sweep over {', '.join(cfg.sweep)}\n\n{markdown_table(table.set_index('run_id')) if len(table) else '(no results)'}\n{link}", encoding="utf-8")
     return out
+
+
+def plot_factor(table: pd.DataFrame, sweep: dict, out: Path) -> Path | None:
+    """WD and the gaps against the swept factor (the first non-seed sweep key;
+    ``seed`` values are repetitions), one line per condition and party.
+    Gap bars: the report's bootstrap CI (``persona_ci_low/high``), averaged over
+    seeds; WD bars: 95% normal interval over seeds (none with one seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    factor = next((k for k in sweep if k != "seed"), None)
+    metrics = [m for m in ("persona_delta", "wd") if m in table.columns]
+    if factor is None or not metrics or factor not in table.columns:
+        return None
+    series = [c for c in ("condition", "party") if c in table.columns]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+    xs = {v: i for i, v in enumerate(dict.fromkeys(table[factor]))}
+    for ax, metric in zip(axes[0], metrics):
+        for name, g in table.groupby(series, sort=False) if series else [("", table)]:
+            pts = g.groupby(factor, sort=False)
+            x = np.array([xs[v] for v in pts.groups])
+            mean = pts[metric].mean().to_numpy(dtype=float)
+            if metric == "persona_delta" and {"persona_ci_low", "persona_ci_high"} <= set(g.columns):
+                low, high = pts["persona_ci_low"].mean().to_numpy(dtype=float), pts["persona_ci_high"].mean().to_numpy(dtype=float)
+            else:
+                half = (1.96 * pts[metric].sem()).fillna(0).to_numpy(dtype=float)
+                low, high = mean - half, mean + half
+            err = np.vstack([np.clip(mean - low, 0, None), np.clip(high - mean, 0, None)])
+            ax.errorbar(x, mean, yerr=np.nan_to_num(err), marker="o", capsize=3, label=" / ".join(map(str, name if isinstance(name, tuple) else (name,))))
+        ax.set_xticks(list(xs.values()), [str(v) for v in xs])
+        ax.set_xlabel(factor)
+        ax.set_ylabel({"persona_delta": "gap (persona delta, 95% CI)", "wd": "Wasserstein distance"}[metric])
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "factor.png"
+    fig.savefig(path, dpi=120, metadata={"Software": None})
+    plt.close(fig)
+    return path

@@ -24,7 +24,7 @@ OFFLINE_ENV = {
     # from the solara-assets package). An asset missing from that package would
     # be fetched from the CDN by the server: point it at a closed local port.
     "SOLARA_ASSETS_PROXY": "True",
-    "SOLARA_ASSETS_CDN": "http://127.0.0.1:9/npm/",  # = simulation.viz.OFFLINE_CDN
+    "SOLARA_ASSETS_CDN": "http://127.0.0.1:9/npm/",  # = simulation.app.OFFLINE_CDN
     "SOLARA_THEME_VARIANT": "light",
     "MPLBACKEND": "Agg",
 }
@@ -52,12 +52,12 @@ def parser() -> argparse.ArgumentParser:
 
 def check(source) -> str | None:
     """The one-line problem with a source, if any (the page shows the same)."""
-    from simulation.viz import resolve
+    from simulation.viz_source import resolve
 
     try:
         resolve(source)
     except Exception as exc:  # noqa: BLE001 - reported, the page explains it too
-        from simulation.viz import one_line
+        from simulation.viz_source import one_line
 
         return one_line(exc)
     return None
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
 
-    from simulation.viz import ViewSource
+    from simulation.viz_source import ViewSource
 
     source = ViewSource(scenario=args.scenario, overrides=tuple(args.overrides), replay=args.replay, store=args.store)
     problem = check(source)

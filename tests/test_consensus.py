@@ -23,11 +23,15 @@ from mechanisms import (
     representative,
     representativity,
 )
-from mechanisms.mediators import MediationInput
+from mechanisms.budget import GenerationBudget
+from mechanisms.cot_ranking import parse_ranking
+from mechanisms.mediators import MediationInput, usable_statement
+from mechanisms.payoff import disagreement
+from mechanisms.representatives import ConditioningError, require_parts
 
 pytestmark = pytest.mark.slow
 
-TINY = EpisodeConfig(rounds=1, seed=11, opinion_tokens=24, critique_tokens=20)
+TINY = EpisodeConfig(rounds=1, seed=11, budget=GenerationBudget(opinion=24, critique=20))
 
 
 class RecordingEngine(Engine):
@@ -142,6 +146,27 @@ def test_episode_end_to_end_private_critiques_and_full_log(engine, question):
     assert all(1.0 <= v <= 7.0 for row in pay["agreement"] for v in row)
     assert pay["final_min"] <= pay["final_mean"]
     assert all(1.0 <= p <= 7.0 for p in res.positions)
+
+    # Rankers in the revision round see the statement under revision and their
+    # own critique of it (the Habermas Machine's ranking prompt) -- nobody else's.
+    revision_ranks = [r for r in res.log if r.phase == "revision" and r.act == "rank"]
+    assert len(revision_ranks) == 3 * 2
+    for r in revision_ranks:
+        assert f'statement under revision was: "{res.statements[0]}"' in r.prompt
+        assert f"Your critique of it: {critiques[r.participant]}" in r.prompt
+    draft_ranks = [r for r in res.log if r.phase == "draft" and r.act == "rank"]
+    assert draft_ranks and not any("under revision" in r.prompt for r in draft_ranks)
+
+    # Positions asked before and after deliberation (after: recalling the own
+    # opinion and the final statement), stored and reported with the change.
+    after = [r for r in res.log if r.act == "position_after"]
+    assert [r.participant for r in after] == [0, 1, 2]
+    assert all(res.statements[-1] in r.prompt and res.opinions[r.participant] in r.prompt for r in after)
+    assert len(res.positions_after) == 3 and all(1.0 <= p <= 7.0 for p in res.positions_after)
+    summary = res.to_json()["position_summary"]
+    assert summary["before"] == res.positions and summary["after"] == res.positions_after
+    assert summary["change"] == pytest.approx(np.subtract(res.positions_after, res.positions).tolist(), abs=1e-6)
+    assert summary["disagreement_after"] == pytest.approx(disagreement(res.positions_after))
     json.dumps(res.to_json())  # the whole episode serialises for the store
 
 
@@ -216,14 +241,15 @@ def test_representatives_value_equivalence(engine, question):
     )
     assert other.mode == "all" and sorted(other.per_slot) == [0, 1, 2]
     assert other.gap > 1e-3, other.to_json()
-    assert other.original_payoffs == base.final_payoffs.tolist()
+    assert other.original_payoffs == pytest.approx(base.final_payoffs.tolist(), abs=1e-6)
+    assert other.acts == ("critique",) and other.rollouts == 1 and np.isnan(other.ci_low)
 
 
 def test_representative_stands_in_only_for_its_acts(engine, question):
     """Critique-only substitution (the paper's setting): the stand-in writes the
     critique, the original its opinion; payoffs are judged by the originals."""
     records = _records()
-    cfg = EpisodeConfig(rounds=1, seed=11, opinion_tokens=16, critique_tokens=16, represented_acts=("critique",))
+    cfg = EpisodeConfig(rounds=1, seed=11, budget=GenerationBudget(opinion=16, critique=16), represented_acts=("critique",))
     rep = representative(records[1], "OC")
     ep = Episode(engine, question, PERSONAS, OpinionMediator(participant=2), cfg, stand_ins={0: rep})
     res = ep.run()
@@ -231,3 +257,123 @@ def test_representative_stands_in_only_for_its_acts(engine, question):
     assert by_act[("opinion", 0)] == "farmer" and by_act[("critique", 0)] == rep.id
     assert by_act[("agreement", 0)] == "farmer"
     assert res.actor_ids["critique"] == [rep.id, "nurse", "owner"]
+
+
+def _revision_input(question, seed=3):
+    return MediationInput(
+        question=question.question,
+        round=1,
+        phase="revision",
+        opinions=["We should do it carefully.", "I am strongly against it.", "It depends on the cost."],
+        critiques=["Say who pays for it.", "It ignores my objection.", "Too vague about costs."],
+        previous="The group agrees to go ahead slowly.",
+        actor_ids=[p.id for p in PERSONAS],
+        actor_conditionings=[p.conditioning for p in PERSONAS],
+        reversed_flags=[False, True, False],
+        seed=seed,
+    )
+
+
+def test_unusable_candidates_are_retried_and_never_win(engine, question):
+    """One-token candidates are unusable (<= 5 characters): each is generated
+    again `retries` times, and when none is usable the statement falls back --
+    never to an empty text."""
+    t = Transcript(engine)
+    draft = _revision_input(question)
+    draft.round, draft.phase, draft.critiques, draft.previous = 0, "draft", None, None
+    out = HabermasMediator(num_candidates=2, max_tokens=1, retries=2).mediate(t, draft)
+    assert not any(usable_statement(c) for c in out.candidates)  # the fault the test needs
+    attempts = sorted((r.candidate, r.attempt) for r in t.records if r.act == "candidate")
+    assert attempts == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert out.statement in draft.opinions and out.chosen is None and "adopted participant" in out.fallback
+    assert t.records[-1].kind == "select" and t.records[-1].extra["fallback"] == out.fallback
+
+    revision = _revision_input(question)
+    out = LLMMediator(max_tokens=1, retries=1).mediate(t, revision)
+    assert not usable_statement(out.candidates[0])
+    assert out.statement == revision.previous and "kept the statement under revision" in out.fallback
+
+
+def test_cot_ranking_parses_or_records_its_fallback(engine, question):
+    inp = _revision_input(question)
+    t = Transcript(engine)
+    med = HabermasMediator(num_candidates=2, ranking="cot", max_tokens=20, cot_tokens=32, cot_retries=1)
+    out = med.mediate(t, inp)
+    assert usable_statement(out.statement) and out.statement == out.candidates[out.social.winner]
+    cot = [r for r in t.records if r.act == "rank" and r.extra.get("ranking") == "cot"]
+    assert {r.participant for r in cot} == {0, 1, 2}
+    for r in cot:
+        shown = [out.candidates[j] for j in r.extra["order"]]  # shuffled for this participant
+        assert f"A. {shown[0]}" in r.prompt and f"B. {shown[1]}" in r.prompt
+        assert inp.previous in r.prompt and inp.critiques[r.participant] in r.prompt
+    fallbacks = {r.participant: r.extra["reason"] for r in t.records if r.kind == "fallback"}
+    assert fallbacks == out.ranking_fallbacks
+    for i in range(3):
+        last = max((r for r in cot if r.participant == i), key=lambda r: r.attempt)
+        parsed = parse_ranking(last.raw, 2)
+        rated = [r for r in t.records if r.act == "rank" and r.kind == "option_probs" and r.participant == i]
+        if parsed.order is None:  # recorded fallback: ranked by ratings, which also see the revision context
+            assert i in fallbacks and parsed.reason in fallbacks[i] and len(rated) == 2
+            assert all(inp.previous in r.prompt for r in rated)
+            assert last.attempt == 1  # re-asked once before falling back
+        else:
+            assert i not in fallbacks and not rated
+            best = [j for j in range(2) if out.rankings[i, j] == 1]
+            assert best == [last.extra["order"][parsed.order[0]]]
+    assert out.to_json().get("ranking_fallbacks", {}) == {str(k): v for k, v in fallbacks.items()}
+
+
+# ------------------------------------------------------------------ conditioning (paper Table 2)
+def test_each_conditioning_part_adds_its_table_2_section():
+    rec = _records()[0]
+    base = conditioning(rec, "")
+    expected = {
+        "D": "You represent a participant with the following demographic profile. Age: 60 to 69. Party: Conservative. Region: Yorkshire.",
+        "O": "Question 1 from a past debate: Should the UK build more wind farms?\n"
+        "Opinion of the participant about question 1: Not on good farmland; they spoil the countryside.",
+        "C": "Question 1 from a past debate: Should the UK build more wind farms?\n"
+        "Critique of the participant about question 1: The draft ignores rural communities.",
+        "P": "Question 1 from a past debate: Should the UK build more wind farms?\n"
+        "Position of the participant about question 1: disagree.",
+    }
+    for part, section in expected.items():
+        text = conditioning(rec, part)
+        assert text != base and text.startswith(base) and section in text, part
+        for other, other_section in expected.items():
+            if other != part:
+                assert other_section.split("\n")[-1] not in text, (part, other)
+    # O, C and P of one past question share its block, in the paper's order.
+    docp = conditioning(rec, "DOCP")
+    assert docp.index("Opinion of the participant") < docp.index("Critique of the participant") < docp.index("Position of the participant")
+    assert docp.count("Question 1 from a past debate") == 1
+
+
+def test_a_set_the_data_cannot_fill_stops_with_one_line():
+    bare = [ParticipantRecord("a", opinions=[("q?", "yes")]), ParticipantRecord("b")]
+    require_parts(bare, ["", "O"], "data.parquet")
+    with pytest.raises(ConditioningError) as err:
+        require_parts(bare, ["O", "DO"], "data.parquet")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("data.parquet: conditioning set 'DO'") and "demographics" in msg
+    with pytest.raises(ConditioningError, match="conditioning set 'P'.*positions"):
+        require_parts(bare, ["P"], "data.parquet")
+
+
+def test_D_carries_the_personas_surveyed_demographics(engine, store):
+    """The consensus scenario's D: each persona's surveyed profile, the most
+    probable option per trait of the stored survey."""
+    from agents import demographics as demo
+    from scenarios.consensus import surveyed_profiles
+
+    people = [{"persona_id": p.id, "conditioning": p.conditioning} for p in PERSONAS[:1]]
+    profiles = surveyed_profiles(engine, store, people)
+    stored = store.demographics([p["persona_id"] for p in people], "consensus-ATP_W92")
+    for pid, profile in profiles.items():
+        assert profile, pid
+        for t in demo.default_traits():
+            options = [*t.options, demo.REFUSAL]
+            best = options[int(np.argmax(stored[pid][t.trait]))]
+            assert profile.get(t.trait.capitalize()) == (None if best == demo.REFUSAL else best)
+        text = conditioning(ParticipantRecord(pid, profile), "D")
+        assert "You represent a participant with the following demographic profile." in text
+        assert all(f"{k}: {v}." in text for k, v in profile.items())

@@ -6,7 +6,7 @@ import pytest
 
 from agents.llm.base import EngineError, GenerateRequest, LoglikRequest, OptionRequest, option_letters
 from agents.llm.cache import CachedEngine, ReplayMiss
-from agents.llm.factory import EngineConfig, cached_engine, make_engine
+from agents.llm.factory import EngineConfig, make_engine
 from agents.questions import Question, display_order, map_back, option_request
 
 BACKSTORY = (

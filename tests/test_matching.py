@@ -8,6 +8,8 @@ import pytest
 from analysis.human_data import load_study
 from analysis.matching import MatchingError, edge_log_weights, match, match_study
 
+pytestmark = pytest.mark.fast  # needs no model: part of `make check`
+
 
 def _problem(seed: int, n_humans: int, n_personas: int, ks=(3, 2, 4), refusal_rate=0.0):
     rng = np.random.default_rng(seed)

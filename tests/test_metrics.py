@@ -27,6 +27,7 @@ from analysis.metrics import (
     hostility_gap,
     meta_perception_gap,
     option_positions,
+    pairwise_moments,
     subversion_gap,
     wasserstein,
     wasserstein_many,
@@ -35,6 +36,8 @@ from analysis.metrics import (
     weighted_distribution,
     weighted_distributions,
 )
+
+pytestmark = pytest.mark.fast  # needs no model: part of `make check`
 
 # --- strategies --------------------------------------------------------------
 
@@ -191,14 +194,40 @@ def test_frequency_counts_equal_duplicated_rows():
         assert alpha[b] == pytest.approx(cronbach_alpha(x[rep], w[rep]), abs=1e-10)
 
 
-def test_corr_undefined_for_constant_item_and_frobenius_penalises_it():
+def test_corr_undefined_for_constant_item_makes_frobenius_undefined():
     x = np.array([[0, 1, 2], [0, 2, 1], [0, 0, 0], [0, 2, 2.0]])
     c = weighted_corr(x)
     assert np.isnan(c[0, 1]) and np.isnan(c[0, 0])
-    identity = np.eye(3)
-    # Undefined entries count as 0 (diagonal as 1): distance to the identity is the defined part only.
-    expected = math.sqrt(2 * c[1, 2] ** 2)
-    assert frobenius_distance(c, identity) == pytest.approx(expected)
+    # An undefined correlation makes the distance undefined: NaN, never a made-up number.
+    assert np.isnan(frobenius_distance(c, np.eye(3)))
+    assert np.isnan(frobenius_distance(np.stack([c, np.eye(3)]), np.eye(3))[0])
+    assert frobenius_distance(np.stack([c, np.eye(3)]), np.eye(3))[1] == 0.0
+
+
+def test_all_zero_weights_never_give_a_perfect_frobenius():
+    x = np.array([[0, 1, 2], [1, 2, 1], [2, 0, 0], [1, 2, 2.0]])
+    w = np.zeros(4)
+    c = weighted_corr(x, w)
+    assert np.isnan(c).all()
+    assert np.isnan(frobenius_distance(c, c))  # was 0.0: a perfect score from no data
+    assert np.isnan(cronbach_alpha(x, w))
+
+
+def test_alpha_per_scale_and_reverse_coding():
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=300)
+    items = np.stack([latent + rng.normal(scale=0.5, size=300) for _ in range(3)], axis=1)
+    other = rng.normal(size=(300, 2))
+    x = np.concatenate([items, other], axis=1)
+    m = pairwise_moments(x)
+    a_items, a_other = m.scale_alphas([[0, 1, 2], [3, 4]])
+    assert a_items == pytest.approx(cronbach_alpha(items)) and a_items > 0.8
+    assert a_other == pytest.approx(cronbach_alpha(other))
+    assert m.alpha([[0, 1, 2], [3, 4]]) == pytest.approx((a_items + a_other) / 2)
+    # Reverse-coding one item (negating it) turns a negative alpha positive again.
+    flipped = items.copy()
+    flipped[:, 1] *= -1
+    assert cronbach_alpha(flipped) < 0.5 < cronbach_alpha(items)
 
 
 def test_frobenius_hand_case():

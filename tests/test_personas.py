@@ -7,7 +7,6 @@ from pathlib import Path
 
 import mesa
 from killing import count, kill_when
-import numpy as np
 import pytest
 
 from agents import bank as banks
@@ -47,7 +46,7 @@ def test_anthology_bank_with_citizenship_filter(store, engine):
 
 def test_interview_bank_records_critic_verdicts(store, engine):
     eng = cached(store, engine)
-    params = GenerationParams(max_tokens=16, interview_questions=2, max_attempts=2, critic=True)
+    params = GenerationParams(answer_tokens=(16,), interview_questions=2, max_attempts=2, critic=True, consistency_rounds=0)
     people = banks.generate(eng, store, "intv", "interview", 2, seed=1, params=params)
     assert len(people) == 2
     for p in people:
@@ -146,7 +145,7 @@ def _agents_answers(store, engine, seed):
     agents = [PersonaAgent(model, p, seed=seed) for p in people]
     q = Question.make("q", "Do you like dogs?", ["Yes", "No", "Not sure"])
     results = eng.option_probs([a.ask(q) for a in agents])
-    return [p["conditioning"] for p in people], [a.receive(q, r)["sampled"] for a, r in zip(agents, results)]
+    return [p["conditioning"] for p in people], [a.receive(q, r).sampled for a, r in zip(agents, results)]
 
 
 def test_same_seed_same_personas_and_answers(tmp_path, engine):

@@ -11,6 +11,8 @@ from analysis.metrics import Gap, bootstrap_cis, cronbach_alpha, frobenius_dista
 from analysis.report import LOWER_BOUND_ROW, conditions_table, gap_table, print_summary, write_report
 from analysis.subgroups import PersonaAnswers, evaluate
 
+pytestmark = pytest.mark.fast  # needs no model: part of `make check`
+
 
 @pytest.fixture(scope="module")
 def gss():

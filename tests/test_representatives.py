@@ -14,14 +14,15 @@ import yaml
 from killing import kill_on
 from vllm_fixtures import require_vllm_env
 
-from agents.representatives import deliberations as dl
-from agents.representatives import evaluation as ev
-from agents.representatives.splits import Split, split_examples
-from agents.representatives.synthetic import generate, participant_cards
+from mechanisms.budget import GenerationBudget
+from mechanisms.finetuned_representatives import deliberations as dl
+from mechanisms.finetuned_representatives import evaluation as ev
+from mechanisms.finetuned_representatives.splits import Split, split_examples
+from mechanisms.finetuned_representatives.synthetic import generate, participant_cards
 
 ROOT = Path(__file__).resolve().parent.parent
 # Short texts keep the module's generation, training and payoff episodes quick on CPU.
-TOKENS = {"opinion_tokens": 24, "critique_tokens": 24, "statement_tokens": 24}
+BUDGET = GenerationBudget(opinion=24, critique=24, statement=24)
 TRAIN = {"subset": "C", "max_items": 1, "max_steps": 12, "eval_steps": 4, "batch_size": 4, "learning_rate": 0.001, "patience": 10, "max_length": 320}
 
 
@@ -29,7 +30,7 @@ TRAIN = {"subset": "C", "max_items": 1, "max_steps": 12, "eval_steps": 4, "batch
 def deliberation(engine, tmp_path_factory):
     """3 groups x 3 personas x 2 questions: 6 real consensus episodes."""
     d = tmp_path_factory.mktemp("delib")
-    episodes, cards = generate(engine, groups=3, group_size=3, questions_per_group=2, seed=0, **TOKENS)
+    episodes, cards = generate(engine, groups=3, group_size=3, questions_per_group=2, seed=0, budget=BUDGET)
     path = dl.write_parquet(episodes, d / "deliberations.parquet", cards)
     return d, path, episodes, cards
 
@@ -37,8 +38,8 @@ def deliberation(engine, tmp_path_factory):
 def config(tmp: Path, parquet: Path, **extra) -> Path:
     cfg = {
         "name": "rep", "seed": 0, "store": str(tmp / "store.db"), "output": str(tmp / "runs"),
-        "data": {"path": str(parquet), "generate": dict(TOKENS)}, "split": {"validation": 0.34}, "train": dict(TRAIN),
-        "eval": {"subsets": ["C"], "payoff_episodes": 1, "critique_tokens": 24},
+        "budget": BUDGET.model_dump(), "data": {"path": str(parquet)}, "split": {"validation": 0.34}, "train": dict(TRAIN),
+        "eval": {"subsets": ["C"], "payoff_episodes": 1},
     }
     for k, v in extra.items():
         cfg[k] = v if not isinstance(v, dict) else {**cfg.get(k, {}), **v}
@@ -163,9 +164,41 @@ def test_eval_writes_vanilla_vs_finetuned_report(trained):
     pay = pd.read_csv(out / "payoff_discrepancy.csv")
     assert set(pay["mode"]) == {"one", "all"} and set(pay["model"]) == {"vanilla", "fine-tuned"}
     assert pay["gap"].between(0, 6).all()
+    # R = 2 rollouts per episode: a bootstrap interval around each gap, and the
+    # consensus autorater (eq. 22) judged by the base model -- with a warning.
+    assert ((pay["ci_low"] <= pay["gap"] + 1e-9) & (pay["gap"] <= pay["ci_high"] + 1e-9)).all()
+    assert pay["win_rate"].between(0, 1).all()
+    assert "warning: the autorater's judge is the representatives' own model" in r.stdout
     assert (out / "representatives.png").stat().st_size > 1000
     text = (out / "summary.md").read_text()
-    assert "critique nll" in text and "payoff discrepancy" in text
+    assert "critique nll" in text and "payoff discrepancy" in text and "eq. 22" in text
+
+
+def hm_frame(**extra) -> pd.DataFrame:
+    """Two participants, two questions, in the Habermas Machine layout."""
+    rows = []
+    for w in ("w1", "w2"):
+        for q in ("Should we tax sugar?", "Should we ban cars?"):
+            base = {"launch_id": "L1", "worker_id": w, "question.text": q, "top_candidate.text": "Draft.", **extra.get(w, {})}
+            rows.append({**base, "iteration_index": 0, "own_opinion.text": f"{w} on {q}", "critique.text": None})
+            rows.append({**base, "iteration_index": 1, "own_opinion.text": f"{w} on {q}", "critique.text": f"{w} critique"})
+    return pd.DataFrame(rows)
+
+
+def test_hm_data_gives_D_only_from_its_demographic_columns():
+    from mechanisms.representatives import ConditioningError
+
+    data = dl.from_frame(hm_frame(), "hm.parquet")
+    data.require(["", "O", "C", "OC"])  # opinions and critiques on other questions are there
+    with pytest.raises(ConditioningError) as err:
+        data.require(["OC", "DOCP"])
+    msg = str(err.value)
+    assert "\n" not in msg and "hm.parquet: conditioning set 'DOCP'" in msg and "demographics" in msg
+    with_demo = dl.from_frame(hm_frame(w1={"demographics.Age (in decades)": "50 to 59"}, w2={"demographics.Age (in decades)": "20 to 29"}))
+    with_demo.require(["D"])
+    ex = next(e for e in with_demo.examples if e.participant == "w1")
+    prompt, _ = with_demo.prompt(ex, "D")
+    assert "You represent a participant with the following demographic profile. Age (in decades): 50 to 59." in prompt
 
 
 def test_cards_are_seeded_and_distinct():

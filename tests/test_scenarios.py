@@ -6,11 +6,14 @@ import filecmp
 import re
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from killing import count, kill_when
 import pytest
+from killing import count, kill_when
 
 from simulation.config import ConfigError, load_config
 from simulation.runner import replay, run
@@ -30,14 +33,80 @@ def tiny(store: Path, out: Path, extra: list[str] = ()) -> list[str]:
     ]
 
 
-# Per scenario: extra overrides that keep it small, and the table its report must have.
+@dataclass(frozen=True)
+class Table:
+    """A table a scenario's report must hold: its columns, its row count given
+    the run's configuration, and the range every value of some columns must lie in."""
+
+    name: str
+    columns: frozenset[str]
+    rows: Callable[[object], int]
+    ranges: tuple[tuple[str, float, float], ...] = ()
+    values: tuple[tuple[str, frozenset], ...] = ()  # column -> the exact set of values it holds
+
+
+@dataclass(frozen=True)
+class Case:
+    """A shipped scenario at a tiny size and what its report must hold."""
+
+    scenario: str
+    overrides: tuple[str, ...]
+    tables: tuple[Table, ...]
+    console: tuple[str, ...] = ()  # text the plain console must print while it runs
+
+
+def _n_populations(cfg) -> int:
+    assert len(cfg.matching) == 1  # every case uses one matching method: one population per condition
+    return len(cfg.population.conditions)
+
+
+ANSWERS = Table("answers", frozenset({"item", "condition", "p0", "p1"}), lambda cfg: len(cfg.questionnaire.questions) * _n_populations(cfg), (("p0", 0, 1), ("p1", 0, 1)))
+# The two parties' rows per condition, the personas' gap finite and its interval around it.
+GAP_COLUMNS = frozenset({"condition", "party", "persona_delta", "persona_ci_low", "persona_ci_high", "persona_d", "published_delta"})
+PARTIES = (("party", frozenset({"Democrat", "Republican"})),)
+
+
+def gap_table(name: str, lo: float, hi: float) -> Table:
+    return Table(name, GAP_COLUMNS, lambda cfg: 2 * _n_populations(cfg), (("persona_delta", lo, hi),), PARTIES)
+
+
 CASES = {
-    "atp_poll.yaml": (["questionnaire.questions=[FUD35_W34, FUD22_W34]"], "answers.csv"),
-    "gss_spending.yaml": (["human.sample=6", "human.lower_bound_splits=10", "questionnaire.questions=[natspac, natenvir, natheal]", "population.conditions=[anthology, qa]"], "conditions.csv"),
-    "meta_prejudice.yaml": (["human.sample=6", "population.conditions=[anthology, qa]"], "meta_perception.csv"),
-    "partisan_hostility.yaml": (["human.sample=4", "population.conditions=[qa, bio]", "questionnaire.questions=[moral_democrat, moral_republican, honest_democrat, honest_republican]"], "hostility.csv"),
-    "subversion.yaml": (["human.sample=4", "population.conditions=[portray]", "questionnaire.questions=[self_courts, outgroup_courts, self_violence, outgroup_violence]"], "subversion.csv"),
-    "consensus.yaml": (["options={groups: 1, group_size: 3, rounds: 1, candidates: 2, history: 0, representatives: [], opinion_tokens: 12, critique_tokens: 12, statement_tokens: 16}", "population.size=3"], "consensus.csv"),
+    "atp_poll.yaml": Case("atp_poll", ("questionnaire.questions=[FUD35_W34, FUD22_W34]",), (ANSWERS,)),
+    "gss_spending.yaml": Case(
+        "gss_spending",
+        ("human.sample=6", "human.lower_bound_splits=10", "questionnaire.questions=[natspac, natenvir, natheal]", "population.conditions=[anthology, qa]"),
+        # conditions side by side, then the human lower bound
+        (Table("conditions", frozenset({"condition", "matching"}), lambda cfg: _n_populations(cfg) + 1), ANSWERS),
+        console=("; human: ", "running WD: "),
+    ),
+    "meta_prejudice.yaml": Case(
+        "meta_prejudice",
+        ("human.sample=6", "population.conditions=[anthology, qa]"),
+        (gap_table("meta_perception", -4, 4), Table("answers", ANSWERS.columns, lambda cfg: 3 * _n_populations(cfg), ANSWERS.ranges)),
+        console=("; human: ", "running WD: "),  # the represented partisans' thermometers
+    ),
+    "partisan_hostility.yaml": Case(
+        "partisan_hostility",
+        ("human.sample=4", "population.conditions=[qa, bio]", "questionnaire.questions=[moral_democrat, moral_republican, honest_democrat, honest_republican]"),
+        (gap_table("hostility", -4, 4), ANSWERS),
+    ),
+    "subversion.yaml": Case(
+        "subversion",
+        ("human.sample=4", "population.conditions=[portray]", "questionnaire.questions=[self_courts, outgroup_courts, self_violence, outgroup_violence]"),
+        (gap_table("subversion", -1, 1), ANSWERS),
+    ),
+    "survey.yaml": Case(
+        "survey",
+        ("human.sample=6", "human.lower_bound_splits=10", "population.conditions=[qa]", "human.subgroups=[party]", "questionnaire.questions=[economy_national, blair]"),
+        (Table("conditions", frozenset({"condition", "matching"}), lambda cfg: _n_populations(cfg) + 1), ANSWERS),
+        console=("; human: ", "running WD: "),
+    ),
+    "consensus.yaml": Case(
+        "consensus",
+        ("options={groups: 1, group_size: 3, rounds: 1, candidates: 2, history: 0, representatives: [], budget: {opinion: 12, critique: 12, statement: 16}}", "population.size=3"),
+        # one row per group and round (draft, one revision); agreement on the 1-7 scale
+        (Table("consensus", frozenset({"group", "round", "mean_agreement", "min_agreement", "statement"}), lambda cfg: 2, (("mean_agreement", 1, 7), ("min_agreement", 1, 7))),),
+    ),
 }
 
 
@@ -53,39 +122,45 @@ def test_every_shipped_scenario_is_covered():
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_scenario_runs_end_to_end(name, shared, capsys):
-    extra, table = CASES[name]
-    cfg = load_config(ROOT / "scenarios" / name, tiny(*shared, extra))
+def test_scenario_report_holds_its_tables(name, shared, capsys):
+    case = CASES[name]
+    cfg = load_config(ROOT / "scenarios" / name, tiny(*shared, list(case.overrides)))
+    assert cfg.scenario == case.scenario
     result = run(cfg)
     printed = capsys.readouterr().out
-    if table == "conditions.csv":  # live human distribution and running metrics in the log
-        assert "; human: " in printed and "running WD: " in printed
-    out = result.output_dir
-    assert (out / "summary.md").exists() and (out / table).exists()
-    df = pd.read_csv(out / table)
-    assert len(df) > 0
-    conds = cfg.population.conditions
-    if table == "conditions.csv":
-        assert len(df) == len(conds) + 1  # conditions side by side, then the human lower bound
-        assert df.iloc[-1, 0].startswith("Human")
-    elif "party" in df.columns:
-        assert set(df["party"]) == {"Democrat", "Republican"}
-        assert df["condition"].nunique() == len(conds)
-        assert {"delta", "cohens_d", "human_delta"} <= set(df.columns)
+    for text in case.console:
+        assert text in printed, f"{name}: the console never printed {text!r}"
+    assert (result.output_dir / "summary.md").exists()
+    for table in case.tables:
+        path = result.output_dir / f"{table.name}.csv"
+        assert path in result.files, f"{name}: no {table.name} table in the report"
+        df = pd.read_csv(path, header=[0, 1] if table.name == "conditions" else 0)  # conditions: (study, metric) columns
+        cols = {c[0] if isinstance(c, tuple) else c for c in df.columns}
+        assert table.columns <= cols, f"{name}: {table.name} lacks {set(table.columns) - cols}"
+        assert len(df) == table.rows(cfg), f"{name}: {table.name} has {len(df)} rows"
+        for col, lo, hi in table.ranges:
+            vals = df[col].astype(float)
+            assert vals.notna().all() and vals.between(lo, hi).all(), f"{name}: {table.name}.{col} = {vals.tolist()} not in [{lo}, {hi}]"
+        for col, expected in table.values:
+            assert set(df[col]) == expected, f"{name}: {table.name}.{col}"
+        if table.name == "answers":  # each row a probability distribution
+            probs = df.filter(regex=r"^p\d+$").fillna(0).sum(axis=1)
+            assert ((probs - 1).abs() < 1e-5).all()
+        if {"persona_ci_low", "persona_ci_high"} <= cols:  # each interval holds its estimate (when the bootstrap ran)
+            ok = df["persona_ci_low"].isna() | ((df["persona_ci_low"] <= df["persona_delta"] + 1e-9) & (df["persona_delta"] <= df["persona_ci_high"] + 1e-9))
+            assert ok.all(), df[["persona_ci_low", "persona_delta", "persona_ci_high"]]
+        if table.name == "conditions":
+            assert str(df.iloc[-1, 0]).startswith("Human")
     if name == "consensus.yaml":  # the episode log feeds fine-tuned representatives
-        from agents.representatives.deliberations import load
+        from mechanisms.finetuned_representatives.deliberations import load
 
-        data = load(out / "episodes.jsonl")
+        data = load(result.output_dir / "episodes.jsonl")
         assert 1 <= len(data.examples) <= 3  # one critique per participant of the one group
         assert len({e.participant for e in data.examples}) == len(data.examples)
-    answers = pd.read_csv(out / "answers.csv") if (out / "answers.csv").exists() else None
-    if answers is not None and len(answers):
-        probs = answers.filter(regex=r"^p\d+$").fillna(0).sum(axis=1)
-        assert ((probs - 1).abs() < 1e-5).all()
 
 
 def test_replay_reproduces_the_report_with_no_engine_calls(shared):
-    cfg = load_config(ROOT / "scenarios" / "meta_prejudice.yaml", tiny(*shared, CASES["meta_prejudice.yaml"][0]))
+    cfg = load_config(ROOT / "scenarios" / "meta_prejudice.yaml", tiny(*shared, list(CASES["meta_prejudice.yaml"].overrides)))
     original = run(cfg)
     result, same = replay(original.run_id, str(cfg.store))
     assert result.engine_calls == 0  # steps come from the episode log, personas from the bank
@@ -151,7 +226,7 @@ def test_unknown_field_error_in_load_config(tmp_path):
 
 def test_console_without_terminal_prints_plain_lines(shared):
     store, out = shared
-    sets = [x for a in tiny(store, out, CASES["subversion.yaml"][0]) for x in ("--set", a)]
+    sets = [x for a in tiny(store, out, list(CASES["subversion.yaml"].overrides)) for x in ("--set", a)]
     proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "scenarios/subversion.yaml", *sets], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
@@ -175,3 +250,25 @@ def test_sweep_runs_every_combination_through_batch_run(tmp_path):
     assert set(table["seed"]) == {0, 1}
     assert set(table["population.conditions"]) == {'["qa"]', '["bio"]'}
     assert (out / "summary.md").read_text().startswith("# gss_spending: sweep over")
+
+
+def test_page_shows_the_reported_consensus_rounds(shared):
+    """The browser page's consensus panel, replaying the consensus run, holds the
+    statements and agreement its report gives."""
+    from simulation.viz import PersonaeViz
+    from simulation.viz_source import ViewSource
+
+    cfg = load_config(ROOT / "scenarios" / "consensus.yaml", tiny(*shared, list(CASES["consensus.yaml"].overrides)))
+    result = run(cfg)  # answered from the store when the parametrised case ran first
+    report = pd.read_csv(result.output_dir / "consensus.csv")
+    m = PersonaeViz(source=ViewSource(replay=result.run_id, store=str(cfg.store)))
+    while m.running:
+        m.step()
+    views = m.sim.group_views()
+    assert m.error is None and [v.label for v in views] == [f"group {g}" for g in sorted(report["group"].unique())]
+    for g, view in enumerate(views):
+        rows = report[report["group"] == g].sort_values("round")
+        assert view.phase == "finished" and view.question == rows["question"].iloc[0]
+        assert [s.replace("\n", " ") for s in view.statements] == rows["statement"].fillna("").tolist()
+        np.testing.assert_allclose(view.agreement.mean(axis=1), rows["mean_agreement"], atol=1e-5)
+        np.testing.assert_allclose(view.agreement.min(axis=1), rows["min_agreement"], atol=1e-5)

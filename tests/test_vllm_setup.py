@@ -11,6 +11,8 @@ import pytest
 
 from agents.llm import vllm_server as vs
 
+pytestmark = pytest.mark.fast  # needs no model: part of `make check`
+
 
 @pytest.fixture()
 def venv(tmp_path, monkeypatch):
@@ -70,3 +72,19 @@ def test_a_running_set_up_is_not_started_twice(venv):
         assert not vs.setup_log(venv).exists()  # no second pip was launched
     finally:
         worker.kill()
+
+
+def test_strict_mode_is_float32_without_prefix_caching_and_cached_apart(tmp_path):
+    """engine.strict: the vLLM flags it stands for, its own cache entries, float32 only."""
+    from simulation.config import ConfigError, load_config
+
+    assert vs.STRICT_FLAGS == ("--dtype", "float32", "--no-enable-prefix-caching")
+    base = ["store=s.db", "output=runs", "engine.kind=openai", "engine.endpoints=[http://127.0.0.1:1/v1]"]
+    plain = load_config("scenarios/gss_spending.yaml", base)
+    strict = load_config("scenarios/gss_spending.yaml", base + ["engine.strict=true"])
+    assert strict.engine.strict and strict.engine.fingerprint() == {**plain.engine.fingerprint(), "strict": True}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nscenario: gss_spending\nengine: {kind: vllm, dtype: bfloat16, strict: true}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad, [])
+    assert "\n" not in str(err.value) and "engine.strict" in str(err.value) and "float32" in str(err.value)

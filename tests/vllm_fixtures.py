@@ -22,6 +22,10 @@ VLLM_START_TIMEOUT = float(os.environ.get("PERSONAE_VLLM_START_TIMEOUT", "420"))
 # costs 2-4 extra minutes on a machine's first start (its cache then makes later
 # starts as fast). The tests generate few tokens, so decoding speed hardly matters.
 VLLM_TEST_EAGER = os.environ.get("PERSONAE_VLLM_TEST_EAGER", "1") != "0"
+# float32, like the transformers reference the agreement tests compare with: the
+# bounds in tests/test_vllm.py then follow from float32 arithmetic on any CPU
+# (bf16 against float32 needed a bound fitted to one machine, and failed on the next).
+VLLM_TEST_DTYPE = "float32"
 
 
 class _External:
@@ -54,7 +58,9 @@ def require_vllm_env() -> None:
 
 @pytest.fixture(scope="session")
 def vllm_server():
-    """The embedded SmolLM2 (HF folder) served by vLLM on 127.0.0.1; stopped at session end."""
+    """The embedded SmolLM2 (HF folder) served by vLLM on 127.0.0.1 in float32
+    (with prefix caching, as runs use it); stopped at session end. An external
+    server (PERSONAE_VLLM_URL) must be started with --dtype float32 too."""
     from agents.llm import vllm_server as vs
     from agents.llm.embedded import EMBEDDED_NAME, hf_folder
 
@@ -65,7 +71,7 @@ def vllm_server():
     require_vllm_env()
     t0 = time.monotonic()
     try:
-        server = vs.serve(model=hf_folder(), name=EMBEDDED_NAME, timeout=VLLM_START_TIMEOUT,
+        server = vs.serve(model=hf_folder(), name=EMBEDDED_NAME, timeout=VLLM_START_TIMEOUT, dtype=VLLM_TEST_DTYPE,
                           extra_args=["--enforce-eager"] if VLLM_TEST_EAGER else [])
     except vs.ServerError as e:
         pytest.fail(f"vLLM server did not start: {e}", pytrace=False)

@@ -1,17 +1,26 @@
 """Response caching in the store, and replay.
 
 ``CachedEngine`` answers every request it has seen before from the SQLite
-store and sends only the misses, as one batch, to the real engine. The real
+store and sends only the misses, as one batch, to the real engine. Runs that
+share a store claim the misses they compute (a lease in the store): a request
+another run is computing is waited for, not computed twice. The real
 engine is built lazily, so a run whose every request is cached never loads a
 model (a re-run is served in seconds). With no engine at all it is the replay
 engine: a miss is an error, never an LLM call.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from typing import Callable
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Callable, Iterable, Protocol
 
-from simulation.store import Store, dumps
+from core.canonical import dumps
+from core.errors import PersonaeError
 
 from .base import (
     Engine,
@@ -28,10 +37,25 @@ class ReplayMiss(EngineError):
     pass
 
 
+class ResponseStore(Protocol):
+    """What the cache needs of a store (``simulation.store.Store`` is one); the
+    caller passes it in, so engines never import the layers above them."""
+
+    LEASE_SECONDS: float
+
+    def get_responses(self, keys: list[str]) -> dict[str, dict]: ...
+    def put_responses(self, rows: Iterable[dict]) -> None: ...
+    def claim(self, keys: list[str], owner: str, seconds: float | None = None) -> list[str]: ...
+    def renew(self, owner: str, seconds: float | None = None) -> None: ...
+    def release(self, owner: str) -> None: ...
+
+
 class CachedEngine(Engine):
+    POLL_SECONDS = 0.2  # how often a run waiting for another run's answers looks again
+
     def __init__(
         self,
-        store: Store,
+        store: ResponseStore,
         fingerprint: dict,
         factory: Callable[[], Engine] | None,
         *,
@@ -47,6 +71,8 @@ class CachedEngine(Engine):
         self.exact_distributions = exact_distributions
         self.hits = 0
         self.misses = 0
+        # Who holds a lease on a request (one engine in one process on one machine).
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def fingerprint(self) -> dict:
         return dict(self._fingerprint)
@@ -72,23 +98,61 @@ class CachedEngine(Engine):
             return []
         keys = [self._key(op, r) for r in requests]
         found = self.store.get_responses(list(dict.fromkeys(keys)))
-        missing_idx = [i for i, k in enumerate(keys) if k not in found]
         # Identical requests inside one batch go to the engine once.
         unique: dict[str, int] = {}
-        for i in missing_idx:
-            unique.setdefault(keys[i], i)
-        self.hits += len(requests) - len(missing_idx)
-        if unique:
-            todo = [requests[i] for i in unique.values()]
-            self.misses += len(todo)
-            self.stats.record(op, len(todo))
-            answers = call(self.inner, todo)
-            rows = []
-            for key, req, ans in zip(unique.keys(), todo, answers):
-                found[key] = encode(ans)
-                rows.append({"key": key, "engine": self.kind, "op": op, "request": req.key(), "response": found[key]})
-            self.store.put_responses(rows)
+        for i, k in enumerate(keys):
+            if k not in found:
+                unique.setdefault(k, i)
+        computed = 0
+        pending = list(unique)
+        while pending:
+            if self._factory is None:
+                self.inner  # replay: a miss is an error (ReplayMiss), never a call
+            # Another run on this store may be computing some of them: take only
+            # the requests nobody holds, wait for the rest (see Store.claim).
+            mine = self.store.claim(pending, self.owner)
+            if mine:
+                todo = [requests[unique[k]] for k in mine]
+                self.misses += len(todo)
+                computed += len(todo)
+                self.stats.record(op, len(todo))
+                with self._leased():
+                    answers = call(self.inner, todo)
+                rows = []
+                for key, req, ans in zip(mine, todo, answers):
+                    found[key] = encode(ans)
+                    rows.append({"key": key, "engine": self.kind, "op": op, "request": req.key(), "response": found[key]})
+                self.store.put_responses(rows)
+            else:
+                time.sleep(self.POLL_SECONDS)
+            found.update(self.store.get_responses([k for k in pending if k not in found]))
+            pending = [k for k in pending if k not in found]
+        self.hits += len(requests) - computed
         return [decode(found[k]) for k in keys]
+
+    @contextlib.contextmanager
+    def _leased(self):
+        """Renew this engine's leases while it computes; drop them if it fails."""
+        done = threading.Event()
+
+        def renew():
+            while not done.wait(self.store.LEASE_SECONDS / 3):
+                try:
+                    self.store.renew(self.owner)
+                except PersonaeError:  # a store fault: the computation's own save reports it
+                    return
+
+        beat = threading.Thread(target=renew, name="personae-lease", daemon=True)
+        beat.start()
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(PersonaeError):  # a store fault
+                self.store.release(self.owner)
+            raise
+        finally:
+            done.set()
+            beat.join()
 
     def option_probs(self, requests: list[OptionRequest]) -> list[OptionResult]:
         return self._cached(

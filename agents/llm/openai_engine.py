@@ -67,12 +67,18 @@ def _cause(exc: BaseException, timeout: float) -> str:
             return "connection refused"
         if isinstance(e, TimeoutError):
             return f"timed out after {timeout:g} s"
+        if isinstance(e, (ConnectionResetError, BrokenPipeError)):
+            return "connection lost"
         text = str(e).lower()
         if "connection refused" in text or "connect call failed" in text:
             return "connection refused"
         if "name or service not known" in text or "nodename nor servname" in text:
             return "unknown host"
+        if "disconnected" in text or "connection reset" in text or "incomplete chunked read" in text or "peer closed" in text:
+            return "connection lost"  # the server stopped while answering
         e = e.__cause__ or e.__context__
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection lost"  # openai's generic "Connection error." with no better cause
     return (str(exc).splitlines() or [type(exc).__name__])[0][:160]
 
 
@@ -159,7 +165,9 @@ class OpenAIEngine(Engine):
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.concurrency)
         async with self._sem:
-            failures: list[tuple[Endpoint, str]] = []
+            # (endpoint, reason, outage): an outage is no answer at all (refused,
+            # lost, timed out), worded "unreachable" whatever the reason.
+            failures: list[tuple[Endpoint, str, bool]] = []
             ep = None
             for attempt in range(self.max_retries):
                 ep = self._pick(avoid=ep if len(self.endpoints) > 1 else None)
@@ -174,25 +182,28 @@ class OpenAIEngine(Engine):
                     ep.failed += 1
                     if e.status_code not in RETRY_STATUS:  # a bad request stays bad
                         raise EngineError(f"engine openai: {ep.url} rejected the request ({_cause(e, self.timeout)})") from None
-                    failures.append((ep, _cause(e, self.timeout)))
+                    failures.append((ep, _cause(e, self.timeout), False))
                 except openai.APIConnectionError as e:  # refused, reset, DNS, timeout
                     ep.failed += 1
-                    failures.append((ep, _cause(e, self.timeout)))
+                    failures.append((ep, _cause(e, self.timeout), True))
                 finally:
                     ep.inflight -= 1
                 if attempt + 1 < self.max_retries:
                     await asyncio.sleep(self.backoff * (2**attempt) * (0.75 + 0.5 * random.random()))
             raise EngineError(self._give_up(failures))
 
-    def _give_up(self, failures: list[tuple[Endpoint, str]]) -> str:
+    def _give_up(self, failures: list[tuple[Endpoint, str, bool]]) -> str:
+        """One wording per kind of outage: '<url> unreachable after N tries (reasons)'
+        when no try got an answer, '<url> failed after N tries (HTTP ...)' when the
+        server answered with errors, 'no endpoint answered' across several URLs."""
         n = len(failures)
-        urls = list(dict.fromkeys(ep.url for ep, _ in failures))
+        urls = list(dict.fromkeys(ep.url for ep, _, _ in failures))
         if len(urls) == 1:
-            reasons = list(dict.fromkeys(r for _, r in failures))
-            what = "unreachable" if all(r == "connection refused" or r.startswith("timed out") or r == "unknown host" for r in reasons) else "failed"
+            reasons = list(dict.fromkeys(r for _, r, _ in failures))
+            what = "unreachable" if all(outage for _, _, outage in failures) else "failed"
             return f"engine openai: {urls[0]} {what} after {n} tries ({'; '.join(reasons)})"
         last = {}
-        for ep, r in failures:
+        for ep, r, _ in failures:
             last[ep.url] = r
         return f"engine openai: no endpoint answered after {n} tries (" + "; ".join(f"{u}: {r}" for u, r in last.items()) + ")"
 

@@ -1,20 +1,31 @@
-"""Attention for rows packed as [cached prefix | segment 1 | segment 2 | ...].
+"""Batch-invariant kernels for the in-process engine on CPU (float32).
 
-Why hand-written: a persona's ten questions continue the same cached
-backstory. Dense attention with a block mask computes every query against
-every key of the row (prefix + all ten segments), twice the work that is
-needed, and on CPU the masked kernel does not skip masked blocks. Here each
-query attends in two parts that are merged exactly by their log-sum-exp:
+A request's result must be bit-for-bit the same alone, in any batch, in any
+order, with or without a cached prefix: a run killed and resumed recomputes
+its remaining requests in other batches and must still write the same report.
+Float addition is not associative, so every reduction must run in an order
+that depends on the request only (the idea of vLLM's batch-invariant mode:
+fixed reduction orders, no split depending on the batch). Library kernels do
+not promise that: torch's CPU flash attention picks its key-block size from
+the padded key length, and MKL's matrix products take other code paths for
+few rows. Measured on this project's CPUs (MKL, AVX2): a row of ``X @ W`` is
+the same for every row count >= 12 (and differs for 1-11), whatever the other
+rows, so every product here sees at least ``MIN_ROWS`` rows.
 
-* the prefix keys (shared by all segments of the row; one kernel call, the
-  grouped-query heads folded into the query axis so keys are not repeated),
-* its own segment's keys, causally (segments gathered into a padded batch).
+Attention, per query group (a packed question segment, or one decoding row):
 
-    softmax over [prefix | own] = (e^{l_A} o_A + e^{l_B} o_B) / (e^{l_A} + e^{l_B})
+* the group's keys are gathered in absolute position order (cached prefix,
+  then its own tokens), zero-padded to a multiple of ``BLOCK``, so key j sits
+  at index j whatever the batch;
+* scores are one dot product over the head dimension per (query, key); the
+  maximum is exact in any order;
+* the weighted sum over keys is a product per block of ``BLOCK`` keys (fixed
+  K; the softmax denominator rides along as a column of ones), and the blocks
+  are added in position order; blocks past a query's end add exact zeros.
 
-with o_A, l_A (o_B, l_B) the attention output and log-sum-exp of each part.
-Used on CPU through torch's flash kernel, which returns the log-sum-exp;
-elsewhere, and whenever no layout is passed (decoding), plain SDPA runs.
+Each query thus costs one pass over its whole key range (no causal skipping),
+and a group's prefix keys are copied per group; measured by
+benchmarks/bench_engine.py.
 """
 from __future__ import annotations
 
@@ -23,93 +34,115 @@ from dataclasses import dataclass
 import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 NAME = "personae_packed"
+MIN_ROWS = 16  # rows every matrix product sees (>= 12 measured invariant)
+BLOCK = 64  # keys per partial sum
+CHUNK_ELEMENTS = 1 << 24  # score elements per pass, bounding memory
 
 
 @dataclass
 class PackedLayout:
-    """Where the segments of a packed batch sit (built once per forward).
+    """Which queries and keys each group uses (built once per forward).
 
-    n_prefix: cached prefix slots per row (left-padded); prefix_bias [B, 1, 1, N]
-    additive (0 or -inf) masking the left padding; gather [G, L] flat indices
-    (row * S + position) of each segment's tokens, padded with the segment's
-    first token; valid [G, L]; local_bias [G, 1, L, L] causal within segment.
+    q_index [G, L]: flat query rows (row * S + position), padded with the
+    group's first query; q_valid [G, L]; k_index [G, T]: flat key rows
+    (row * K + slot) in absolute position order, padded with the zero row
+    (index B * K); bias [G, 1, 1, L, T]: 0 where query i (absolute position
+    first_pos + i) may see key j (j <= first_pos + i), -inf elsewhere.
     """
 
-    n_prefix: int
-    prefix_bias: torch.Tensor | None
-    gather: torch.Tensor
-    valid: torch.Tensor
-    local_bias: torch.Tensor
-    all_prefix_full: bool  # every row uses all N prefix slots: no prefix mask
+    q_index: torch.Tensor
+    q_valid: torch.Tensor
+    k_index: torch.Tensor
+    bias: torch.Tensor
 
     @classmethod
-    def build(cls, base_lens: list[int], segments: list[tuple[int, ...]], S: int, dtype) -> "PackedLayout":
-        B, N = len(base_lens), max(base_lens)
-        neg = torch.finfo(dtype).min
-        prefix_bias = torch.zeros((B, 1, 1, N), dtype=dtype)
-        for b, n in enumerate(base_lens):
-            prefix_bias[b, ..., : N - n] = neg
-        L = max(length for segs in segments for length in segs)
-        rows = []
-        for b, segs in enumerate(segments):
-            start = 0
-            for length in segs:
-                idx = torch.arange(L).clamp(max=length - 1) + start
-                rows.append((b * S + idx, torch.arange(L) < length))
-                start += length
-        gather = torch.stack([g for g, _ in rows])
-        valid = torch.stack([v for _, v in rows])
-        causal = torch.ones(L, L, dtype=torch.bool).tril()
-        allowed = causal[None] & valid[:, None, :]
-        local_bias = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, neg)[:, None]
-        return cls(N, prefix_bias, gather, valid, local_bias, all(n == N for n in base_lens))
+    def build(cls, queries: list[torch.Tensor], keys: list[torch.Tensor], n_key_rows: int, rep: int, dtype) -> "PackedLayout":
+        """queries[g]: flat query rows of group g, consecutive positions
+        ending the group's sequence; keys[g]: its flat key rows, position 0
+        first (the queries' own keys last)."""
+        G = len(queries)
+        # Enough query rows that the score products see >= MIN_ROWS rows.
+        L = max(max(len(q) for q in queries), -(-MIN_ROWS // rep))
+        T = -(-max(len(k) for k in keys) // BLOCK) * BLOCK
+        q_index = torch.empty((G, L), dtype=torch.long)
+        q_valid = torch.zeros((G, L), dtype=torch.bool)
+        k_index = torch.full((G, T), n_key_rows, dtype=torch.long)
+        first_pos = torch.empty(G, dtype=torch.long)
+        for g, (q, k) in enumerate(zip(queries, keys)):
+            q_index[g] = q[0]
+            q_index[g, : len(q)] = q
+            q_valid[g, : len(q)] = True
+            k_index[g, : len(k)] = k
+            first_pos[g] = len(k) - len(q)
+        visible = torch.arange(T)[None, None, :] <= (first_pos[:, None] + torch.arange(L)[None, :])[:, :, None]
+        bias = torch.zeros((G, L, T), dtype=dtype).masked_fill_(~visible, float("-inf"))
+        return cls(q_index, q_valid, k_index, bias[:, None, None])
 
 
-def _flash(q, k, v, bias, scale):
-    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=bias, scale=scale)
+def _attend(q, k, v, bias, scaling):
+    """q [G, KVH, rep*L, D], k/v [G, KVH, T, D], bias [G, 1, 1, L, T] -> [G, KVH, rep*L, D]."""
+    G, KVH, RL, D = q.shape
+    T = k.shape[2]
+    L = bias.shape[3]
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scaling)
+    scores = scores.view(G, KVH, RL // L, L, T).add_(bias).view(G, KVH, RL, T)
+    p = scores.sub_(scores.amax(-1, keepdim=True)).exp_()
+    nb = T // BLOCK
+    p = p.view(G, KVH, RL, nb, BLOCK).transpose(2, 3).contiguous()
+    v1 = torch.cat([v, v.new_ones((G, KVH, T, 1))], -1).view(G, KVH, nb, BLOCK, D + 1)
+    part = torch.matmul(p, v1)  # [G, KVH, nb, RL, D + 1]
+    acc = part[:, :, 0]
+    for b in range(1, nb):  # position order, whatever the batch
+        acc = acc + part[:, :, b]
+    return acc[..., :D] / acc[..., D:]
 
 
 def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, packed_layout: PackedLayout | None = None, **kwargs):
-    # float32 on CPU only: the flash kernel's log-sum-exp path is what is verified
-    # (bf16 mixes dtypes in the merge); everything else takes plain SDPA.
+    # float32 on CPU only: that is where the invariance is measured; everything
+    # else takes plain SDPA.
     if packed_layout is None or query.device.type != "cpu" or query.dtype != torch.float32:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     lay = packed_layout
     B, H, S, D = query.shape
-    KVH = key.shape[1]
+    KVH, K = key.shape[1], key.shape[2]
     rep = H // KVH
-    N = lay.n_prefix
-    # Own segment: gather each segment's queries/keys into a padded batch.
+    scaling = D**-0.5 if scaling is None else scaling
     flat_q = query.transpose(1, 2).reshape(B * S, H, D)
-    flat_k = key[:, :, N:].transpose(1, 2).reshape(B * S, KVH, D)
-    flat_v = value[:, :, N:].transpose(1, 2).reshape(B * S, KVH, D)
-    qs = flat_q[lay.gather].transpose(1, 2)  # [G, H, L, D]
-    ks = repeat_kv(flat_k[lay.gather].transpose(1, 2), rep)
-    vs = repeat_kv(flat_v[lay.gather].transpose(1, 2), rep)
-    out_b, lse_b = _flash(qs, ks, vs, lay.local_bias, scaling)
+    zero = key.new_zeros((1, KVH, D))
+    flat_k = torch.cat([key.transpose(1, 2).reshape(B * K, KVH, D), zero])
+    flat_v = torch.cat([value.transpose(1, 2).reshape(B * K, KVH, D), zero])
+    G, L = lay.q_index.shape
+    T = lay.k_index.shape[1]
     out = query.new_zeros((B * S, H, D))
-    lse = query.new_full((B * S, H), float("-inf"))
-    target = lay.gather[lay.valid]
-    out[target] = out_b.transpose(1, 2)[lay.valid]
-    lse[target] = lse_b.transpose(1, 2)[lay.valid]
-    out = out.view(B, S, H, D)
-    lse = lse.view(B, S, H)
-    if N > 0:
-        # Prefix: the mask depends on the key only, so the query heads sharing
-        # a key head are stacked along the query axis instead of repeating keys.
-        q_fold = query.reshape(B, KVH, rep * S, D)
-        out_a, lse_a = _flash(q_fold, key[:, :, :N], value[:, :, :N], None if lay.all_prefix_full else lay.prefix_bias, scaling)
-        out_a = out_a.reshape(B, H, S, D).transpose(1, 2)
-        lse_a = lse_a.reshape(B, H, S).transpose(1, 2)
-        m = torch.maximum(lse_a, lse)
-        w_a = torch.exp(lse_a - m).nan_to_num_(0.0)
-        w_b = torch.exp(lse - m).nan_to_num_(0.0)
-        total = (w_a + w_b).clamp_min_(1e-30)
-        out = (out_a.nan_to_num(0.0) * w_a[..., None] + out * w_b[..., None]) / total[..., None]
-    return out.contiguous(), None
+    step = max(1, CHUNK_ELEMENTS // (H * L * T))
+    for a in range(0, G, step):  # groups are independent: chunking changes nothing
+        e = min(G, a + step)
+        n = e - a
+        q = flat_q[lay.q_index[a:e]].permute(0, 2, 1, 3).reshape(n, KVH, rep * L, D)
+        k = flat_k[lay.k_index[a:e]].transpose(1, 2).contiguous()
+        v = flat_v[lay.k_index[a:e]].transpose(1, 2).contiguous()
+        o = _attend(q, k, v, lay.bias[a:e], scaling).reshape(n, H, L, D).transpose(1, 2)
+        valid = lay.q_valid[a:e]
+        out[lay.q_index[a:e][valid]] = o[valid]
+    return out.view(B, S, H, D), None
+
+
+def pad_rows_linear(linear: torch.nn.Linear) -> None:
+    """Make ``linear`` compute every row as in a product of >= MIN_ROWS rows."""
+
+    def forward(x):
+        width = x.shape[-1]
+        flat = x.reshape(-1, width)
+        rows = flat.shape[0]
+        if rows >= MIN_ROWS:
+            return torch.nn.functional.linear(flat.contiguous(), linear.weight, linear.bias).view(*x.shape[:-1], -1)
+        padded = torch.cat([flat, flat.new_zeros((MIN_ROWS - rows, width))])
+        return torch.nn.functional.linear(padded, linear.weight, linear.bias)[:rows].view(*x.shape[:-1], -1)
+
+    linear.forward = forward
 
 
 AttentionInterface.register(NAME, packed_attention)

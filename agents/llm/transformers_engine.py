@@ -126,6 +126,14 @@ class TransformersEngine(Engine):
         self._decoder = self.hf.get_decoder()
         self.hf.set_attn_implementation(packed_attention.NAME)
         self._head = self.hf.get_output_embeddings()
+        if self._packed_attention():
+            # Batch-invariant products (see packed_attention): a request's
+            # result does not depend on what else is in the batch.
+            for module in self.hf.modules():
+                if isinstance(module, torch.nn.Linear):
+                    packed_attention.pad_rows_linear(module)
+        heads = self.hf.config.num_attention_heads
+        self._rep = heads // (getattr(self.hf.config, "num_key_value_heads", None) or heads)  # query heads per key head
         self.cache_tokens = cache_tokens
         self._prefixes: OrderedDict[str, _Prefix] = OrderedDict()
         self._cached_token_total = 0
@@ -143,7 +151,7 @@ class TransformersEngine(Engine):
     def fingerprint(self) -> dict:
         fp = {"kind": self.kind, "model": self.model, "dtype": str(self.dtype).replace("torch.", "")}
         if self.lora:
-            from .factory import adapter_digest
+            from .adapters import adapter_digest
 
             fp["lora"] = adapter_digest(self.lora)
         return fp
@@ -352,7 +360,7 @@ class TransformersEngine(Engine):
             cache = DynamicCache(ddp_cache_data=layers, config=self.config)
         else:
             cache = DynamicCache(config=self.config)
-        layout = packed_attention.PackedLayout.build([r.base_len for r in rows], [r.segment_lengths for r in rows], S, self.dtype) if packed else None
+        layout = self._layout(rows, N, S) if packed else None
         with torch.inference_mode():
             out = self._decoder(
                 input_ids=input_ids.to(self.device),
@@ -367,8 +375,25 @@ class TransformersEngine(Engine):
         return out.last_hidden_state, out.past_key_values, key_mask, N
 
     def _packed_attention(self) -> bool:
-        """Whether forwards take :mod:`packed_attention` (float32 on CPU) or SDPA."""
+        """Whether forwards take :mod:`packed_attention` (float32 on CPU:
+        batch-invariant) or SDPA."""
         return self.device == "cpu" and self.dtype == self.torch.float32
+
+    def _layout(self, rows: list[_Row], N: int, S: int) -> packed_attention.PackedLayout:
+        """Each segment's queries and its keys in position order: the row's
+        cached prefix (left-padded to N), then the segment's own tokens."""
+        torch = self.torch
+        K = N + S
+        queries, keys = [], []
+        for b, r in enumerate(rows):
+            prefix = b * K + N - r.base_len + torch.arange(r.base_len)
+            start = 0
+            for length in r.segment_lengths:
+                own = torch.arange(start, start + length)
+                queries.append(b * S + own)
+                keys.append(torch.cat([prefix, b * K + N + own]))
+                start += length
+        return packed_attention.PackedLayout.build(queries, keys, len(rows) * K, self._rep, self.dtype)
 
     def _logprobs(self, hidden):
         """Log-softmax over the vocabulary for the given hidden states only.
@@ -540,6 +565,11 @@ class TransformersEngine(Engine):
             # Finished rows feed a masked pad token; their output is already final.
             column = torch.tensor([[0 if d else 1] for d in done], dtype=torch.long)
             step_mask = torch.cat([step_mask, column], 1)
+            layout = None
+            if self._packed_attention():  # each row's valid cache slots, in position order
+                K = step_mask.shape[1]
+                keys = [b * K + step_mask[b].nonzero().flatten() for b in range(B)]
+                layout = packed_attention.PackedLayout.build([torch.tensor([b]) for b in range(B)], keys, B * K, self._rep, self.dtype)
             with torch.inference_mode():
                 out = self.hf(
                     input_ids=torch.tensor(nxt).view(B, 1),
@@ -547,6 +577,7 @@ class TransformersEngine(Engine):
                     position_ids=next_pos.view(B, 1),
                     past_key_values=cache,
                     use_cache=True,
+                    packed_layout=layout,
                 )
             cache = out.past_key_values
             last = out.logits[:, -1].float()

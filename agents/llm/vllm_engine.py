@@ -44,11 +44,14 @@ class VLLMEngine(Engine):
         max_model_len: int = 4096,
         top_logprobs: int = 20,
         seed: int = 0,
+        prefix_caching: bool = True,
         **llm_kwargs,
     ) -> None:
         """``model``: an HF-format folder or hub id; ``served_name`` is the name
         used in fingerprints (so cached results match the HTTP engine's when both
-        serve the same weights under one name); ``llm_kwargs`` go to ``vllm.LLM``."""
+        serve the same weights under one name); ``prefix_caching=False`` with
+        ``dtype="float32"`` is the strict mode (see vllm_server.STRICT_FLAGS);
+        ``llm_kwargs`` go to ``vllm.LLM``."""
         super().__init__()
         import os
 
@@ -76,7 +79,7 @@ class VLLMEngine(Engine):
         self.model = served_name or str(model)
         self.top_logprobs = int(top_logprobs)
         t0 = time.perf_counter()
-        self.llm = LLM(model=str(model), dtype=dtype, max_model_len=max_model_len, enable_prefix_caching=True,
+        self.llm = LLM(model=str(model), dtype=dtype, max_model_len=max_model_len, enable_prefix_caching=prefix_caching,
                        seed=seed, **llm_kwargs)
         self.load_seconds = time.perf_counter() - t0
         self.tokenizer = self.llm.get_tokenizer()
@@ -105,7 +108,13 @@ class VLLMEngine(Engine):
 
     def _generate(self, prompts, params):
         t0 = time.perf_counter()
-        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        try:
+            outs = self.llm.generate(prompts, params, use_tqdm=False)
+        except Exception as exc:
+            if type(exc).__name__ != "EngineDeadError":  # vllm.v1.engine.exceptions; a bug otherwise
+                raise
+            # The same wording as the HTTP engine's outage ("... unreachable ...").
+            raise EngineError(f"engine vllm: the engine process for '{self.model}' is unreachable (it stopped; see its log above)") from None
         self.stats.seconds += time.perf_counter() - t0
         for o in outs:
             n_prompt = len(o.prompt_token_ids or [])
@@ -226,9 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", help="HF folder (default: the embedded SmolLM2)")
     ap.add_argument("--name")
     ap.add_argument("--eager", action="store_true", help="skip torch.compile (faster start, slower decoding)")
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     args = ap.parse_args(argv)
     spec = json.loads(open(args.requests).read())
     kw = {"enforce_eager": True} if args.eager else {}
+    kw["dtype"] = args.dtype
     engine = VLLMEngine(args.model, served_name=args.name, **kw) if args.model else VLLMEngine.embedded(**kw)
     out: dict = {"load_seconds": engine.load_seconds, "model": engine.model}
     try:

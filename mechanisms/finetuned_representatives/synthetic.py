@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from agents.llm.base import Engine, GenerateRequest, Generation
+from mechanisms.budget import GenerationBudget
 from mechanisms.episode import EpisodeConfig, Participant, load_questions, run_episode
 from mechanisms.mediators import make_mediator
 
@@ -95,9 +96,7 @@ def generate(
     seed: int = 0,
     mediator: str = "llm",
     rounds: int = 1,
-    opinion_tokens: int = 40,
-    critique_tokens: int = 40,
-    statement_tokens: int = 56,
+    budget: GenerationBudget = GenerationBudget(),
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[dict], dict[str, str]]:
     """Run ``groups x questions_per_group`` episodes; return their results as
@@ -106,8 +105,8 @@ def generate(
     engine = SignatureEngine(engine, cards)
     ids = list(cards)
     questions = load_questions(n=groups * questions_per_group, seed=seed)
-    config = EpisodeConfig(rounds=rounds, seed=seed, opinion_tokens=opinion_tokens, critique_tokens=critique_tokens)
-    kwargs = {"max_tokens": statement_tokens} if mediator in ("llm", "habermas") else {}
+    config = EpisodeConfig(rounds=rounds, seed=seed, budget=budget)
+    kwargs = {"max_tokens": budget.statement} if mediator in ("llm", "habermas") else {}
     episodes = []
     total = groups * questions_per_group
     for g in range(groups):

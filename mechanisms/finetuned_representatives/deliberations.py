@@ -12,7 +12,9 @@ Two sources, one :class:`Deliberations`:
 * the Habermas Machine dataset's parquet layout
   (``hm_all_candidate_comparisons.parquet``): one row per participant x round x
   iteration; ``iteration_index`` 0 holds the opinion, 1 the critique of the
-  draft. The draft is ``top_candidate.text`` of the critique row when present,
+  draft. D (demographics) comes from any ``demographics.<trait>`` columns the
+  file holds (the public HM release has none, so D is refused there); P from a
+  ``position`` column (expected agreement 1..7 with the affirming statement). The draft is ``top_candidate.text`` of the critique row when present,
   else the Schulze winner of the round's first candidates
   (``candidates.text`` ranked by ``rankings.numerical_ranks``, 0 = best).
 * Personae's consensus episode logs: JSONL of ``EpisodeResult.to_json()``
@@ -38,7 +40,7 @@ import pandas as pd
 
 from mechanisms import prompts
 from mechanisms.payoff import LIKERT7
-from mechanisms.representatives import ParticipantRecord, conditioning, position_label
+from mechanisms.representatives import ParticipantRecord, conditioning, position_label, require_parts
 from mechanisms.social_choice import schulze
 
 # Columns a Habermas Machine comparisons file must have (the draft comes from
@@ -47,6 +49,7 @@ REQUIRED = ("launch_id", "worker_id", "iteration_index", "question.text", "own_o
 DRAFT_FROM_RANKS = ("candidates.text", "rankings.numerical_ranks")
 # Rows that are not real participants' words in the HM release.
 NOT_PARTICIPANT = {"MOCK", "DUMMY", "EXAMPLE"}
+DEMOGRAPHICS = "demographics."  # column prefix of questionnaire answers (label after the dot)
 LIKERT_NAMES = tuple(s.upper().replace(" ", "_") for s in LIKERT7)  # STRONGLY_DISAGREE ... STRONGLY_AGREE
 
 
@@ -87,6 +90,11 @@ class Deliberations:
         for ex in self.examples:
             h.update(json.dumps(ex.__dict__, sort_keys=True).encode())
         return h.hexdigest()[:16]
+
+    def require(self, subsets) -> None:
+        """Stop with one line when a conditioning set asks for a part (D, O,
+        C, P) no participant in the data has."""
+        require_parts(list(self.records.values()), list(subsets), self.source)
 
     @property
     def participants(self) -> list[str]:
@@ -160,8 +168,13 @@ def from_frame(df: pd.DataFrame, source: str = "<frame>") -> Deliberations:
     opinions = df[df["iteration_index"] == 0]
     records: dict[str, ParticipantRecord] = {}
     conds: dict[str, str] = {}
+    demo_cols = [c for c in df.columns if c.startswith(DEMOGRAPHICS)]
     for _, r in opinions.iterrows():
         rec = records.setdefault(r["worker_id"], ParticipantRecord(r["worker_id"]))
+        for c in demo_cols:
+            value = r[c]
+            if isinstance(value, str) and value.strip() and c[len(DEMOGRAPHICS):] not in rec.demographics:
+                rec.demographics[c[len(DEMOGRAPHICS):]] = value.strip()
         if isinstance(r["own_opinion.text"], str) and r["own_opinion.text"].strip():
             rec.opinions.append((r["question.text"], r["own_opinion.text"].strip()))
         if "position" in df.columns and pd.notna(r.get("position")):

@@ -16,13 +16,15 @@
       win rate = mean_i p_i;  wins = mean_i [p_i > 1/2] + [p_i = 1/2] / 2
 
   0.5 = indistinguishable from the ground truth.
-* Payoff discrepancy: a held-out episode is replayed with the personas that
-  played it; one participant, or all, critique through the representative
-  (the only act it performs, as in the paper), and
+* Payoff discrepancy: a held-out episode is replayed R times (seeded) with
+  the personas that played it; one participant, or all, critique through the
+  representative (the only act it performs, as in the paper), and
 
-      gap = mean_{i substituted} | payoff_i(with representatives) - payoff_i(originals) |
+      gap = mean_{i substituted} | mean_r payoff_i^r(with representatives) - mean_r payoff_i^r(originals) |
 
-  on the 1..7 agreement scale (mechanisms.representatives.representativity).
+  on the 1..7 agreement scale, with a bootstrap interval over rollouts, plus
+  the consensus autorater's win rate (eq. 22) of the representatives' final
+  statements against the originals' (mechanisms.representatives.representativity).
   Needs the persona texts (``personae.conditioning``), so it is computed on
   persona-played data only.
 """
@@ -36,7 +38,9 @@ import numpy as np
 from agents.llm.base import Engine, GenerateRequest, LoglikRequest, OptionRequest, option_letters
 from mechanisms import prompts
 from mechanisms.episode import EpisodeConfig, Participant, Question
-from mechanisms.mediators import derive_seed, make_mediator
+from core.seeds import derive_seed
+from mechanisms.budget import GenerationBudget
+from mechanisms.mediators import make_mediator
 from mechanisms.representatives import representativity
 
 from .deliberations import CritiqueExample, Deliberations
@@ -68,7 +72,7 @@ def critique_nll(engine: Engine, data: Deliberations, indices: Sequence[int], su
     return NLL([-s / n for s, n in zip(scores, counts)], counts)
 
 
-def sample_critiques(engine: Engine, data: Deliberations, indices: Sequence[int], subset: str, seed: int, max_tokens: int = 40, temperature: float = 0.8, max_items: int = 2) -> list[str]:
+def sample_critiques(engine: Engine, data: Deliberations, indices: Sequence[int], subset: str, seed: int, max_tokens: int = GenerationBudget().critique, temperature: float = 0.8, max_items: int = 2) -> list[str]:
     reqs = []
     for i in indices:
         ex = data.examples[i]
@@ -112,12 +116,13 @@ def payoff_discrepancy(
     max_episodes: int = 2,
     max_items: int = 2,
     tag: str = "rep",
-    opinion_tokens: int = 40,
-    critique_tokens: int = 40,
-    statement_tokens: int = 56,
+    budget: GenerationBudget = GenerationBudget(),
+    rollouts: int = 1,
+    judge: Engine | None = None,
 ) -> list[dict]:
     """Replay up to ``max_episodes`` held-out episodes with the original personas
-    and substitute representatives in the critique step (one / all)."""
+    and substitute representatives in the critique step (one / all), each
+    ``rollouts`` times; with a ``judge`` also the consensus autorater (eq. 22)."""
     if not data.conditionings:
         return []
     episodes: dict[str, list[CritiqueExample]] = {}
@@ -126,7 +131,7 @@ def payoff_discrepancy(
         if ex.round == 1:
             episodes.setdefault(ex.episode, []).append(ex)
     rows = []
-    config = EpisodeConfig(rounds=1, seed=seed, opinion_tokens=opinion_tokens, critique_tokens=critique_tokens, represented_acts=("critique",))
+    config = EpisodeConfig(rounds=1, seed=seed, budget=budget, represented_acts=("critique",))
     for name in sorted(episodes)[:max_episodes]:
         members = sorted(episodes[name], key=lambda e: e.participant)
         if any(m.participant not in data.conditionings for m in members):
@@ -135,11 +140,14 @@ def payoff_discrepancy(
         question = Question(first.question_id, first.question, first.question)
         participants = [Participant(m.participant, data.conditionings[m.participant]) for m in members]
         records = [data.records[m.participant] for m in members]
-        med = make_mediator(mediator, **({"max_tokens": statement_tokens} if mediator in ("llm", "habermas") else {}))
+        med = make_mediator(mediator, **({"max_tokens": budget.statement} if mediator in ("llm", "habermas") else {}))
         _, reports = representativity(
             engine, question, participants, records, list(subsets), med, config,
-            max_items=max_items, rep_engine=rep_engine, tag=tag,
+            max_items=max_items, rep_engine=rep_engine, tag=tag, rollouts=rollouts, judge=judge,
         )
         for rep in reports:
-            rows.append({"episode": name, "subset": rep.subset, "mode": rep.mode, "gap": rep.gap, "n_substituted": len(rep.per_slot)})
+            rows.append({
+                "episode": name, "subset": rep.subset, "mode": rep.mode, "gap": rep.gap, "ci_low": rep.ci_low,
+                "ci_high": rep.ci_high, "rollouts": rep.rollouts, "win_rate": rep.win_rate, "n_substituted": len(rep.per_slot),
+            })
     return rows

@@ -21,7 +21,9 @@ import os
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from core.config import StrictModel
 
 from .deliberations import CritiqueExample, Deliberations
 from .splits import Split
@@ -29,9 +31,7 @@ from .splits import Split
 RECORD = "training_record.json"
 
 
-class TrainSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TrainSettings(StrictModel):
     base_model: str = "embedded"  # "embedded" or an HF model folder / id
     subset: str = "OC"  # conditioning of the representative: letters of DOCP
     max_items: int = Field(2, ge=0)  # past questions in the conditioning

@@ -1,0 +1,140 @@
+"""Logic tests on the fake engine (agents/llm/fake_engine.py): caching, replay,
+resuming, and run.py's error lines. What a model answers is not under test
+here, so no model is loaded; the real-model versions of these behaviours stay
+in test_engine.py, test_store.py and test_scenarios.py.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.llm.base import GenerateRequest, LoglikRequest, OptionRequest
+from agents.llm.cache import CachedEngine, ReplayMiss
+from agents.llm.factory import EngineConfig, cached_engine
+from agents.llm.fake_engine import FakeEngine
+
+pytestmark = pytest.mark.fast
+
+ROOT = Path(__file__).resolve().parent.parent
+OPTIONS = OptionRequest("I am a teacher from Ohio.\n\n", "Question: Do you vote?\nAnswer:", ("A", "B", "C"))
+
+
+def test_fake_answers_are_a_function_of_the_request():
+    a, b = FakeEngine(), FakeEngine()
+    other = OptionRequest("I am a farmer from Iowa.\n\n", OPTIONS.suffix, OPTIONS.options)
+    p1, p2, p3 = a.option_probs([OPTIONS, OPTIONS, other])
+    assert p1 == b.option_probs([OPTIONS])[0] == p2  # same request, same answer, in any engine
+    assert p1.probs != p3.probs  # another backstory, another answer
+    assert np.isclose(sum(p1.probs), 1.0) and 0 <= p1.outside_mass < 0.1
+
+    hot = [GenerateRequest("Tell me about yourself.", max_tokens=12, temperature=1.0, seed=s) for s in (1, 1, 2)]
+    g1, g2, g3 = a.generate(hot)
+    assert g1.text == g2.text != g3.text  # the seed matters at temperature > 0
+    assert 1 <= g1.n_tokens <= 12 and len(g1.text.split()) == g1.n_tokens
+    cold = [GenerateRequest("Tell me about yourself.", max_tokens=12, temperature=0.0, seed=s) for s in (1, 2)]
+    c1, c2 = a.generate(cold)
+    assert c1.text == c2.text  # greedy ignores the seed
+    stopped = a.generate([GenerateRequest("Tell me about yourself.", max_tokens=40, temperature=1.0, seed=3, stop=(" and",))])[0]
+    assert " and" not in stopped.text and stopped.finish_reason == "stop"
+
+    s1, s2 = a.loglikelihood([LoglikRequest("ctx", "a critique"), LoglikRequest("ctx", "a much longer critique than that")])
+    assert s1 < 0 and s2 < 0 and s1 != s2
+
+
+def test_the_cache_answers_repeats_from_the_store_and_replay_never_calls(store):
+    reqs = [OptionRequest(f"Persona {i}.\n\n", OPTIONS.suffix, OPTIONS.options) for i in range(5)]
+    inner = FakeEngine()
+    first = CachedEngine(store, inner.fingerprint(), lambda: inner)
+    out = first.option_probs(reqs + reqs[:2])  # repeats inside one batch go to the engine once
+    assert (first.misses, inner.stats.requests) == (5, 5)
+
+    again = CachedEngine(store, inner.fingerprint(), lambda: inner)
+    assert again.option_probs(reqs) == out[:5] and again.misses == 0 and not again.loaded
+    assert inner.stats.requests == 5  # nothing reached the engine the second time
+
+    replay = CachedEngine(store, inner.fingerprint(), None)
+    assert replay.option_probs(reqs[::-1]) == out[:5][::-1]
+    with pytest.raises(ReplayMiss, match="replay never calls an engine"):
+        replay.option_probs([OptionRequest("A persona never asked.\n\n", OPTIONS.suffix, OPTIONS.options)])
+
+
+def test_the_fake_engine_is_selectable_and_cached_apart_from_real_models(store):
+    fake = cached_engine(EngineConfig(kind="fake"), store)
+    real = EngineConfig(kind="transformers").fingerprint()
+    assert fake.fingerprint()["kind"] == "fake" != real["kind"]  # its answers never stand in for a model's
+    assert fake.option_probs([OPTIONS])[0].method == "fake"
+
+
+def test_one_generation_budget_reaches_every_act_of_an_episode():
+    from mechanisms import HabermasMediator, Participant, load_questions, run_episode
+    from mechanisms.budget import GenerationBudget
+    from mechanisms.episode import EpisodeConfig
+
+    budget = GenerationBudget(opinion=5, critique=3, statement=7)
+    people = [Participant(f"p{i}", f"I am participant {i}.") for i in range(3)]
+    result = run_episode(FakeEngine(), load_questions(n=1, seed=0)[0], people, HabermasMediator(num_candidates=2, max_tokens=budget.statement),
+                         EpisodeConfig(rounds=1, seed=3, budget=budget))
+    wanted = {"opinion": budget.opinion, "critique": budget.critique, "candidate": budget.statement, "statement": budget.statement}
+    asked = {(r.act, r.max_tokens) for r in result.log if r.kind == "generate" and r.act in wanted}
+    assert {act for act, _ in asked} >= {"opinion", "critique", "candidate"} and all(n == wanted[act] for act, n in asked), asked
+    assert result.config["budget"] == budget.model_dump()  # logged with the episode, JSON-ready
+
+
+def _config(tmp_path: Path, *extra: str):
+    from simulation.config import load_config
+
+    return load_config(ROOT / "scenarios/gss_spending.yaml", [
+        "engine.kind=fake", f"store={tmp_path / 'p.db'}", f"output={tmp_path / 'runs'}",
+        "population.size=4", "population.conditions=[anthology, qa]", "population.backstories.max_tokens=12",
+        "questionnaire.questions=[natspac, natenvir, natheal]", "human.sample=12", "human.lower_bound_splits=4", *extra,
+    ])
+
+
+def test_a_run_replays_to_the_same_report_and_a_rerun_makes_no_engine_call(tmp_path):
+    from simulation.runner import replay, run
+
+    cfg = _config(tmp_path)
+    first = run(cfg)
+    assert first.engine_calls > 0 and (first.output_dir / "summary.md").exists()
+    again = run(cfg)  # the same configuration is the same run: resumed, every answer from the store
+    assert again.resumed and again.engine_calls == 0 and again.store_hits > 0
+    result, same = replay(first.run_id, cfg.store)
+    assert same and result.engine_calls == 0
+    assert (result.output_dir / "summary.md").read_bytes() == (first.output_dir / "summary.md").read_bytes()
+
+
+def test_run_py_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    import run as cli
+
+    missing = tmp_path / "nowhere.yaml"
+    assert cli.main([str(missing)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {missing}: file not found"
+    assert cli.main([str(ROOT / "scenarios/gss_spending.yaml"), "--set", "population.size=ten"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "population.size" in err and "'ten'" in err
+
+
+def test_run_py_turns_a_bug_into_one_line_and_a_saved_traceback(monkeypatch, capsys):
+    """A bug cannot be produced by any input (that is what makes it a bug), so this
+    fault is injected: a subcommand that raises an unexpected KeyError."""
+    import run as cli
+
+    def faulty_subcommand(argv):
+        raise KeyError("injected fault")
+
+    monkeypatch.setattr(cli, "cmd_runs", faulty_subcommand)
+    assert cli.main(["runs"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: unexpected KeyError: 'injected fault'")
+    saved = Path(err.rsplit("traceback saved to ", 1)[1].rstrip(")"))
+    try:
+        assert "faulty_subcommand" in saved.read_text() and "Traceback" in saved.read_text()
+    finally:
+        saved.unlink()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))

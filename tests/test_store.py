@@ -1,0 +1,254 @@
+"""Store and disk faults as one line (real files, real folders, a real run), and
+runs sharing one store claiming their requests (leases in SQLite).
+
+Read-only folders: the tests run as root on CI, where chmod does not stop a
+write. So a read-only folder is made real for an unprivileged user: the command
+runs under ``setpriv`` as ``nobody`` (as a normal user, chmod alone does it).
+A path whose parent is a regular file fails for root too.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import closing
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from simulation.config import load_config
+from simulation.runner import RunError, replay, run
+from simulation.store import Store, StoreError
+
+ROOT = Path(__file__).resolve().parent.parent
+NOBODY = 65534
+
+
+def tiny(store: Path, out: Path, *extra: str) -> list[str]:
+    """A gss_spending run with rule-based personas: 2 personas x 2 questions."""
+    return [f"store={store}", f"output={out}", "population.size=2", "population.conditions=[qa]",
+            "questionnaire.questions=[natspac, natenvir]", "human.sample=4", "human.lower_bound_splits=4", *extra]
+
+
+def cli(*args: str, unprivileged: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``run.py`` in a subprocess; ``unprivileged``: as nobody when we are root."""
+    cmd = [sys.executable, str(ROOT / "run.py"), *args]
+    if unprivileged and os.geteuid() == 0:
+        cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *cmd]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_exit_2(proc: subprocess.CompletedProcess) -> str:
+    err = proc.stderr.strip()
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-500:], err)
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
+
+
+@pytest.fixture()
+def public():
+    """A folder nobody may enter (pytest's tmp_path is private to root); removed after."""
+    d = Path(tempfile.mkdtemp(prefix="personae-test-"))
+    d.chmod(0o755)
+    yield d
+    for p in [d, *d.rglob("*")]:
+        if p.is_dir() and not p.is_symlink():
+            p.chmod(0o755)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One real finished run (embedded model): its store and config."""
+    d = tmp_path_factory.mktemp("finished")
+    cfg = load_config(ROOT / "scenarios" / "gss_spending.yaml", tiny(d / "store.db", d / "runs"))
+    result = run(cfg)
+    assert result.engine_calls > 0
+    return cfg, result
+
+
+def responses(db: Path) -> int:
+    with closing(sqlite3.connect(db)) as con:
+        return con.execute("select count(*) from responses").fetchone()[0]
+
+
+# ------------------------------------------------------------------ opening a store
+
+
+def test_a_file_that_is_not_sqlite_is_one_line(tmp_path):
+    junk = tmp_path / "notes.db"
+    junk.write_text("these are my notes, not a database\n")
+    with pytest.raises(StoreError, match=r"notes\.db: not a SQLite database"):
+        Store(junk)
+    err = one_line_exit_2(cli("runs", "--store", str(junk)))
+    assert str(junk) in err and "not a SQLite database" in err
+    assert junk.read_text() == "these are my notes, not a database\n"  # untouched
+
+
+def test_a_store_under_a_regular_file_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    err = one_line_exit_2(cli("scenarios/gss_spending.yaml", "--set", f"store={tmp_path / 'file' / 'p.db'}",
+                              "--set", f"output={tmp_path / 'runs'}"))
+    assert "file/p.db" in err and "is a file, not a folder" in err
+
+
+def test_a_new_store_in_a_read_only_folder_is_one_line(public):
+    ro = public / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    err = one_line_exit_2(cli("scenarios/gss_spending.yaml", "--set", f"store={ro / 'p.db'}",
+                              "--set", f"output={public / 'runs'}", unprivileged=True))
+    assert f"store {ro / 'p.db'}" in err and "is its folder writable" in err
+    assert not (ro / "p.db").exists()
+
+
+def test_a_read_only_store_object_never_writes(finished, tmp_path):
+    cfg, result = finished
+    copy = tmp_path / "copy.db"
+    with closing(sqlite3.connect(cfg.store)) as src, closing(sqlite3.connect(copy)) as dst:
+        src.backup(dst)
+    before = copy.read_bytes()
+    store = Store(copy, readonly=True)
+    assert store.get_run(result.run_id)["status"] == "finished"
+    with pytest.raises(StoreError, match="opened read-only"):
+        store.put_responses([{"key": "k", "engine": "e", "op": "o", "request": {}, "response": {}}])
+    with pytest.raises(StoreError, match="no such file"):
+        Store(tmp_path / "missing.db", readonly=True)
+    assert copy.read_bytes() == before
+
+
+# ------------------------------------------------------------------ runs and replay on a read-only folder
+
+
+def test_runs_and_replay_read_a_store_in_a_read_only_folder(finished, public):
+    """WAL set-up used to write on every open: listing and replaying failed there."""
+    cfg, result = finished
+    ro = public / "ro"
+    shutil.copytree(Path(cfg.store).parent / "runs", ro / "runs")
+    for p in ro.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    db = ro / "store.db"
+    with closing(sqlite3.connect(cfg.store)) as src, closing(sqlite3.connect(db)) as dst:
+        src.backup(dst)  # a WAL-mode copy, closed cleanly: no -wal/-shm files beside it
+        with dst:
+            dst.execute("update runs set output_dir = replace(output_dir, ?, ?)", [str(Path(cfg.store).parent), str(ro)])
+    assert not (ro / "store.db-wal").exists()
+    db.chmod(0o644)
+    ro.chmod(0o555)
+    before = db.read_bytes()
+
+    listed = cli("runs", "--store", str(db), unprivileged=True)
+    assert listed.returncode == 0, listed.stderr
+    assert f"{result.run_id}\tgss_spending\tfinished" in listed.stdout
+
+    out = public / "replayed"
+    out.mkdir()
+    out.chmod(0o777)
+    rep = cli("replay", result.run_id, "--store", str(db), "--out", str(out / "r"), unprivileged=True)
+    assert rep.returncode == 0, rep.stderr
+    assert "0 engine calls; report identical to the original" in rep.stdout
+    assert db.read_bytes() == before and not (ro / "store.db-wal").exists()
+
+    # the default replay folder is inside the read-only run folder: one line, exit 2
+    err = one_line_exit_2(cli("replay", result.run_id, "--store", str(db), unprivileged=True))
+    assert "replay output folder" in err and "cannot write there" in err
+
+
+# ------------------------------------------------------------------ output folder, failed runs, resume
+
+
+def test_an_unwritable_output_folder_stops_the_run_before_any_llm_call(tmp_path):
+    (tmp_path / "file").write_text("x")
+    db = tmp_path / "store.db"
+    cfg = load_config(ROOT / "scenarios" / "gss_spending.yaml", tiny(db, tmp_path / "file" / "runs"))
+    t0 = time.monotonic()
+    with pytest.raises(RunError, match=r"output folder .*file/runs/.*: cannot write there"):
+        run(cfg)
+    assert time.monotonic() - t0 < 10
+    assert responses(db) == 0 and Store(db).list_runs() == []
+
+
+def test_a_run_that_stops_on_an_error_is_marked_failed_with_its_message(tmp_path):
+    """A real outage: the engine's endpoint is a port nothing listens on."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = tmp_path / "store.db"
+    proc = cli("scenarios/gss_spending.yaml", "--plain", *[x for a in tiny(db, tmp_path / "runs", "engine.kind=openai",
+               f"engine.endpoints=[http://127.0.0.1:{port}/v1]", "engine.retries=1") for x in ("--set", a)])
+    err = one_line_exit_2(proc)
+    assert f"http://127.0.0.1:{port}/v1 unreachable after 1 tries (connection refused)" in err
+    listed = cli("runs", "--store", str(db))
+    assert listed.returncode == 0
+    (row,) = listed.stdout.strip().splitlines()
+    assert row.split("\t")[2] == "failed" and row.split("\t")[4] == err.removeprefix("error: ")
+
+
+def test_resuming_with_another_output_folder_updates_the_record(finished, tmp_path):
+    cfg, result = finished
+    moved = load_config(ROOT / "scenarios" / "gss_spending.yaml", tiny(cfg.store, tmp_path / "elsewhere"))
+    again = run(moved)
+    assert again.run_id == result.run_id and again.resumed and again.engine_calls == 0
+    assert Store(cfg.store).get_run(result.run_id)["output_dir"] == str(tmp_path / "elsewhere" / result.run_id)
+    rep, same = replay(result.run_id, str(cfg.store))
+    assert rep.output_dir == tmp_path / "elsewhere" / result.run_id / "replay"
+    assert same and rep.engine_calls == 0
+
+
+# ------------------------------------------------------------------ leases: shared stores do no duplicate work
+
+
+def test_leases_give_each_request_one_owner(tmp_path):
+    a, b = Store(tmp_path / "s.db"), Store(tmp_path / "s.db")
+    keys = [f"k{i}" for i in range(5)]
+    assert a.claim(keys[:3], "A") == keys[:3]
+    assert b.claim(keys, "B") == keys[3:]  # A's three are taken
+    assert a.claim(keys[:3], "A") == keys[:3]  # an owner keeps its own
+    a.put_responses([{"key": "k0", "engine": "e", "op": "o", "request": {}, "response": {"x": 1}}])
+    assert b.claim(keys, "B") == keys[3:]  # answered: not claimable; k1, k2 still A's
+    assert b.claim(keys[1:3], "B", seconds=5) == []
+    a.claim(keys[1:3], "A", seconds=-1)  # A's leases run out (as when A was killed)
+    assert b.claim(keys[1:3], "B") == keys[1:3]
+
+
+WORKER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from agents.llm.base import GenerateRequest
+    from agents.llm.cache import CachedEngine
+    from agents.llm.transformers_engine import TransformersEngine
+    from simulation.store import Store
+
+    db, me, other, n = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+    model = TransformersEngine.embedded()
+    engine = CachedEngine(Store(db), {"kind": "transformers", "model": "embedded-test"}, lambda: model)
+    me.touch()
+    while not other.exists():  # both loaded: start together, so the batches overlap
+        time.sleep(0.05)
+    reqs = [GenerateRequest(f"My favourite food number {i} is", max_tokens=12, temperature=1.0, seed=i) for i in range(n)]
+    texts = [g.text for g in engine.generate(reqs)]
+    print(engine.misses, engine.hits, "|".join(texts))
+""")
+
+
+def test_two_processes_sharing_a_store_compute_each_request_once(tmp_path):
+    db, n = tmp_path / "shared.db", 8
+    Store(db)
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(db), str(tmp_path / f"{me}.ready"),
+                               str(tmp_path / f"{other}.ready"), str(n)], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for me, other in (("a", "b"), ("b", "a"))]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-800:] for o in outs]
+    (ma, ha, ta), (mb, hb, tb) = [o[0].strip().split(" ", 2) for o in outs]
+    # Without leases both would compute all n; with them each request is computed once
+    assert int(ma) + int(mb) == n and responses(db) == n, (ma, mb)
+    assert int(ha) == n - int(ma) and int(hb) == n - int(mb)
+    assert ta == tb  # the waiting run got the other's answers
