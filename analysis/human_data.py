@@ -137,6 +137,10 @@ CANONICAL_TRAITS = ("age", "gender", "education", "income", "race", "religion", 
 class StudyError(PersonaeError, ValueError):
     """A problem in a study definition or its data; the message is one line naming file and field."""
 
+    def __init__(self, message: str) -> None:
+        # Names taken from the data (columns, labels) may hold line breaks: keep one line, lose nothing.
+        super().__init__(message if str(message).isprintable() else repr(str(message))[1:-1])
+
 
 # ---------------------------------------------------------------------------
 # Schema (pydantic)

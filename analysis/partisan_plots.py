@@ -6,6 +6,7 @@ is never touched and the PNGs are deterministic.
 """
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -28,7 +29,7 @@ def plot_gaps(table: pd.DataFrame, title: str, gap_label: str):
     each bar labelled with its source."""
     parties = list(dict.fromkeys(table["party"]))
     fig = new_figure(5.2 * max(1, len(parties)), 4.4)
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.36, top=0.84, wspace=0.25)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.36, top=0.80, wspace=0.25)
     for k, party in enumerate(parties):
         ax = fig.add_subplot(1, len(parties), k + 1)
         part = table[table["party"] == party]
@@ -58,7 +59,8 @@ def plot_gaps(table: pd.DataFrame, title: str, gap_label: str):
             ax.set_ylabel(gap_label, fontsize=8)
     instrument = str(table["matched_human_instrument"].iloc[0])
     pub_src = str(table["published_instrument"].iloc[0])
-    fig.suptitle(f"{title}\nmatched humans: {instrument[:90]}; {pub_src}", fontsize=8)
+    caption = textwrap.fill(f"matched humans: {instrument}; {pub_src}", 150)
+    fig.suptitle(f"{title}\n{caption}", fontsize=8)
     return fig
 
 

@@ -10,6 +10,8 @@ neither profits from the other's prefix cache.
     python benchmarks/bench_consensus.py                      # in-process embedded model
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_consensus.py   # on a shared, busy machine
     python benchmarks/bench_consensus.py --no-local --base-url http://127.0.0.1:8011/v1 --model smollm2-135m-instruct
+    # the Habermas Machine's settings: groups of 5, 16 candidates, chain-of-thought ranking
+    python benchmarks/bench_consensus.py --group 5 --candidates 16 --ranking cot --no-local --base-url ...
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ def run(make_engine, mode: str, args) -> dict:
     questions = load_questions(n=args.episodes, seed=args.seed)
     group = [Participant(f"p{i}", PERSONAS[i % len(PERSONAS)]) for i in range(args.group)]
     budget = GenerationBudget(opinion=args.opinion_tokens, critique=args.critique_tokens, statement=args.statement_tokens)
-    mediator = HabermasMediator(num_candidates=args.candidates, max_tokens=budget.statement)
+    mediator = HabermasMediator(num_candidates=args.candidates, max_tokens=budget.statement, ranking=args.ranking)
     cfg = EpisodeConfig(rounds=args.rounds, seed=args.seed, budget=budget)
     t0 = time.perf_counter()
     tokens = 0
@@ -84,6 +86,7 @@ def main(argv=None) -> None:
     ap.add_argument("--group", type=int, default=5)
     ap.add_argument("--candidates", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--ranking", default="rating", choices=["rating", "choice", "cot"], help="how participants rank candidates (the Habermas Machine: cot)")
     ap.add_argument("--opinion-tokens", type=int, default=GenerationBudget().opinion)
     ap.add_argument("--critique-tokens", type=int, default=GenerationBudget().critique)
     ap.add_argument("--statement-tokens", type=int, default=GenerationBudget().statement)
@@ -94,7 +97,7 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default=None, help="model name served at --base-url (default: the first listed)")
     ap.add_argument("--no-local", action="store_true", help="skip the in-process engine")
     args = ap.parse_args(argv)
-    print(f"group {args.group}, K = {args.candidates}, rounds {args.rounds}, {args.episodes} episodes per mode")
+    print(f"group {args.group}, K = {args.candidates}, ranking {args.ranking}, rounds {args.rounds}, {args.episodes} episodes per mode")
 
     if not args.no_local:
         from agents.llm.transformers_engine import TransformersEngine

@@ -173,6 +173,11 @@ def _split_key(key: str) -> list[str] | None:
     return parts if need_dot else None
 
 
+def _shown(text: str) -> str:
+    """The override as typed, with control characters escaped (an error message stays one line)."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``path.to.key=value``; a name holding dots is quoted: ``human.overrides.filters["political.knowledge"]=2``."""
     expected = "expected path.to.key=value (quote a name with dots: a.b[\"c.d\"]=value)"
@@ -186,11 +191,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
             cut = i
             break
     if cut < 0:
-        raise ConfigError(f"--set {text}: {expected}")
+        raise ConfigError(f"--set {_shown(text)}: {expected}")
     key, raw = text[:cut], text[cut + 1 :]
     parts = _split_key(key)
     if not parts:
-        raise ConfigError(f"--set {text}: {expected}")
+        raise ConfigError(f"--set {_shown(text)}: {expected}")
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
@@ -205,7 +210,7 @@ def apply_override(data: dict, path: list[str], value: Any, label: str) -> None:
         if nxt is None:
             nxt = node[part] = {}
         if not isinstance(nxt, dict):
-            raise ConfigError(f"{label}: --set {'.'.join(path)}: '{'.'.join(path[: i + 1])}' is not a section")
+            raise ConfigError(_shown(f"{label}: --set {'.'.join(path)}: '{'.'.join(path[: i + 1])}' is not a section"))
         node = nxt
     node[path[-1]] = value
 
@@ -238,4 +243,4 @@ def validate_config(data: dict, label: str, model: type[BaseModel] | None = None
     try:
         return (model or ScenarioConfig).model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(validation_line(label, exc)) from None
+        raise ConfigError(_shown(validation_line(label, exc))) from None

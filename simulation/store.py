@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -56,6 +58,22 @@ def describe(exc: BaseException) -> str:
             return "a parent of it is a file, not a folder"
         return exc.strerror or str(exc)
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _owner_dead(owner: str) -> bool:
+    """A lease owner ("host:pid:tag") on this machine whose process is gone (killed):
+    its requests are free at once, so a resume does not wait for the lease to run out."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
 
 
 class Store:
@@ -233,7 +251,8 @@ class Store:
                     marks = ",".join("?" * len(chunk))
                     done = {k for (k,) in con.execute(f"select key from responses where key in ({marks})", chunk)}
                     held = {k: (o, e) for k, o, e in con.execute(f"select key, owner, expires from leases where key in ({marks})", chunk)}
-                    free = [k for k in chunk if k not in done and (k not in held or held[k][0] == owner or held[k][1] < now)]
+                    free = [k for k in chunk if k not in done and (k not in held or held[k][0] == owner or held[k][1] < now
+                                                                     or _owner_dead(held[k][0]))]
                     con.executemany("insert or replace into leases(key, owner, expires) values (?, ?, ?)",
                                     [(k, owner, expires) for k in free])
                     mine += free

@@ -71,7 +71,19 @@ def gap_table(name: str, lo: float, hi: float) -> Table:
 
 
 CASES = {
-    "atp_poll.yaml": Case("atp_poll", ("questionnaire.questions=[FUD35_W34, FUD22_W34]",), (ANSWERS,)),
+    # A synthetic file shaped like Pew ATP W34 (not Pew data): without a file the scenario stops.
+    "atp_poll.yaml": Case(
+        "atp_poll",
+        (f"human.overrides.source.path={ROOT / 'tests/data/synthetic_atp_w34_not_pew_data.sav'}", "human.sample=4",
+         "population.conditions=[qa]", "human.lower_bound_splits=5", "questionnaire.questions=[FUD35_W34, FUD22_W34]"),
+        (Table("conditions", frozenset({"condition", "matching"}), lambda cfg: _n_populations(cfg) + 1), ANSWERS),
+    ),
+    "survey.yaml": Case(
+        "survey",
+        ("human.sample=4", "population.conditions=[qa]", "human.lower_bound_splits=5", "questionnaire.questions=[economy_national, economy_household]"),
+        (Table("conditions", frozenset({"condition", "matching"}), lambda cfg: _n_populations(cfg) + 1), ANSWERS,
+         Table("alpha_per_scale", frozenset({"scale", "condition", "alpha_human", "alpha_persona"}), lambda cfg: _n_populations(cfg))),
+    ),
     "gss_spending.yaml": Case(
         "gss_spending",
         ("human.sample=6", "human.lower_bound_splits=10", "questionnaire.questions=[natspac, natenvir, natheal]", "population.conditions=[anthology, qa]"),
@@ -134,7 +146,7 @@ def test_scenario_report_holds_its_tables(name, shared, capsys):
     for table in case.tables:
         path = result.output_dir / f"{table.name}.csv"
         assert path in result.files, f"{name}: no {table.name} table in the report"
-        df = pd.read_csv(path, header=[0, 1] if table.name == "conditions" else 0)  # conditions: (study, metric) columns
+        df = pd.read_csv(path)  # conditions: one "<study> <metric>" column per study and metric
         cols = {c[0] if isinstance(c, tuple) else c for c in df.columns}
         assert table.columns <= cols, f"{name}: {table.name} lacks {set(table.columns) - cols}"
         assert len(df) == table.rows(cfg), f"{name}: {table.name} has {len(df)} rows"

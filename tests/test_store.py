@@ -214,8 +214,16 @@ def test_leases_give_each_request_one_owner(tmp_path):
     a.put_responses([{"key": "k0", "engine": "e", "op": "o", "request": {}, "response": {"x": 1}}])
     assert b.claim(keys, "B") == keys[3:]  # answered: not claimable; k1, k2 still A's
     assert b.claim(keys[1:3], "B", seconds=5) == []
-    a.claim(keys[1:3], "A", seconds=-1)  # A's leases run out (as when A was killed)
+    a.claim(keys[1:3], "A", seconds=-1)  # A's leases run out (as when A was killed elsewhere)
     assert b.claim(keys[1:3], "B") == keys[1:3]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a killed run on this machine: its leases are free at once
+    import socket
+
+    assert a.claim(keys[3:], f"{socket.gethostname()}:{dead.pid}:x") == []  # B holds them, alive
+    b.release("B")
+    assert a.claim(keys[3:], f"{socket.gethostname()}:{dead.pid}:x") == keys[3:]
+    assert b.claim(keys[3:], "B") == keys[3:]
 
 
 WORKER = textwrap.dedent("""
