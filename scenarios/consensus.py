@@ -5,10 +5,14 @@ mediator. Each model step runs the next phase (opinions, draft, critiques,
 revision, ..., payoff) of every group's episode. Before the main question each
 group debates ``options.history`` other questions: those episodes form every
 participant's record (opinions, critiques, positions), from which digital
-representatives are conditioned (any subset of D/O/C/P). After the last step
-the report gives the mean and minimum agreement per round, and the
-representativity (mean |payoff with representatives - payoff of the originals|)
-substituting one participant and all of them, per conditioning subset.
+representatives are conditioned (any subset of D/O/C/P; D = each persona's
+surveyed demographic profile). After the last step the report gives the mean
+and minimum agreement per round, each participant's position before and after
+deliberation with the group's disagreement, and the representativity:
+representatives (by default critiquing only, the paper's setting) substitute
+one participant and all of them, per conditioning subset, over ``rollouts``
+seeded rollouts -- the discrepancy in expected payoff (eq. 21) with a bootstrap
+interval, and the consensus autorater's win rate (eq. 22).
 
 Every engine request goes through the store, so a rerun, a resume after a kill
 and a replay make no repeated LLM call; every utterance is in the episode log.
@@ -212,6 +216,8 @@ class ConsensusModel(ScenarioModel):
             alerts.append(alert)
             total = self.representative_episodes()
             done = [0]
+            if self.progress:
+                self.progress("representatives: episodes", 0, total)
 
             def tick(_res):
                 done[0] += 1

@@ -377,3 +377,27 @@ def test_D_carries_the_personas_surveyed_demographics(engine, store):
         text = conditioning(ParticipantRecord(pid, profile), "D")
         assert "You represent a participant with the following demographic profile." in text
         assert all(f"{k}: {v}." in text for k, v in profile.items())
+
+
+def test_value_equivalence_over_seeded_rollouts_with_interval_and_autorater(engine, question):
+    """R = 2 rollouts: each re-seeds the whole episode (baseline and substitution
+    share the seed), the gap comes with a bootstrap interval, and the judge
+    compares each rollout's final statements (eq. 22)."""
+    records = _records()
+    originals = [Participant(r.id, conditioning(r, "DOCP")) for r in records]
+    cfg = EpisodeConfig(rounds=1, seed=11, budget=GenerationBudget(opinion=12, critique=12))
+    played = []
+    base, [rep] = representativity(
+        engine, question, originals, records[1:] + records[:1], subsets=("OC",), mediator=LLMMediator(max_tokens=12),
+        config=cfg, modes=("all",), rollouts=2, judge=engine, on_episode=played.append,
+    )
+    assert len(played) == 4  # 2 baseline rollouts + 2 with everyone substituted
+    baselines = [r for r in played if r.actor_ids["critique"] == [p.id for p in originals]]
+    assert len(baselines) == 2 and baselines[0].opinions != baselines[1].opinions  # re-seeded
+    assert base.opinions == baselines[0].opinions and base.config["seed"] == 11  # rollout 0 is the episode itself
+    subs = [r for r in played if all(r is not b for b in baselines)]
+    assert [s.config["seed"] for s in subs] == [b.config["seed"] for b in baselines]  # paired seeds
+    assert rep.rollouts == 2 and rep.ci_low <= rep.gap + 1e-9 and rep.gap <= rep.ci_high + 1e-9
+    expected = np.abs(np.mean([s.final_payoffs for s in subs], 0) - np.mean([b.final_payoffs for b in baselines], 0)).mean()
+    assert rep.gap == pytest.approx(expected, abs=1e-6)
+    assert 0.0 <= rep.win_rate <= 1.0
