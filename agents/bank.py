@@ -18,18 +18,16 @@ A persona record::
 """
 from __future__ import annotations
 
-from core.errors import PersonaeError
-
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Protocol
 
 from core.canonical import dumps
-
-from . import backstories, baselines
+from core.errors import PersonaeError
 from core.seeds import derive_seed
 
+from . import backstories, baselines
 from .backstories import Draft, GenerationParams
 from .llm.base import Engine
 

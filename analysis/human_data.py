@@ -69,7 +69,9 @@ YAML schema
 
 How a raw value becomes an option index (questions and traits alike):
 
-1. NaN, or a code listed under ``missing`` / ``refusal`` -> missing;
+1. NaN (an empty CSV cell), a code listed under ``missing`` / ``refusal``, or
+   a text such as ``NA`` / ``N/A`` / ``None`` that is not one of the item's
+   option labels -> missing (an option called "None" keeps its answers);
 2. ``bins`` -> the bin holding the value (bins are ``[e_k, e_{k+1})``, the last
    one closed); a value outside every bin is an error.  ``default_missing`` is
    not applied to binned columns, whose large values are real data;
@@ -161,6 +163,9 @@ class StudyWarning(UserWarning):
 
 class UnknownName(StudyError, KeyError):
     """A question, trait or option name the study does not have."""
+
+    def __str__(self) -> str:  # the message as is: KeyError would quote it
+        return str(self.args[0]) if self.args else type(self).__name__
 
 
 class BinsSpec(StrictModel):

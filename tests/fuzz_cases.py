@@ -215,6 +215,12 @@ def run_scenario_case(case, folder: Path) -> str:
         return "traceback"
     # Loaded: what the file and the overrides said is what was loaded.
     expected = data.get("population", {}).get("size") if isinstance(data.get("population"), dict) else None
-    if not overrides and isinstance(expected, int) and not isinstance(expected, bool) and cfg.population.size != expected:
+    for text in overrides:  # the last --set of population.size wins
+        m = re.fullmatch(r"population\.size=(\d+)", text)
+        if m:
+            expected = int(m.group(1))
+        elif text.startswith("population"):
+            expected = None  # another override touched the section: no simple expectation
+    if isinstance(expected, int) and not isinstance(expected, bool) and cfg.population.size != expected:
         return "silently_wrong"
     return "loaded"

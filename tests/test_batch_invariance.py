@@ -43,7 +43,8 @@ def fresh():
 
 
 def test_option_distributions_are_the_same_alone_in_any_batch_and_on_a_fresh_engine(engine, fresh):
-    mine = [option_request(PERSONAS[0], q, display_order(len(q.options), rev)) for q in QUESTIONS for rev in (False, True)]
+    mine = [option_request(PERSONAS[0], q, display_order(len(q.options), False)) for q in QUESTIONS]
+    mine.append(option_request(PERSONAS[0], QUESTIONS[1], display_order(4, True)))
     mine.append(option_request("", QUESTIONS[2], [0, 1, 2]))  # no prefix at all
     others = [option_request(p, q, display_order(len(q.options), False)) for p in PERSONAS[1:] for q in QUESTIONS]
     alone = _table([fresh.option_probs([r])[0] for r in mine])  # one at a time, from an empty cache
@@ -61,13 +62,13 @@ def test_option_distributions_are_the_same_alone_in_any_batch_and_on_a_fresh_eng
 
 def test_loglikelihoods_and_seeded_generations_are_the_same_alone_and_in_a_batch(engine, fresh):
     conts = ["Question: What", "I am happy.", "Question: zebra"]
-    scored = [LoglikRequest(p, c) for p in PERSONAS[:2] for c in conts]
+    scored = [LoglikRequest(PERSONAS[0], c) for c in conts] + [LoglikRequest(PERSONAS[1], conts[0])]
     alone = [fresh.loglikelihood([r])[0] for r in scored]
     assert engine.loglikelihood(scored[::-1])[::-1] == alone
     prompt = "Question: What do you enjoy on weekends?\nAnswer:"
     gens = [
-        GenerateRequest(p + prompt, max_tokens=10, temperature=t, seed=s, prefix_len=len(p))
-        for p, t, s in ((PERSONAS[0], 0.0, 0), (PERSONAS[0], 1.0, 1), (PERSONAS[1], 1.0, 2), (PERSONAS[2], 0.7, 3))
+        GenerateRequest(p + prompt, max_tokens=8, temperature=t, seed=s, prefix_len=len(p))
+        for p, t, s in ((PERSONAS[0], 0.0, 0), (PERSONAS[0], 1.0, 1), (PERSONAS[1], 0.7, 2))
     ]
     alone_texts = [fresh.generate([g])[0].text for g in gens]
     assert [g.text for g in engine.generate(gens[::-1])][::-1] == alone_texts
@@ -76,11 +77,11 @@ def test_loglikelihoods_and_seeded_generations_are_the_same_alone_and_in_a_batch
 
 def test_a_survey_step_resumed_after_a_kill_equals_one_computed_at_once(engine, fresh, store):
     """Two question steps asked in series (each answer extends the next prompt)
-    of four personas, through the response store as a run does. Uninterrupted:
-    each step in one batch. Interrupted: the kill lands inside step 1 after half
-    its requests were stored; the restart (empty prefix cache) computes the
+    of three personas, through the response store as a run does. Uninterrupted:
+    each step in one batch. Interrupted: the kill lands inside step 1 after one
+    of its requests was stored; the restart (empty prefix cache) computes the
     rest, then step 2. Every stored figure must be identical."""
-    people = [PERSONAS[0], PERSONAS[1], PERSONAS[2], PERSONAS[0].replace("54", "61")]
+    people = PERSONAS
 
     def survey(eng, split: bool) -> list[np.ndarray]:
         fp = {"kind": "transformers", "model": f"invariance-{split}"}
@@ -90,7 +91,7 @@ def test_a_survey_step_resumed_after_a_kill_equals_one_computed_at_once(engine, 
             order = display_order(len(q.options), False)
             reqs = [option_request(p + h, q, order) for p, h in zip(people, histories)]
             if split and step == 0:
-                run.option_probs(reqs[:2])  # the stored half, then the kill
+                run.option_probs(reqs[:1])  # stored, then the kill
                 eng._prefixes.clear()
                 run = CachedEngine(store, fp, lambda: eng)  # the resumed run
             results = run.option_probs(reqs)

@@ -33,6 +33,7 @@ def stored_requests(db: Path, op: str) -> list[dict]:
         return [json.loads(r[0]) for r in con.execute("select request from responses where op = ?", (op,))]
 
 
+@pytest.mark.fast
 def test_default_budgets_add_up_to_the_talks_interview_length():
     budgets = GenerationParams().budgets()
     assert len(budgets) == 10 and budgets[0] == max(budgets)  # the life story gets the most room

@@ -83,6 +83,7 @@ PERSONAS = [
 ]
 
 
+@pytest.mark.fast
 def test_questions_subset_ships_with_attribution():
     qs = load_questions()
     assert len(qs) == 200 and len({q.id for q in qs}) == 200
@@ -324,6 +325,7 @@ def test_cot_ranking_parses_or_records_its_fallback(engine, question):
 
 
 # ------------------------------------------------------------------ conditioning (paper Table 2)
+@pytest.mark.fast
 def test_each_conditioning_part_adds_its_table_2_section():
     rec = _records()[0]
     base = conditioning(rec, "")
@@ -348,6 +350,7 @@ def test_each_conditioning_part_adds_its_table_2_section():
     assert docp.count("Question 1 from a past debate") == 1
 
 
+@pytest.mark.fast
 def test_a_set_the_data_cannot_fill_stops_with_one_line():
     bare = [ParticipantRecord("a", opinions=[("q?", "yes")]), ParticipantRecord("b")]
     require_parts(bare, ["", "O"], "data.parquet")

@@ -28,7 +28,7 @@ def test_distributions_sum_to_one_and_report_outside_mass(engine):
 def test_prefix_reuse_equals_full_prompt(engine):
     cached = engine.option_probs([option_request(BACKSTORY, GMO, [0, 1, 2, 3])])[0]
     full = engine.option_probs([OptionRequest(prefix="", suffix=BACKSTORY + option_request("", GMO, [0, 1, 2, 3]).suffix, options=option_letters(4))])[0]
-    assert np.max(np.abs(np.array(cached.probs) - np.array(full.probs))) <= 0.01
+    assert cached.probs == full.probs  # bit for bit: see tests/test_batch_invariance.py
     assert engine.stats.cached_prompt_tokens > 0
 
 
@@ -41,12 +41,12 @@ def test_batch_equals_one_at_a_time(engine):
     together = engine.option_probs(reqs)
     for req, res in zip(reqs, together):
         alone = engine.option_probs([req])[0]
-        assert np.max(np.abs(np.array(alone.probs) - np.array(res.probs))) <= 0.01
+        assert alone.probs == res.probs
 
 
 def test_questions_packed_on_one_prefix_equal_one_at_a_time(engine):
     """Several questions to one cached backstory are packed into one row with a
-    block mask and split attention (agents/llm/packed_attention.py); each must
+    block mask (agents/llm/packed_attention.py); each must
     come out as if asked alone, also beside rows with other or no prefixes."""
     other = "I am a retired nurse from Ohio who loves gardening.\n\n"
     reqs = [option_request(BACKSTORY, q, order) for q, order in ((GMO, [0, 1, 2, 3]), (GMO, [3, 2, 1, 0]), (ARITH, [0, 1, 2]), (ARITH, [2, 0, 1]))]
@@ -54,12 +54,11 @@ def test_questions_packed_on_one_prefix_equal_one_at_a_time(engine):
     together = engine.option_probs(reqs)
     for req, res in zip(reqs, together):
         alone = engine.option_probs([req])[0]
-        assert np.max(np.abs(np.array(alone.probs) - np.array(res.probs))) <= 1e-4
-        assert abs(alone.outside_mass - res.outside_mass) <= 1e-4
+        assert alone.probs == res.probs and alone.outside_mass == res.outside_mass
     conts = ["Question: What", "Question: zebra", "I am happy."]
     packed = engine.loglikelihood([LoglikRequest(BACKSTORY, c) for c in conts])
     for c, score in zip(conts, packed):
-        assert abs(engine.loglikelihood([LoglikRequest(BACKSTORY, c)])[0] - score) <= 1e-3
+        assert engine.loglikelihood([LoglikRequest(BACKSTORY, c)])[0] == score
 
 
 
@@ -82,7 +81,7 @@ def test_words_shared_by_questions_are_evaluated_once_with_the_same_answers(engi
         for req, res in zip(reqs, shared):
             engine._prefixes.clear()
             full = engine.option_probs([OptionRequest("", req.prefix + req.suffix, req.options)])[0]
-            assert np.max(np.abs(np.array(full.probs) - np.array(res.probs))) <= 1e-4
+            assert full.probs == res.probs
     finally:
         engine.share_prefixes = True
 
@@ -145,6 +144,7 @@ def test_second_identical_run_makes_no_engine_call(store, engine):
         replay.option_probs([option_request("new prefix\n\n", GMO, [0, 1, 2, 3])])
 
 
+@pytest.mark.fast
 def test_bad_engine_config_is_one_line(tmp_path):
     from simulation.config import ConfigError, validate_config
 

@@ -4,9 +4,12 @@ a warning) or stop with one line naming the file and the field -- never a traceb
 never a silently wrong load. 1,000 cases here; benchmarks/fuzz.py runs 10,000."""
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 from fuzz_cases import BUGS, run_scenario_case, run_study_case, scenario_case, study_case
+
+pytestmark = pytest.mark.fast  # needs no model: part of `make check`
 
 # derandomize: the same cases on every run (reproducible), database off (no state on disk).
 FUZZ = settings(max_examples=500, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))

@@ -66,6 +66,7 @@ def test_interview_bank_records_critic_verdicts(store, engine):
             assert all(a["flagged"] for a in attempts[:-1])
 
 
+@pytest.mark.fast
 def test_baselines_render_expected_text():
     assert baselines.render("qa", PROFILE) == (
         "Question: What is your age?\nAnswer: 30-49\n\n"
@@ -101,6 +102,7 @@ def test_rule_based_banks_and_demographics_sum_to_one(store, engine):
     assert eng.misses == misses
 
 
+@pytest.mark.fast
 def test_import_export_round_trips_byte_for_byte(store, tmp_path):
     src = tmp_path / "in.jsonl"
     lines = [
@@ -121,6 +123,7 @@ def test_import_export_round_trips_byte_for_byte(store, tmp_path):
     assert [p["persona_id"] for p in store.personas("imp")] == ["imp:a1", "imp:a2"]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "bad, message",
     [

@@ -80,6 +80,7 @@ def responses(db: Path) -> int:
 # ------------------------------------------------------------------ opening a store
 
 
+@pytest.mark.fast
 def test_a_file_that_is_not_sqlite_is_one_line(tmp_path):
     junk = tmp_path / "notes.db"
     junk.write_text("these are my notes, not a database\n")
@@ -205,6 +206,7 @@ def test_resuming_with_another_output_folder_updates_the_record(finished, tmp_pa
 # ------------------------------------------------------------------ leases: shared stores do no duplicate work
 
 
+@pytest.mark.fast
 def test_leases_give_each_request_one_owner(tmp_path):
     a, b = Store(tmp_path / "s.db"), Store(tmp_path / "s.db")
     keys = [f"k{i}" for i in range(5)]

@@ -66,7 +66,7 @@ def _model(cfg, tmp_path):
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        (("human.subgroups=[partty]",), r"^human\.subgroups: .*no trait 'partty' \(traits: age, gender, party"),
+        (("human.subgroups=[partty]",), r"^human\.subgroups: analysis/studies/beps\.yaml: no trait 'partty' \(traits: age, gender, party"),
         (("human.subgroups=[party x colour]",), r"^human\.subgroups: .*no trait 'colour'"),
         (("human.subgroups={party: {Left: [Labour, Green]}}",), r"^human\.subgroups: .*no option 'Green'"),
         (("questionnaire.questions=[economy_national, brexit]",), r"^questionnaire\.questions: 'brexit' is not a question of study beps"),
@@ -109,3 +109,12 @@ def test_scenario_yaml_ignores_x_keys(tmp_path):
     path.write_text("y-small: 1\nname: s\nscenario: survey\n")
     with pytest.raises(ConfigError, match=r"y-small: unknown field"):
         load_config(path)
+
+
+def test_aggregate_study_refuses_per_respondent_conditions_before_work(tmp_path):
+    pd.DataFrame({"question": ["q"] * 2, "option": ["Yes", "No"], "count": [3, 5]}).to_csv(tmp_path / "counts.csv", index=False)
+    study = tmp_path / "agg.yaml"
+    study.write_text('name: agg\nsource: {kind: aggregate, path: counts.csv}\nquestions:\n  - {id: q, text: "Q?", options: ["Yes", "No"]}\n')
+    cfg = load_config(SURVEY, tiny(tmp_path, f"human.study={study}", "human.subgroups=[]", "questionnaire.questions=[q]"))
+    with pytest.raises(ConfigError, match=r"^population\.conditions: 'qa' builds one persona per respondent, but study agg holds aggregate counts"):
+        _model(cfg, tmp_path)

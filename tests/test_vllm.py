@@ -316,7 +316,7 @@ def test_seeded_generations_repeat_from_a_cold_and_a_warm_prefix_cache(engine):
     changed between a cold and a warm server: README, Reproducibility.)"""
     # a prefix this server has not seen yet, several KV-cache blocks long
     head = f"Interview {time.time_ns()}.\n" + PERSONA + " ".join(["I keep bees and sell the honey at the market."] * 30) + "\n"
-    reqs = [GenerateRequest(head + f"Question: Tell me about your day number {i}.\nAnswer:", max_tokens=24,
+    reqs = [GenerateRequest(head + f"Question: Tell me about your day number {i}.\nAnswer:", max_tokens=16,
                             temperature=1.0, seed=i) for i in range(4)]
     cold = engine.generate(reqs[:1]) + engine.generate(reqs[1:])  # the later three reuse the first's prefix
     before = engine.stats.cached_prompt_tokens

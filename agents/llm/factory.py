@@ -90,9 +90,9 @@ def make_engine(cfg: EngineConfig) -> Engine:
 
         return FakeEngine()
     if cfg.kind == "transformers":
+        _check_local_model(cfg.model)  # before importing torch: a typo'd path fails at once
         from .transformers_engine import TransformersEngine
 
-        _check_local_model(cfg.model)
         if cfg.model == "embedded":
             return TransformersEngine.embedded(dtype=cfg.dtype, device=cfg.device, batch_tokens=cfg.batch_tokens, lora=cfg.lora)
         return TransformersEngine(cfg.model, dtype=cfg.dtype, device=cfg.device, batch_tokens=cfg.batch_tokens, lora=cfg.lora)

@@ -10,7 +10,11 @@ not promise that: torch's CPU flash attention picks its key-block size from
 the padded key length, and MKL's matrix products take other code paths for
 few rows. Measured on this project's CPUs (MKL, AVX2): a row of ``X @ W`` is
 the same for every row count >= 12 (and differs for 1-11), whatever the other
-rows, so every product here sees at least ``MIN_ROWS`` rows.
+rows, so every product here sees at least ``MIN_ROWS`` rows. Elementwise
+``exp``/``cos``/``silu`` split a tensor across threads, and the last <16
+elements of each thread's share take the scalar libm path, which rounds
+differently from the vector one: those run on one thread, on tensors whose
+rows are multiples of 16 long, so no element ever takes the scalar path.
 
 Attention, per query group (a packed question segment, or one decoding row):
 
@@ -29,6 +33,7 @@ benchmarks/bench_engine.py.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -89,7 +94,9 @@ def _attend(q, k, v, bias, scaling):
     L = bias.shape[3]
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scaling)
     scores = scores.view(G, KVH, RL // L, L, T).add_(bias).view(G, KVH, RL, T)
-    p = scores.sub_(scores.amax(-1, keepdim=True)).exp_()
+    scores.sub_(scores.amax(-1, keepdim=True))
+    with _one_thread():
+        p = scores.exp_()
     nb = T // BLOCK
     p = p.view(G, KVH, RL, nb, BLOCK).transpose(2, 3).contiguous()
     v1 = torch.cat([v, v.new_ones((G, KVH, T, 1))], -1).view(G, KVH, nb, BLOCK, D + 1)
@@ -128,6 +135,27 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
         valid = lay.q_valid[a:e]
         out[lay.q_index[a:e][valid]] = o[valid]
     return out.view(B, S, H, D), None
+
+
+@contextmanager
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def on_one_thread(module: torch.nn.Module) -> None:
+    """Run ``module`` (an activation, the rotary embedding) on one thread."""
+    inner = module.forward
+
+    def forward(*args, **kwargs):
+        with _one_thread():
+            return inner(*args, **kwargs)
+
+    module.forward = forward
 
 
 def pad_rows_linear(linear: torch.nn.Linear) -> None:

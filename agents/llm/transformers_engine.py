@@ -12,6 +12,11 @@ persona's prefix is attended once per batch, not once per question. ``generate``
 caches of different lengths nor per-request seeds, so decoding is written here
 too: each row samples with its own ``torch.Generator`` so a request's text
 depends on its seed, not on what else was in the batch.
+
+None of this reuse changes a result on CPU in float32: every sum runs in an
+order fixed by the request alone (:mod:`packed_attention`), so a request's
+probabilities, scores and seeded texts are bit-for-bit the same alone, in any
+batch, with or without a cached prefix; a resumed run equals an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -132,6 +137,9 @@ class TransformersEngine(Engine):
             for module in self.hf.modules():
                 if isinstance(module, torch.nn.Linear):
                     packed_attention.pad_rows_linear(module)
+                for name in ("act_fn", "rotary_emb"):
+                    if isinstance(getattr(module, name, None), torch.nn.Module):
+                        packed_attention.on_one_thread(getattr(module, name))
         heads = self.hf.config.num_attention_heads
         self._rep = heads // (getattr(self.hf.config, "num_key_value_heads", None) or heads)  # query heads per key head
         self.cache_tokens = cache_tokens
@@ -282,8 +290,9 @@ class TransformersEngine(Engine):
 
         Ten questions to one persona become one row [prefix | q1 | q2 | ... ]
         whose segments see the prefix and themselves only (a block mask), so
-        the prefix keys/values are stacked and attended once per persona, not
-        once per question; on CPU that copying, not the arithmetic, dominated.
+        the prefix keys/values are stacked into the batch once per persona,
+        not once per question. Packing never changes a result (see
+        :mod:`packed_attention`).
         Returns the packed rows and, per input row, (packed row, segment).
         """
         groups: dict[tuple, list[int]] = {}
