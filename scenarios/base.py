@@ -218,6 +218,11 @@ class SurveyModel(ScenarioModel):
         return probs, sampled
 
 
+def _most_likely(demographics: dict) -> dict | None:
+    """Trait -> ``[V]`` most likely option per persona (-1 without any mass), from ``[V, K]`` probabilities."""
+    return {t: np.where(p.sum(axis=1) > 0, p.argmax(axis=1), -1) for t, p in demographics.items()} or None
+
+
 class StudySurveyModel(SurveyModel):
     """Ask the human study's own questions and score personas against the
     respondents they stand for (the Anthology pipeline)."""
@@ -279,6 +284,8 @@ class StudySurveyModel(SurveyModel):
                     lower_bound=lb if lb is not None else False,
                     seed=self.cfg.seed,
                     normalize=est.normalize,
+                    # aggregate data: each persona's surveyed demographics (most likely option) place it in subgroups
+                    persona_demographics=None if study.is_individual else _most_likely(population.demographics),
                 )
             )
         return add_diagnostics(self, ScenarioReport(evaluations=evaluations, estimator=est.describe()))

@@ -19,6 +19,7 @@ and a replay make no repeated LLM call; every utterance is in the episode log.
 """
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 import mesa
@@ -215,14 +216,15 @@ class ConsensusModel(ScenarioModel):
             judge, alert = self.judge()
             alerts.append(alert)
             total = self.representative_episodes()
-            done = [0]
+            done, t0 = [0], time.perf_counter()
             if self.progress:
                 self.progress("representatives: episodes", 0, total)
 
             def tick(_res):
                 done[0] += 1
                 if self.progress:
-                    self.progress("representatives: episodes", done[0], total)
+                    left = (time.perf_counter() - t0) / done[0] * (total - done[0])
+                    self.progress(f"representatives: episodes (~{int(left) // 60}m{int(left) % 60:02d}s left)", done[0], total)
 
             for g, (grp, ep) in enumerate(zip(self.groups, self.episodes)):
                 records = [self.records[p.id] for p in self.participants(grp)]

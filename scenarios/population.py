@@ -153,7 +153,7 @@ def build(
             people = people[:size]
         if not people:
             raise ConfigError(f"population: no usable personas for condition '{condition}' (all rejected?)")
-        if study is None or not study.is_individual:  # aggregate counts: no respondents to match
+        if study is None or not (study.is_individual or study.traits):
             pops.append(Population(condition, "none", people, agent_class=agent_class))
             continue
         traits = survey_traits(study)
@@ -163,6 +163,9 @@ def build(
         if progress:
             progress(f"demographic survey: {condition}", len(people), len(people))
         probs = persona_trait_probs(people, surveyed, traits)
+        if not study.is_individual:  # aggregate counts: no respondents to match; the survey places personas in subgroups
+            pops.append(Population(condition, "none", people, demographics=probs, agent_class=agent_class))
+            continue
         for method in cfg.matching:
             if method == "max_weight" and len(people) < study.n:
                 raise ConfigError(

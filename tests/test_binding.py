@@ -212,3 +212,33 @@ def test_interview_and_critic_through_the_vllm_server(vllm_server, tmp_path):
         # second question was asked after it, verbatim.
         ask = "Question: " + INTERVIEW_QUESTIONS[1] + "\nAnswer:"
         assert p["conditioning"][: p["conditioning"].index(ask)] + ask in prompts
+
+
+def test_ablation_yamls_sweep_valid_factors_and_plot_them(tmp_path):
+    """Every ablation point is a valid configuration, and the factor plot is
+    drawn from a sweep table (the laptop-size runs themselves: run.py)."""
+    from simulation.config import apply_override, validate_config
+    from simulation.sweep import plot_factor
+
+    factors = {}
+    for name in ("quantity", "depth", "consistency"):
+        path = ROOT / "scenarios" / "ablations" / f"{name}.yaml"
+        cfg = load_config(path)
+        [(key, values)] = cfg.sweep.items()
+        factors[name] = key
+        for v in values:
+            data = cfg.model_dump(mode="json")
+            data.pop("sweep")
+            apply_override(data, key.split("."), v, str(path))
+            point = validate_config(data, str(path))
+            assert point.population.conditions == ["interview"]
+    assert factors == {"quantity": "population.per_human", "depth": "population.backstories.interview_words",
+                       "consistency": "population.backstories.consistency_rounds"}
+    table = pd.DataFrame({
+        "run_id": ["a", "a", "b", "b"], "population.per_human": [1, 1, 2, 2], "condition": ["interview (greedy)"] * 4,
+        "party": ["Democrat", "Republican"] * 2, "persona_delta": [0.1, 0.2, 0.3, 0.4],
+        "persona_ci_low": [0.0, 0.1, 0.2, 0.3], "persona_ci_high": [0.2, 0.3, 0.4, 0.5], "wd": [0.3, 0.2, 0.2, 0.1],
+    })
+    png = plot_factor(table, {"population.per_human": [1, 2]}, tmp_path)
+    assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_factor(table, {"seed": [0, 1]}, tmp_path) is None  # no factor besides repetitions: no plot
