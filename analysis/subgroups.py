@@ -579,7 +579,7 @@ def _evaluate_aggregate(study, answers, condition, matching, subgroups, normaliz
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 g_wd, g_questions = _aggregate_distributions(part, answers, rows, normalize)
-            groups.append(GroupResult(trait, label, 0, g_wd, float("nan"), float("nan"), float("nan"), None, g_questions))
+            groups.append(GroupResult(trait, label, part.n_respondents, g_wd, float("nan"), float("nan"), float("nan"), None, g_questions))
     nan = float("nan")
     return Evaluation(
         study=study.name,

@@ -430,7 +430,7 @@ def test_aggregate_crossed_subgroups(tmp_path):
     demo = {"party": np.array([1, 1, 0]), "race": np.array([1, 1, 1])}
     ev = evaluate(study, probs, persona_demographics=demo, subgroups=["party x race"])
     g = next(g for g in ev.subgroups if g.group == "Democrat x Black")
-    assert g.wd == pytest.approx(0.0)
+    assert g.wd == pytest.approx(0.0) and g.n_humans == 2
 
 
 def test_crossed_subgroups_on_individual_data(gss):
