@@ -160,7 +160,8 @@ class ConsensusModel(ScenarioModel):
             self.statements[g] = list(ep.statements)
             if ep.payoff is not None:
                 self.agreement[g] = ep.payoff.agreement.round(6).tolist()
-        self.store.log_events(self.run_id, self.step_index, events)
+        if not self.store.readonly:  # a replay reads the logged run, it never writes
+            self.store.log_events(self.run_id, self.step_index, events)
         self.step_index += 1
         self.datacollector.collect(self)
         if all(ep.done for ep in self.episodes):

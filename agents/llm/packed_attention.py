@@ -8,7 +8,7 @@ that depends on the request only (the idea of vLLM's batch-invariant mode:
 fixed reduction orders, no split depending on the batch). Library kernels do
 not promise that: torch's CPU flash attention picks its key-block size from
 the padded key length, and MKL's matrix products take other code paths for
-few rows. Measured on this project's CPUs (MKL, AVX2): a row of ``X @ W`` is
+few rows. Measured on an AMD EPYC (MKL, AVX2, 2 threads): a row of ``X @ W`` is
 the same for every row count >= 12 (and differs for 1-11), whatever the other
 rows, so every product here sees at least ``MIN_ROWS`` rows. Elementwise
 ``exp``/``cos``/``silu`` split a tensor across threads, and the last <16
