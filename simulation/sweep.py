@@ -64,7 +64,7 @@ def run_sweep(cfg: ScenarioConfig, label: str, *, console=None) -> Path:
     for row in results:
         if not row.get("headline"):
             continue
-        df = pd.read_csv(row["headline"])
+        df = _with_wd(pd.read_csv(row["headline"]), Path(row["headline"]))
         for k in cfg.sweep:
             v = row[_key(k)]
             df.insert(0, k, json.dumps(v) if isinstance(v, (list, dict)) else v)
@@ -82,6 +82,20 @@ def run_sweep(cfg: ScenarioConfig, label: str, *, console=None) -> Path:
     link = f"\n![{plot.stem}]({plot.name})\n" if plot else ""
     (out / "summary.md").write_text(f"# {cfg.name}: sweep over {', '.join(cfg.sweep)}\n\n{markdown_table(table.set_index('run_id')) if len(table) else '(no results)'}\n{link}", encoding="utf-8")
     return out
+
+
+def _with_wd(df: pd.DataFrame, headline: Path) -> pd.DataFrame:
+    """When the headline table has no WD (its items are not in the human study,
+    e.g. meta-perceptions), take each condition and party's WD from the run's
+    first other table that has one (named in ``wd_from``)."""
+    if "wd" in df.columns and df["wd"].notna().any() or not {"condition", "party"} <= set(df.columns):
+        return df
+    for path in sorted(headline.parent.glob("*.csv")):
+        other = pd.read_csv(path) if path != headline else None
+        if other is not None and {"condition", "party", "wd"} <= set(other.columns) and "item" not in other.columns and other["wd"].notna().any():
+            wd = other[["condition", "party", "wd"]].assign(wd_from=path.stem)
+            return df.drop(columns=[c for c in ("wd", "wd_from") if c in df.columns]).merge(wd, on=["condition", "party"], how="left")
+    return df
 
 
 def plot_factor(table: pd.DataFrame, sweep: dict, out: Path) -> Path | None:

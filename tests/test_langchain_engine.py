@@ -15,6 +15,7 @@ import pytest
 from agents.llm.base import GenerateRequest, OptionRequest, option_letters
 from agents.llm.langchain_engine import LangChainEngine, parse_letter
 from agents.llm.openai_engine import OpenAIEngine
+from tolerances import TV_ARITH, sampled_tv_bound, truncated_mass, tv
 
 SYSTEM = "You answer survey questions. Reply with the letter of one option only."
 PERSONA = (
@@ -36,10 +37,6 @@ def requests() -> list[OptionRequest]:
         body = "".join(f"({l}) {o}\n" for l, o in zip(letters, opts))
         out.append(OptionRequest(PERSONA, f"Question: {q}\n{body}Answer:", letters))
     return out
-
-
-def tv(p, q) -> float:
-    return 0.5 * float(np.abs(np.asarray(p) - np.asarray(q)).sum())
 
 
 def joint(r) -> list[float]:
@@ -121,10 +118,17 @@ def test_logprobs_mode_matches_the_completions_endpoint(chat, vllm_server):
     # Same numbers as the completions endpoint on the chat-templated prompt.
     with OpenAIEngine.from_server(vllm_server) as raw:
         want = raw.option_probs([OptionRequest(chat_prompt(r), "", r.options) for r in reqs])
-    for g, w in zip(got, want):
+    for r, g, w in zip(reqs, got, want):
         assert g.method == "logprobs" and math.isclose(sum(g.probs), 1)
-        assert tv(g.probs, w.probs) <= 0.05 and abs(g.outside_mass - w.outside_mass) <= 0.05, (g, w)
-    # Walking past an opening "(" only adds letter mass.
+        # One float32 server, two endpoints: the same arithmetic up to operation order
+        # (tests/tolerances.py), and each side may miss letter variants outside its top-20.
+        lost = truncated_mass(vllm_server, chat_prompt(r), r.options)
+        option_mass = 1 - w.outside_mass
+        assert tv(g.probs, w.probs) <= TV_ARITH + 2 * lost / option_mass, (g, w, lost)
+        assert abs(g.outside_mass - w.outside_mass) <= 2 * TV_ARITH + 2 * lost, (g, w, lost)
+    # Walking past an opening "(" only adds letter mass. This is a claim about the model,
+    # not the arithmetic: the 0.03 slack is the model's margin on these prompts, and with a
+    # float32 server it moves by at most ~1e-3 between CPUs (tests/tolerances.py).
     walked = LangChainEngine(chat, system=SYSTEM).option_probs(reqs)
     for g, w in zip(walked, got):
         assert g.outside_mass <= w.outside_mass + 0.03
@@ -143,9 +147,9 @@ def test_sampling_mode_estimates_the_same_distribution(chat):
     assert sampler.stats.generated_tokens >= k * len(reqs)
     for g, e in zip(got, exact):
         assert g.method == f"sampling:{k}" and math.isclose(sum(g.probs), 1)
-        # Each sample is one draw over (letters..., anything else): compare that
-        # joint distribution (measured here: TV 0.07-0.12 at k=50).
-        assert tv(joint(g), joint(e)) <= 0.2, (g, e)
+        # Each sample is one draw over (letters..., anything else): compare that joint
+        # distribution with a concentration bound exceeded with probability <= 1e-6.
+        assert tv(joint(g), joint(e)) <= sampled_tv_bound(k, len(e.probs) + 1) + TV_ARITH, (g, e)
     # Seeds are passed through: the same call sequence gives the same estimate.
     a, b = (LangChainEngine(chat, mode="sampling", samples=8, sample_tokens=2, system=SYSTEM).option_probs(reqs[:1])
             for _ in range(2))

@@ -20,37 +20,13 @@ import pytest
 
 from agents.llm.base import EngineError, GenerateRequest, LoglikRequest, OptionRequest, letter_variants, option_letters
 from agents.llm.openai_engine import OpenAIEngine
+from tolerances import DELTA, TV_ARITH, truncated_mass, tv
 from vllm_fixtures import VLLM_TEST_DTYPE
 
 pytestmark = pytest.mark.vllm
 
 REPO = Path(__file__).resolve().parents[1]
-# Like with like: the test server and the in-process vLLM engine compute in
-# float32 (vllm_fixtures.VLLM_TEST_DTYPE), as the transformers reference does. The
-# two then differ only in the order of float32 operations (other kernels,
-# batches, a cached prefix), and the bounds below follow from the arithmetic:
-#
-# * float32's unit roundoff is u = 2**-24 ~ 6e-8; a dot product of length n
-#   summed in another order moves by at most n*u of its absolute terms
-#   (Higham, Accuracy and Stability, 3.1): n = 1536 (SmolLM2's widest, the MLP)
-#   gives ~1e-4 relative. We allow DELTA = 1e-3 nats on every log-probability,
-#   ten times that for the 30 layers the error goes through.
-# * Distributions: if every log-probability moves by at most DELTA before
-#   normalisation, each probability ratio q_i/p_i lies in [e^-2D, e^2D] after it
-#   (numerator and normaliser each move by e^+-D), so
-#   TV = sum_{q>p} (q_i - p_i) <= sum_i p_i (e^2D - 1) / 2 ... = (e^2D - 1)/2.
-#   Renormalising over the answer options is the same softmax: same bound.
-# * The HTTP engine sees only the server's top-20 tokens: a letter variant
-#   ("A", " A") outside them (each at most the 20th token's probability p20)
-#   is missing, removing mass E <= n_missing * p20 from the option mass S; a
-#   distribution renormalised after losing E of S moves by TV <= E/S.
-# * A continuation's log-likelihood sums one log-softmax per token, each off by
-#   <= 2*DELTA: |diff| <= 2*DELTA*k with k <= len(continuation) tokens.
-#
-# bfloat16 has u = 2**-8: n*u > 1, no useful bound exists, which is why the old
-# bf16-vs-float32 comparison needed a bound fitted on one CPU (it failed on the next).
-DELTA = 1e-3
-TV_ARITH = (np.exp(2 * DELTA) - 1) / 2
+# Bounds derived from float32 arithmetic, not fitted to a CPU: see tests/tolerances.py.
 
 PERSONA = (
     "Question: Tell me about yourself. How old are you? Where did you grow up?\n"
@@ -84,10 +60,6 @@ def option_requests(prefix: str = PERSONA) -> list[OptionRequest]:
         ask = ", ".join(f"({l})" for l in letters[:-1]) + f" or ({letters[-1]})"
         out.append(OptionRequest(prefix=prefix, suffix=f"Question: {q}\n{body}Answer with {ask}.\nAnswer: (", options=letters))
     return out
-
-
-def tv(p, q) -> float:
-    return 0.5 * float(np.abs(np.asarray(p) - np.asarray(q)).sum())
 
 
 def closed_port() -> int:
@@ -157,25 +129,13 @@ def reference():
 # ------------------------------------------------------------------ distributions
 
 
-def truncated_mass(server, req: OptionRequest) -> float:
-    """E: an upper bound on the letter-variant probability the server's top-20 leaves out."""
-    import openai
-
-    client = openai.OpenAI(base_url=server.base_url, api_key="EMPTY", timeout=60)
-    top = client.completions.create(model=server.name, prompt=req.prompt, max_tokens=1, temperature=0.0,
-                                    logprobs=20).choices[0].logprobs.top_logprobs[0]
-    client.close()
-    missing = [v for o in req.options for v in letter_variants(o) if v not in top]
-    return len(missing) * math.exp(min(top.values()))
-
-
 def test_option_probs_match_transformers(engine, reference, vllm_server):
     reqs = option_requests()
     got = engine.option_probs(reqs)
     for (q, _), req, g, r in zip(QUESTIONS, reqs, got, reference["option_probs"]):
         assert g.method == "logprobs"
         assert abs(sum(g.probs) - 1) < 1e-9 and all(p >= 0 for p in g.probs)
-        lost = truncated_mass(vllm_server, req)
+        lost = truncated_mass(vllm_server, req.prompt, req.options)
         option_mass = 1 - g.outside_mass
         assert tv(g.probs, r.probs) <= TV_ARITH + lost / option_mass, (q, g.probs, r.probs, lost)
         # outside = 1 - S: S moves by at most S*(e^2D - 1) from the arithmetic, plus E
