@@ -195,9 +195,11 @@ def expected_payoff_gap(substituted: np.ndarray, original: np.ndarray, axis: int
 
         gap = mean_j | mean_r substituted[r, j] - mean_r original[r, j] |
 
-    (1..7 agreement scale; 0 = value-equivalent). ``axis`` is the rollout axis."""
+    (1..7 agreement scale; 0 = value-equivalent). ``axis`` is the rollout
+    axis; once it is averaged out, participants are the first axis (any
+    further axes are batch axes, e.g. bootstrap resamples)."""
     diff = np.abs(np.mean(substituted, axis=axis) - np.mean(original, axis=axis))
-    return np.mean(diff, axis=-1)
+    return np.mean(diff, axis=0)
 
 
 def bootstrap_gap(substituted: np.ndarray, original: np.ndarray, seed: int, level: float = 0.95, n_resamples: int = 2000) -> tuple[float, float]:
@@ -210,6 +212,7 @@ def bootstrap_gap(substituted: np.ndarray, original: np.ndarray, seed: int, leve
 
     ci = bootstrap(
         (np.asarray(substituted, float), np.asarray(original, float)),
+        # scipy hands the samples as (participants, [resamples,] rollouts)
         lambda a, b, axis=-1: expected_payoff_gap(a, b, axis=axis),
         paired=True, vectorized=True, axis=0, method="percentile",
         confidence_level=level, n_resamples=n_resamples, random_state=seed,

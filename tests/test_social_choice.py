@@ -264,6 +264,12 @@ def test_bootstrap_interval_covers_the_gap_and_is_seeded():
     assert low < gap < high and 0.2 < low and high < 0.8
     assert (low, high) == bootstrap_gap(sub, orig, seed=1)
     assert all(np.isnan(bootstrap_gap(sub[:1], orig[:1], seed=1)))
+    # Two rollouts: the resamples are {0,0}, {1,1} and {0,1}; the interval spans
+    # exactly their statistics (each has mass >= 1/4).
+    sub2 = np.array([[5.48, 2.17, 5.50], [5.49, 2.18, 5.51]])
+    orig2 = np.array([[5.47, 2.20, 5.49], [5.51, 2.15, 5.52]])
+    stats = [expected_payoff_gap(sub2[i], orig2[i]) for i in ([0, 0], [1, 1], [0, 1])]
+    assert bootstrap_gap(sub2, orig2, seed=1) == pytest.approx((min(stats), max(stats)))
 
 
 def test_disagreement_is_the_mean_pairwise_distance():
