@@ -108,7 +108,7 @@ def test_dp_and_generative_agent_conditions_in_a_scenario_report(tmp_path):
     cfg = load_config(
         ROOT / "scenarios" / "partisan_hostility.yaml",
         [
-            "population.conditions=[anthology_dp, generative_agent, interview]",
+            "population.conditions=[anthology_dp, generative_agent, qa]",
             "population.size=2",
             "population.backstories.max_tokens=10",
             "population.backstories.interview_questions=2",
@@ -125,10 +125,12 @@ def test_dp_and_generative_agent_conditions_in_a_scenario_report(tmp_path):
     )
     result = run(cfg)
     binding = pd.read_csv(result.output_dir / "critic_and_spread.csv")
-    assert list(binding["condition"]) == ["anthology_dp", "generative_agent (greedy)", "interview (greedy)"]
+    assert list(binding["condition"]) == ["anthology_dp", "generative_agent (greedy)", "qa"]
     assert binding["answer_variance"].between(0, 0.25).all() and binding["extreme_share"].between(0, 1).all()
-    interview = binding.set_index("condition").loc["interview (greedy)"]
-    assert 0 <= interview["critic_flagged"] <= 1  # every interview went through the consistency critic
+    rows = binding.set_index("condition")
+    # The Generative Agent's backstories are interviews, each read by the consistency critic.
+    assert 0 <= rows.loc["generative_agent (greedy)", "critic_flagged"] <= 1
+    assert pd.isna(rows.loc["qa", "critic_flagged"])
     summary = (result.output_dir / "summary.md").read_text()
     assert "anthology_dp" in summary and "generative_agent (greedy)" in summary and "critic_flagged" in summary
 
