@@ -8,7 +8,6 @@ so its ~1.5 min start overlaps with the server's start and the HTTP tests.
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.llm.base import EngineError, GenerateRequest, LoglikRequest, OptionRequest, letter_variants, option_letters
+from agents.llm.base import EngineError, GenerateRequest, LoglikRequest, OptionRequest, option_letters
 from agents.llm.openai_engine import OpenAIEngine
 from tolerances import DELTA, TV_ARITH, truncated_mass, tv
 from vllm_fixtures import VLLM_TEST_DTYPE
