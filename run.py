@@ -26,6 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub at run t
 # made generation ~20x slower. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # deprecation notices of the library are not the user's concern
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Warnings raised inside dependencies (e.g. transformers' `past_key_values`

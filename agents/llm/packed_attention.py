@@ -10,7 +10,10 @@ not promise that: torch's CPU flash attention picks its key-block size from
 the padded key length, and MKL's matrix products take other code paths for
 few rows. Measured on an AMD EPYC (MKL, AVX2, 2 threads): a row of ``X @ W`` is
 the same for every row count >= 12 (and differs for 1-11), whatever the other
-rows, so every product here sees at least ``MIN_ROWS`` rows. Elementwise
+rows, so every product here sees at least ``MIN_ROWS`` rows. That threshold is
+the maths library's choice and differs between CPUs, so the engine checks it on
+the model's own shapes when it starts (:func:`invariant_rows`) rather than
+trusting the number measured here. Elementwise
 ``exp``/``cos``/``silu`` split a tensor across threads, and the last <16
 elements of each thread's share take the scalar libm path, which rounds
 differently from the vector one: those run on one thread, on tensors whose
@@ -33,6 +36,7 @@ benchmarks/bench_engine.py.
 """
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -42,7 +46,9 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 NAME = "personae_packed"
-MIN_ROWS = 16  # rows every matrix product sees (>= 12 measured invariant)
+MIN_ROWS = 16  # rows every matrix product sees; set per machine by invariant_rows() at engine start
+ROW_CANDIDATES = (16, 32, 64, 128)
+PROBE_COLUMNS = 4096  # output columns probed: columns only split work between threads, rows pick the path
 BLOCK = 64  # keys per partial sum
 CHUNK_ELEMENTS = 1 << 24  # score elements per pass, bounding memory
 
@@ -156,6 +162,37 @@ def on_one_thread(module: torch.nn.Module) -> None:
             return inner(*args, **kwargs)
 
     module.forward = forward
+
+
+def _rows_invariant(k: int, n: int, m: int, gen: torch.Generator) -> bool:
+    """Whether every row of ``X @ W.T`` (``W`` n x k) has the same bits in any
+    product of >= ``m`` rows, at any position among them."""
+    w = torch.randn(n, k, generator=gen)
+    x = torch.randn(4 * m, k, generator=gen)
+    ref = torch.nn.functional.linear(x, w)
+    for rows in sorted({m, m + 1, m + 3, m + 7, 2 * m - 1, 2 * m + 5, 3 * m + 1}):
+        for start in (0, 1, m - 1):
+            if start + rows <= 4 * m and not torch.equal(torch.nn.functional.linear(x[start : start + rows], w), ref[start : start + rows]):
+                return False
+    return True
+
+
+@functools.lru_cache(maxsize=None)  # once per process and model shape set
+def _invariant_rows(shapes: tuple[tuple[int, int], ...], threads: int) -> int | None:
+    gen = torch.Generator().manual_seed(0)
+    for m in ROW_CANDIDATES:
+        if all(_rows_invariant(k, min(n, PROBE_COLUMNS), m, gen) for k, n in shapes):
+            return m
+    return None
+
+
+def invariant_rows(shapes) -> int | None:
+    """The smallest row count in ``ROW_CANDIDATES`` from which this machine's
+    products give every row the same bits whatever the row count and the row's
+    position, for every ``(in_features, out_features)`` in ``shapes``; ``None``
+    if no candidate holds (then results may depend on the batch). Checked with
+    the current thread count, which the library may also key its path on."""
+    return _invariant_rows(tuple(sorted(set(shapes))), torch.get_num_threads())
 
 
 def pad_rows_linear(linear: torch.nn.Linear) -> None:

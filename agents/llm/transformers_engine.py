@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +134,18 @@ class TransformersEngine(Engine):
         self._head = self.hf.get_output_embeddings()
         if self._packed_attention():
             # Batch-invariant products (see packed_attention): a request's
-            # result does not depend on what else is in the batch.
+            # result does not depend on what else is in the batch. The row count
+            # from which products are invariant is checked on this machine.
+            head_dim = self.hf.config.hidden_size // self.hf.config.num_attention_heads
+            shapes = [(m.in_features, m.out_features) for m in self.hf.modules() if isinstance(m, torch.nn.Linear)]
+            shapes += [(head_dim, packed_attention.BLOCK), (packed_attention.BLOCK, head_dim + 1)]  # attention's products
+            rows = packed_attention.invariant_rows(shapes)
+            if rows is None:
+                warnings.warn(f"engine transformers: no row count in {packed_attention.ROW_CANDIDATES} makes this CPU's matrix "
+                              "products batch-invariant; a resumed run may differ from an uninterrupted one in the last digits",
+                              stacklevel=2)
+                rows = packed_attention.ROW_CANDIDATES[-1]
+            packed_attention.MIN_ROWS = rows
             for module in self.hf.modules():
                 if isinstance(module, torch.nn.Linear):
                     packed_attention.pad_rows_linear(module)
