@@ -179,11 +179,7 @@ def run(cfg: ScenarioConfig, *, console: RunConsole | None = None, label: str = 
             while model.running:
                 model.step()
                 console.step(model)
-            try:
-                files = write_outputs(model, out, console)
-            except OSError as exc:
-                raise RunError(f"output folder {out}: cannot write the report ({describe(exc)}); "
-                               "every answer is in the store: run the same command again") from None
+            files = write_report_files(model, out, console, "output folder", "; every answer is in the store: run the same command again")
         store.finish_run(run_id)
     except sqlite3.Error as exc:  # a store fault in the middle of the run: still one line
         err = StoreError(f"store {cfg.store}: {describe(exc)}")
@@ -193,6 +189,14 @@ def run(cfg: ScenarioConfig, *, console: RunConsole | None = None, label: str = 
         _mark_stopped(store, run_id, registered, exc)
         raise
     return RunResult(run_id, out, files, model.engine.misses, model.engine.hits, resumed)
+
+
+def write_report_files(model, out: Path, console, what: str, hint: str = "") -> list[Path]:
+    """``write_outputs``, with a disk fault as one line naming the folder."""
+    try:
+        return write_outputs(model, out, console)
+    except OSError as exc:
+        raise RunError(f"{what} {out}: cannot write the report ({describe(exc)}){hint}") from None
 
 
 def _mark_stopped(store: Store, run_id: str, registered: bool, exc: BaseException) -> None:
@@ -230,10 +234,7 @@ def replay(run_id: str, store_path: str, *, console: RunConsole | None = None, o
         while model.running:
             model.step()
             console.step(model)
-        try:
-            files = write_outputs(model, out, console)
-        except OSError as exc:
-            raise RunError(f"replay output folder {out}: cannot write the report ({describe(exc)})") from None
+        files = write_report_files(model, out, console, "replay output folder")
     same = all(
         (original / f.relative_to(out)).exists() and filecmp.cmp(f, original / f.relative_to(out), shallow=False)
         for f in files
