@@ -79,7 +79,7 @@ def write_outputs(model: ScenarioModel, out: Path, console: RunConsole | None = 
 
     out.mkdir(parents=True, exist_ok=True)
     result: ScenarioReport = model.evaluate()
-    if getattr(model, "populations", None) and hasattr(model, "agents_of"):
+    if model.kind == "survey" and model.populations:
         from scenarios.population import critic_and_spread
 
         # Per condition: consistency critic (flagged / fixed) and answer spread.
