@@ -115,6 +115,7 @@ from __future__ import annotations
 from core.config import StrictModel
 from core.errors import PersonaeError, field_path
 
+import difflib
 import math
 import re
 import itertools
@@ -907,7 +908,7 @@ def _read_source(spec: StudySpec, spec_path: Path, label: str, from_override: bo
             raise StudyError(_one_line(f"{label}: source.path: cannot read SPSS file {path}: {e}")) from None
         # Check the columns against the file's variable list before reading only those
         # columns (Pew files hold hundreds of variables).
-        _check_all_columns(spec, meta.column_names, label)
+        _check_all_columns(spec, meta.column_names, label, dict(zip(meta.column_names, meta.column_labels or [])))
         try:
             df, _ = pyreadstat.read_sav(str(path), usecols=_needed_columns(spec), apply_value_formats=False)
         except Exception as e:  # noqa: BLE001
@@ -918,24 +919,34 @@ def _read_source(spec: StudySpec, spec_path: Path, label: str, from_override: bo
     raise StudyError(f"{label}: source.kind: unsupported kind '{src.kind}'")
 
 
-def _check_column(df: pd.DataFrame, column: str, where: str) -> None:
+def _check_column(df: pd.DataFrame, column: str, where: str, labels: Mapping[str, str] | None = None) -> None:
+    """A missing column names the closest columns of the file (with their SPSS
+    labels when known), since survey files hold hundreds of variables and a
+    mapping written from a codebook is often off by a suffix or a case."""
     if column not in df.columns:
         cols = [str(c) for c in df.columns]
-        shown = ", ".join(cols[:40]) + (f", ... ({len(cols)} in all)" if len(cols) > 40 else "")
-        raise StudyError(f"{where}: column '{column}' not in the data (columns: {shown})")
+        close = [c for c in cols if c.lower() == column.lower()]
+        close += [c for c in difflib.get_close_matches(column, cols, n=5, cutoff=0.6) if c not in close]
+        if labels:
+            close = [f"{c} ({labels[c]!r})" if labels.get(c) else c for c in close]
+        if close:
+            shown = "closest: " + ", ".join(close) + f"; {len(cols)} columns in all"
+        else:
+            shown = "columns: " + ", ".join(cols[:40]) + (f", ... ({len(cols)} in all)" if len(cols) > 40 else "")
+        raise StudyError(_one_line(f"{where}: column '{column}' not in the data ({shown})"))
 
 
-def _check_all_columns(spec: StudySpec, columns: Sequence[str], label: str) -> None:
+def _check_all_columns(spec: StudySpec, columns: Sequence[str], label: str, labels: Mapping[str, str] | None = None) -> None:
     """Every column the study names must exist; the error names the first offending field."""
     frame = pd.DataFrame(columns=list(columns))
     for column in spec.filters:
-        _check_column(frame, column, f"{label}: filters.{column}")
+        _check_column(frame, column, f"{label}: filters.{column}", labels)
     for i, q in enumerate(spec.questions):
-        _check_column(frame, q.column, f"{label}: questions[{i}].column")
+        _check_column(frame, q.column, f"{label}: questions[{i}].column", labels)
     for i, t in enumerate(spec.demographics):
-        _check_column(frame, t.column, f"{label}: demographics[{i}].column")
+        _check_column(frame, t.column, f"{label}: demographics[{i}].column", labels)
     if spec.weight:
-        _check_column(frame, spec.weight, f"{label}: weight")
+        _check_column(frame, spec.weight, f"{label}: weight", labels)
 
 
 def _apply_filters(df: pd.DataFrame, spec: StudySpec, label: str) -> pd.DataFrame:

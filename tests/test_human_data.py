@@ -120,6 +120,21 @@ def test_atp_loader_on_synthetic_sav(tmp_path):
     assert study.trait("party").options == ("Republican", "Democrat", "Independent", "Something else")
 
 
+def test_sav_column_off_by_a_suffix_names_the_closest_with_its_label(tmp_path):
+    """A mapping written from a codebook (e.g. the unverified W110 columns) that
+    misses the file's name is told which of its hundreds of columns is meant."""
+    sav = tmp_path / "renamed.sav"
+    df = _synthetic_atp_w34(sav)
+    first = load_spec("atp_w34")[0].questions[0].column
+    df = df.rename(columns={first: first + "_X"})
+    pyreadstat.write_sav(df, str(sav), column_labels={first + "_X": "How likely is it that robots will do your job"})
+    with pytest.raises(StudyError) as err:
+        load_study("atp_w34", {"source": {"path": str(sav)}})
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"questions[0].column: column '{first}' not in the data (closest: {first}_X ('How likely is it that robots will do your job')" in message
+
+
 def test_atp_requires_a_path():
     with pytest.raises(StudyError, match=r"atp_w92\.yaml: source\.path: required .*Pew"):
         load_study("atp_w92")
@@ -170,7 +185,7 @@ def test_good_file_loads(tmp_path):
     ("change", "expected"),
     [
         # unknown column, with the columns that exist
-        (("column: natspac\n    text", "column: natfare9\n    text"), r"questions\[0\]\.column: column 'natfare9' not in the data \(columns: .*natspac"),
+        (("column: natspac\n    text", "column: natfare9\n    text"), r"questions\[0\]\.column: column 'natfare9' not in the data \(closest: natfare, .*; \d+ columns in all\)"),
         # the data have a code the options do not cover (no values: codes 1..K)
         (("options: [Too little, About right, Too much]\n    values: {1: 0, 0: 1, -1: 2}", "options: [Too little, About right]"), r"questions\[0\]\.options: column 'natspac' has code 0, outside codes 1\.\.2 .*set codes: zero_based"),
         # a raw value with no mapping
