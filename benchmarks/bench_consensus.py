@@ -11,7 +11,7 @@ neither profits from the other's prefix cache.
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_consensus.py   # on a shared, busy machine
     python benchmarks/bench_consensus.py --no-local --base-url http://127.0.0.1:8011/v1 --model smollm2-135m-instruct
     # the Habermas Machine's settings: groups of 5, 16 candidates, chain-of-thought ranking
-    python benchmarks/bench_consensus.py --group 5 --candidates 16 --ranking cot --no-local --base-url ...
+    python benchmarks/bench_consensus.py --group 5 --candidates 16 --ranking cot --no-local --base-url ... [--mode batched]
 """
 from __future__ import annotations
 
@@ -71,13 +71,14 @@ def run(make_engine, mode: str, args) -> dict:
 
 
 def report(name: str, make_engine, args) -> None:
-    rows = [run(make_engine, mode, args) for mode in ("batched", "serial")]
+    rows = [run(make_engine, mode, args) for mode in (("batched", "serial") if args.mode == "both" else (args.mode,))]
     for r in rows:
         print(
             f"{name:12s} {r['mode']:8s} {r['episodes']} episodes in {r['seconds']:7.1f} s -> "
             f"{r['per_minute']:6.2f} episodes/min ({r['engine_calls']} engine calls, {r['generated_tokens']} tokens generated)"
         )
-    print(f"{name:12s} batched / serial = {rows[0]['per_minute'] / rows[1]['per_minute']:.2f}x")
+    if len(rows) == 2:
+        print(f"{name:12s} batched / serial = {rows[0]['per_minute'] / rows[1]['per_minute']:.2f}x")
 
 
 def main(argv=None) -> None:
@@ -91,6 +92,7 @@ def main(argv=None) -> None:
     ap.add_argument("--critique-tokens", type=int, default=GenerationBudget().critique)
     ap.add_argument("--statement-tokens", type=int, default=GenerationBudget().statement)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mode", default="both", choices=["both", "batched", "serial"], help="batched only: consensus episodes per minute as Personae runs them")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads of the in-process engine")
     ap.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8011/v1")

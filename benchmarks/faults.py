@@ -1,14 +1,22 @@
 """Fault campaign (issue 13): kill a small run at random moments, kill the vLLM
 server mid-run, inject disk faults; check nothing is lost, nothing repeated.
 
-1. Kills: a clean uninterrupted run first, then ``--trials`` trials of the same
-   run in fresh stores, each SIGKILLed ``kills / trials`` times (half of the
-   kills inside the question steps: after a random number of logged steps plus
-   a random delay; the others at a random moment of the clean run's duration),
-   then resumed to the end. After every kill the store's integrity check must
-   pass; after the resume the report files must equal the clean run's byte for
-   byte, and no answer saved before a kill may be computed again ("repeated
-   engine calls": a response row rewritten by the resume).
+1. Kills: a clean uninterrupted run first, polled for its progress events
+   (the store's response rows and logged steps, each change a milestone with
+   its time), then ``--trials`` trials of the same run in fresh stores, each
+   SIGKILLed ``kills / trials`` times and then resumed to the end. Every kill
+   is planned in the time of the run it kills, not of the clean run (a resumed
+   run skips finished LLM calls, so a moment of the clean run may lie after
+   its end): wait until the run reaches a milestone, then a random delay within
+   the clean run's time to the next milestone, which a resumed run still has to
+   do. A kill is "inside a question step" when it lands after the run's
+   set-up (the run is registered) and before its last step is logged, in a
+   process that got there itself (not while reloading what an earlier one
+   saved); ``--inside`` sets their share (the others hit start-up, backstories, the
+   demographic survey and the final report). After every kill the store's
+   integrity check must pass; after the resume the report files must equal the
+   clean run's byte for byte, and no answer saved before a kill may be computed
+   again ("repeated engine calls": a response row rewritten by the resume).
 2. ``--vllm``: the same run through a strict vLLM server (float32, no prefix
    caching), whose server is SIGKILLed mid-run: the run must stop with one line
    and exit 2; after a restart the resume makes exactly the missing calls.
@@ -16,14 +24,19 @@ server mid-run, inject disk faults; check nothing is lost, nothing repeated.
    output folder that cannot be written (as ``nobody`` via setpriv when root):
    each must give one line on stderr and exit 2.
 
-    python benchmarks/faults.py [--kills 20 --trials 10 --seed 0 --vllm]
+    python benchmarks/faults.py [--kills 20 --trials 10 --seed 0 --inside 0.5 --jobs 1 --vllm]
 
-Prints kills survived, reports identical out of N, repeated engine calls.
+``--kills 0`` skips the kills (e.g. to run only ``--vllm``). ``--jobs`` runs
+trials side by side; with ``--work`` the clean run is kept (``clean.json``)
+and ``--reuse-clean`` starts a campaign from it. Prints kills
+planned, landed and survived, reports identical out of N, repeated engine calls.
 """
 from __future__ import annotations
 
 import argparse
 import filecmp
+import json
+import math
 import os
 import random
 import re
@@ -33,9 +46,11 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,23 +106,84 @@ def calls_of(stdout: str) -> int:
     return int(m.group(1)) if m else -1
 
 
-def kill_at(cmd: list[str], db: Path, *, after_steps: int | None, delay: float, timeout: float = 1800) -> dict:
-    """Start ``cmd``; SIGKILL it ``delay`` s after ``after_steps`` steps are logged
-    (or ``delay`` s after start when None). Returns what the kill hit."""
+def progress(db: Path) -> tuple[int, int, int]:
+    """The store's progress: (response rows, logged steps, runs registered: the
+    runner registers a run once its set-up is done, before the first step)."""
+    return (query(db, "select count(*) from responses"), query(db, "select count(distinct step) from events"),
+            query(db, "select count(*) from runs"))
+
+
+def reached(state: tuple[int, ...], mark: tuple[int, ...]) -> bool:
+    return all(a >= b for a, b in zip(state, mark))
+
+
+@dataclass(frozen=True)
+class Milestone:
+    """A progress event of the clean run: the store reached ``state``
+    (``progress``) ``t`` s after the start; the next one followed ``gap`` s
+    later (the end of the process for the last one)."""
+    state: tuple[int, int, int]
+    t: float
+    gap: float
+    inside: bool  # set-up done, a question step still to log: the work up to the next one is a step
+
+
+def watch(db: Path, run) -> tuple[object, list[Milestone]]:
+    """Call ``run()`` while polling ``db`` every 50 ms: (its result, the milestones).
+    The first milestone is the start (nothing saved)."""
+    seen, stop, t0 = [((0, 0, 0), 0.0)], threading.Event(), time.monotonic()
+
+    def poll():
+        while not stop.wait(0.05):
+            state = progress(db)
+            if state != seen[-1][0]:
+                seen.append((state, time.monotonic() - t0))
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        result = run()
+    finally:
+        stop.set()
+        poller.join()
+    end = time.monotonic() - t0
+    times = [t for _, t in seen[1:]] + [end]
+    steps = seen[-1][0][1]
+    return result, [Milestone(state, t, nt - t, state[2] > 0 and state[1] < steps)
+                    for (state, t), nt in zip(seen, times)]
+
+
+def plan(rng: random.Random, marks: list[Milestone], kills: int, inside: int) -> list[int]:
+    """The milestones (indices, ascending, distinct) after which one trial's
+    kills fall, ``inside`` of them inside question steps (more when the others
+    run out): each kill lands in what remains of the run after the previous one."""
+    ins = [i for i, m in enumerate(marks) if m.inside]
+    out = [i for i, m in enumerate(marks) if not m.inside]
+    picked = rng.sample(ins, min(inside, len(ins)))
+    picked += rng.sample(out, min(kills - len(picked), len(out)))
+    picked += rng.sample([i for i in ins if i not in picked], min(kills - len(picked), len(ins) - len(picked)))
+    return sorted(picked)
+
+
+def kill_at(cmd: list[str], db: Path, marks: list[Milestone], at: int, delay: float, timeout: float = 1800) -> dict:
+    """Start ``cmd``; SIGKILL it ``delay`` s after its store reaches ``marks[at]``.
+    Returns what the kill hit: alive (it landed), the progress after it, whether
+    inside a question step (at a step's milestone, reached by this process
+    itself, not while it reloads what an earlier one saved), integrity."""
+    start = progress(db)
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0, deadline = time.monotonic(), time.monotonic() + timeout
-    if after_steps is not None:
-        while p.poll() is None and time.monotonic() < deadline and \
-                query(db, "select count(distinct step) from events") < after_steps:
-            time.sleep(0.05)
+    while p.poll() is None and time.monotonic() < deadline and not reached(progress(db), marks[at].state):
+        time.sleep(0.02)
     time.sleep(delay)
     alive = p.poll() is None
     if alive:
         os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    steps = query(db, "select count(distinct step) from events")
-    return {"alive": alive, "steps": steps, "seconds": time.monotonic() - t0,
-            "integrity": query(db, "pragma integrity_check", "ok") == "ok"}
+    state = progress(db)
+    last = max(i for i, m in enumerate(marks) if reached(state, m.state))
+    return {"alive": alive, "state": state, "inside": marks[last].inside and state != start,
+            "seconds": time.monotonic() - t0, "integrity": query(db, "pragma integrity_check", "ok") == "ok"}
 
 
 def report_files(out: Path) -> dict[str, Path]:
@@ -122,8 +198,9 @@ def differing(clean: dict[str, Path], other: dict[str, Path]) -> list[str]:
 
 @dataclass
 class Campaign:
+    planned: int = 0
     kills: int = 0  # SIGKILLs that landed while the run was alive
-    inside: int = 0  # of which inside the question steps
+    inside: int = 0  # of which inside a question step (the next progress event logs a step)
     survived: int = 0  # kills after which the store was intact and the run resumed to the end
     trials: int = 0
     identical: int = 0
@@ -132,53 +209,89 @@ class Campaign:
     differences: list[str] = field(default_factory=list)
 
 
-def kill_campaign(work: Path, kills: int, trials: int, seed: int, extra: list[str] = (), log=print,
-                  settings: list[str] = SMALL, inside_share: float = 0.5, in_process: bool = False) -> Campaign:
-    """``in_process``: the clean run and the resumes run in this process (the
-    killed runs are always subprocesses); the test suite uses it to load the model once."""
-    rng = random.Random(seed)
-    clean_db, clean_out = work / "clean.db", work / "clean-runs"
-    rc, out, err, clean_s = finish(command(clean_db, clean_out, list(extra), settings), in_process=in_process)
+# A kill falls within this share of the clean run's time to the next milestone:
+# the killed run, slower or faster under another load, is then still short of it.
+WINDOW = 0.7
+
+
+def clean_run(work: Path, extra: list[str], settings: list[str], in_process: bool, reuse: bool, log) -> tuple[float, int, list[Milestone]]:
+    """The uninterrupted run, watched for its milestones: (seconds, engine calls,
+    milestones), also kept in ``clean.json``; ``reuse``: read them from there."""
+    record = work / "clean.json"
+    if reuse and record.exists():
+        r = json.loads(record.read_text())
+        return r["seconds"], r["calls"], [Milestone(tuple(m["state"]), m["t"], m["gap"], m["inside"]) for m in r["milestones"]]
+    clean_cmd = command(work / "clean.db", work / "clean-runs", extra, settings)
+    (rc, out, err, seconds), marks = watch(work / "clean.db", lambda: finish(clean_cmd, in_process=in_process))
     if rc != 0:
         raise SystemExit(f"clean run failed: {err.strip()[-300:]}")
-    total_calls = calls_of(out)
-    steps = query(clean_db, "select count(distinct step) from events")
-    clean = report_files(clean_out)
-    log(f"clean run: {clean_s:.0f} s, {total_calls} engine calls, {steps} question steps, {len(clean)} report files")
-    res = Campaign()
+    record.write_text(json.dumps({"seconds": seconds, "calls": calls_of(out), "milestones": [asdict(m) for m in marks]}))
+    return seconds, calls_of(out), marks
+
+
+def trial(work: Path, t: int, cmd: list[str], marks: list[Milestone], kills: list[tuple[int, float]], in_process: bool) -> dict:
+    """One trial in a fresh store: the planned kills (milestone, delay), then the resume to the end."""
+    db, outdir = work / f"t{t}.db", work / f"t{t}-runs"
+    for f in [db, Path(f"{db}-wal"), Path(f"{db}-shm")]:
+        f.unlink(missing_ok=True)
+    shutil.rmtree(outdir, ignore_errors=True)
+    hits = [kill_at(cmd, db, marks, i, delay) for i, delay in kills]
+    before = answers(db)
+    rc, out, err, _ = finish(cmd, in_process=in_process)
+    after = answers(db)
+    return {"hits": hits, "rc": rc, "err": err, "calls": calls_of(out), "saved": len(before), "outdir": outdir,
+            "repeated": sum(1 for key, created in before.items() if after.get(key) != created)}
+
+
+def kill_campaign(work: Path, kills: int, trials: int, seed: int, extra: list[str] = (), log=print,
+                  settings: list[str] = SMALL, inside_share: float = 0.5, in_process: bool = False,
+                  jobs: int = 1, reuse_clean: bool = False) -> Campaign:
+    """``in_process``: the clean run and the resumes run in this process (the
+    killed runs are always subprocesses); the test suite uses it to load the model once.
+    ``jobs``: trials run side by side (subprocesses only); ``reuse_clean``: the
+    clean run of an earlier campaign in ``work`` (its report files and clean.json)."""
+    rng = random.Random(seed)
+    clean_s, total_calls, marks = clean_run(work, list(extra), settings, in_process, reuse_clean, log)
+    steps = query(work / "clean.db", "select count(distinct step) from events")
+    clean = report_files(work / "clean-runs")
+    log(f"clean run: {clean_s:.0f} s, {total_calls} engine calls, {steps} question steps, {len(clean)} report files; "
+        f"milestones (rows, steps, runs: s): {[(*m.state, round(m.t, 1)) for m in marks]}")
+    res = Campaign(planned=kills)
     per = [kills // trials + (1 if i < kills % trials else 0) for i in range(trials)]
-    for t, k in enumerate(per):
-        db, outdir = work / f"t{t}.db", work / f"t{t}-runs"
-        cmd = command(db, outdir, list(extra), settings)
-        hits = []
-        for _ in range(k):
-            if rng.random() < inside_share and steps > 1:  # inside a question step
-                done = query(db, "select count(distinct step) from events")
-                at = rng.randint(max(1, done), steps - 1) if done < steps - 1 else None
-                hit = kill_at(cmd, db, after_steps=at, delay=rng.uniform(0.0, 1.5))
-            else:
-                hit = kill_at(cmd, db, after_steps=None, delay=rng.uniform(0.0, clean_s))
-            hits.append(hit)
-        before = answers(db)
-        rc, out, err, _ = finish(cmd, in_process=in_process)
-        after = answers(db)
-        repeated = sum(1 for key, created in before.items() if after.get(key) != created)
-        calls = calls_of(out)
+    inside_total = math.ceil(kills * inside_share)
+    per_inside = [min(k, inside_total * (i + 1) // trials - inside_total * i // trials) for i, k in enumerate(per)]
+    # Every random choice drawn up front, in trial order: the plan does not depend on ``jobs``.
+    plans = []
+    for t, (k, k_in) in enumerate(zip(per, per_inside)):
+        at = plan(rng, marks, k, k_in)
+        if len(at) < k:
+            log(f"trial {t}: only {len(at)} milestones for {k} kills")
+        plans.append([(i, rng.uniform(0.0, WINDOW * marks[i].gap)) for i in at])
+    cmds = [command(work / f"t{t}.db", work / f"t{t}-runs", list(extra), settings) for t in range(trials)]
+    run_one = lambda t: trial(work, t, cmds[t], marks, plans[t], in_process)  # noqa: E731
+    if jobs > 1 and not in_process:
+        with ThreadPoolExecutor(jobs) as pool:
+            results = list(pool.map(run_one, range(trials)))
+    else:
+        results = [run_one(t) for t in range(trials)]
+    for t, r in enumerate(results):
+        hits, rc, calls = r["hits"], r["rc"], r["calls"]
         live = [h for h in hits if h["alive"]]
         res.kills += len(live)
-        res.inside += sum(1 for h in live if 0 < h["steps"] < steps)
+        res.inside += sum(1 for h in live if h["inside"])
         ok = rc == 0 and all(h["integrity"] for h in hits)
         res.survived += len(live) if ok else 0
-        res.repeated += repeated
-        res.missing_equal += int(calls == total_calls - len(before))
+        res.repeated += r["repeated"]
+        res.missing_equal += int(calls == total_calls - r["saved"])
         res.trials += 1
-        diff = differing(clean, report_files(outdir)) if rc == 0 else ["(resume failed: " + err.strip()[-200:] + ")"]
+        diff = differing(clean, report_files(r["outdir"])) if rc == 0 else ["(resume failed: " + r["err"].strip()[-200:] + ")"]
         res.identical += not diff
         if diff:
             res.differences.append(f"trial {t}: {', '.join(diff)}")
-        log(f"trial {t}: kills at steps {[h['steps'] for h in live]}, resume {'ok' if rc == 0 else 'FAILED'}, "
-            f"{calls} calls (missing {total_calls - len(before)}), repeated {repeated}, "
-            f"report {'identical' if not diff else 'differs: ' + ', '.join(diff)}")
+        log(f"trial {t}: {len(live)}/{len(hits)} kills landed at (rows, steps, runs) "
+            f"{[(*h['state'], 'step' if h['inside'] else 'other') for h in hits]}, "
+            f"resume {'ok' if rc == 0 else 'FAILED'}, {calls} calls (missing {total_calls - r['saved']}), "
+            f"repeated {r['repeated']}, report {'identical' if not diff else 'differs: ' + ', '.join(diff)}")
     return res
 
 
@@ -269,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--inside", type=float, default=0.5, help="share of the kills inside question steps")
+    ap.add_argument("--jobs", type=int, default=1, help="trials run side by side")
+    ap.add_argument("--reuse-clean", action="store_true", help="reuse the clean run kept in --work by an earlier campaign")
     ap.add_argument("--vllm", action="store_true", help="also kill a vLLM server mid-run (needs .venv-vllm)")
     ap.add_argument("--work", help="working folder (default: a temporary one, removed after)")
     args = ap.parse_args(argv)
@@ -276,19 +392,22 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     try:
         faults = disk_faults(work)
-        res = kill_campaign(work, args.kills, args.trials, args.seed)
+        res = kill_campaign(work, args.kills, args.trials, args.seed, inside_share=args.inside, jobs=args.jobs,
+                            reuse_clean=args.reuse_clean) if args.kills else None
         v = vllm_campaign(work) if args.vllm else None
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"kills survived: {res.survived}/{res.kills} ({res.inside} inside question steps)")
-    print(f"reports identical: {res.identical}/{res.trials}")
-    print(f"repeated engine calls: {res.repeated}; resumes making exactly the missing calls: {res.missing_equal}/{res.trials}")
+    if res:
+        print(f"kills planned: {res.planned}, landed: {res.kills}, inside question steps: {res.inside}, "
+              f"survived: {res.survived}/{res.kills}")
+        print(f"reports identical: {res.identical}/{res.trials}")
+        print(f"repeated engine calls: {res.repeated}; resumes making exactly the missing calls: {res.missing_equal}/{res.trials}")
+        for d in res.differences:
+            print("  differs:", d)
     print(f"disk faults as one line, exit 2: {sum(ok for _, ok, _ in faults)}/{len(faults)}")
     if v:
         print(f"vLLM server killed: one line {v['one_line']}, exit {v['exit']}, resume calls {v['resume_calls']}/{v['missing']} missing, identical {v['identical']}")
-    for d in res.differences:
-        print("  differs:", d)
     return 0
 
 

@@ -254,8 +254,81 @@ class RepresentativityReport:
 
 def rollout_config(config: EpisodeConfig, r: int) -> EpisodeConfig:
     """Rollout r of an episode: rollout 0 is the episode itself, later ones
-    re-seed every random choice (sampling, shuffles, tie-breaks)."""
+    re-seed every random choice (sampling, shuffles, tie-breaks). The seed is
+    a function of (episode seed, r) alone, so a resumed run asks the same
+    requests and the store answers them."""
     return config if r == 0 else replace(config, seed=derive_seed(config.seed, "rollout", r))
+
+
+@dataclass(frozen=True)
+class Substitution:
+    """Who is played by representatives in one substituted episode: ``mode``
+    "one" = slot ``key`` alone, "all" = every slot (``key`` -1)."""
+
+    subset: str
+    mode: str
+    key: int
+    stand_ins: dict[int, Participant] = field(hash=False, compare=False)
+
+    @property
+    def slots(self) -> list[int]:
+        return sorted(self.stand_ins)
+
+
+def substitutions(
+    question: Question,
+    records: Sequence[ParticipantRecord],
+    subsets: Sequence[str],
+    modes: Sequence[str] = ("one", "all"),
+    one_slots: Sequence[int] | None = None,
+    max_items: int = 3,
+    rep_engine: Engine | None = None,
+    tag: str = "rep",
+) -> list[Substitution]:
+    """Every substituted episode of a representativity measurement, per
+    subset and mode (one: each slot of ``one_slots`` in turn; all: everyone);
+    representatives see the records minus ``question`` itself."""
+    out = []
+    for subset in subsets:
+        reps = {i: representative(rec.without_question(question.question), subset, max_items, rep_engine, tag) for i, rec in enumerate(records)}
+        for mode in modes:
+            if mode not in ("one", "all"):
+                raise ValueError(f"mode must be 'one' or 'all', got {mode!r}")
+            if mode == "one":
+                out += [Substitution(subset, mode, i, {i: reps[i]}) for i in (range(len(records)) if one_slots is None else one_slots)]
+            else:
+                out.append(Substitution(subset, mode, -1, dict(reps)))
+    return out
+
+
+def report_from_rollouts(
+    subset: str,
+    mode: str,
+    base_pay: np.ndarray,
+    runs: dict[int, tuple[list[int], np.ndarray]],
+    seed: int,
+    acts: Sequence[str] = ("critique",),
+    payoff_source: str = "self-rating",
+    win_rate: float | None = None,
+) -> RepresentativityReport:
+    """One (subset, mode) report from paired rollouts: ``base_pay[r, i]`` the
+    originals' final payoffs, ``runs[key] = (substituted slots, pay[r, i])``
+    with representatives; the gap (eq. 21) pools the substituted slots of
+    every run, the interval bootstraps rollouts with ``seed``."""
+    sub = np.concatenate([pay[:, slots] for slots, pay in runs.values()], axis=1)
+    orig = np.concatenate([base_pay[:, slots] for slots, _ in runs.values()], axis=1)
+    seen = [s for slots, _ in runs.values() for s in slots]
+    per_slot = dict(zip(seen, np.abs(sub.mean(axis=0) - orig.mean(axis=0)).round(6).tolist()))
+    low, high = bootstrap_gap(sub, orig, seed)
+    return RepresentativityReport(
+        subset, mode, float(expected_payoff_gap(sub, orig)), low, high, len(base_pay), per_slot,
+        base_pay.mean(axis=0).round(6).tolist(), {key: pay.mean(axis=0).round(6).tolist() for key, (_, pay) in runs.items()},
+        tuple(acts), payoff_source, win_rate,
+    )
+
+
+def bootstrap_seed(config: EpisodeConfig, question: Question, subset: str, mode: str) -> int:
+    return derive_seed(config.seed, question.id, subset, mode, "bootstrap")
 
 
 def representativity(
@@ -284,14 +357,15 @@ def representativity(
     originals' (eq. 22). ``records[i]`` belongs to ``participants[i]``; items
     about ``question`` itself are dropped. ``rep_engine``: the representatives'
     own engine (a fine-tuned adapter); which acts they perform is
-    ``config.represented_acts``. ``on_episode`` is called after every episode."""
+    ``config.represented_acts``. ``on_episode`` is called after every episode.
+    (The consensus scenario plays the same episodes as Mesa steps, many at a
+    time, and assembles them with :func:`report_from_rollouts`.)"""
     if len(records) != len(participants):
         raise ValueError("one record per participant")
     if rollouts < 1:
         raise ValueError("rollouts must be >= 1")
     config = config or EpisodeConfig()
     participants = list(participants)
-    n = len(participants)
     done = on_episode or (lambda res: None)
 
     def play(r: int, stand_ins=None) -> EpisodeResult:
@@ -301,35 +375,20 @@ def representativity(
 
     bases = [baseline if (r == 0 and baseline is not None) else play(r) for r in range(rollouts)]
     base_pay = np.array([b.final_payoffs for b in bases])  # (R, n)
-    slots_one = list(one_slots) if one_slots is not None else list(range(n))
+    plan = substitutions(question, records, subsets, modes, one_slots, max_items, rep_engine, tag)
     reports = []
-    for subset in subsets:
-        reps = {i: representative(rec.without_question(question.question), subset, max_items, rep_engine, tag) for i, rec in enumerate(records)}
-        for mode in modes:
-            if mode not in ("one", "all"):
-                raise ValueError(f"mode must be 'one' or 'all', got {mode!r}")
-            runs = {i: {i: reps[i]} for i in slots_one} if mode == "one" else {-1: reps}
-            sub_cols, orig_cols, slots_seen, payoffs, pairs = [], [], [], {}, []
-            for key, stand_ins in runs.items():
-                results = [play(r, stand_ins) for r in range(rollouts)]
-                pay = np.array([res.final_payoffs for res in results])  # (R, n)
-                payoffs[key] = pay.mean(axis=0).round(6).tolist()
-                cols = list(stand_ins)
-                sub_cols.append(pay[:, cols])
-                orig_cols.append(base_pay[:, cols])
-                slots_seen += cols
+    for subset in dict.fromkeys(s.subset for s in plan):
+        for mode in dict.fromkeys(s.mode for s in plan if s.subset == subset):
+            runs, pairs = {}, []
+            for sub in (s for s in plan if s.subset == subset and s.mode == mode):
+                results = [play(r, sub.stand_ins) for r in range(rollouts)]
+                runs[sub.key] = (sub.slots, np.array([res.final_payoffs for res in results]))
                 pairs += [
                     ConsensusPair(question.question, tuple(b.opinions), res.final_statement, b.final_statement)
                     for res, b in zip(results, bases)
                 ]
-            sub, orig = np.concatenate(sub_cols, axis=1), np.concatenate(orig_cols, axis=1)
-            per_slot = dict(zip(slots_seen, np.abs(sub.mean(axis=0) - orig.mean(axis=0)).round(6).tolist()))
-            low, high = bootstrap_gap(sub, orig, derive_seed(config.seed, question.id, subset, mode, "bootstrap"))
+            win = consensus_win_rate(judge, pairs).win_rate if judge is not None else None
             reports.append(
-                RepresentativityReport(
-                    subset, mode, float(expected_payoff_gap(sub, orig)), low, high, rollouts, per_slot,
-                    base_pay.mean(axis=0).round(6).tolist(), payoffs, tuple(config.represented_acts),
-                    win_rate=consensus_win_rate(judge, pairs).win_rate if judge is not None else None,
-                )
+                report_from_rollouts(subset, mode, base_pay, runs, bootstrap_seed(config, question, subset, mode), config.represented_acts, win_rate=win)
             )
     return bases[0], reports

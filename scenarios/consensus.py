@@ -14,34 +14,60 @@ one participant and all of them, per conditioning subset, over ``rollouts``
 seeded rollouts -- the discrepancy in expected payoff (eq. 21) with a bootstrap
 interval, and the consensus autorater's win rate (eq. 22).
 
-Every engine request goes through the store, so a rerun, a resume after a kill
-and a replay make no repeated LLM call; every utterance is in the episode log.
+The representatives' episodes are Mesa steps too: after the main phases, one
+step per (rollout, conditioning subset) plays every group's substituted
+episodes (and the originals' rollout) together, their engine calls merged into
+large batches (:mod:`mechanisms.lockstep`); each step is logged like the
+others, reports done/total episodes and the time left, and shows the
+representatives' statements and payoff gaps on the browser page. Payoffs are
+the originals' self-ratings (default) or a trained payoff model's scores
+(``payoff: model``, :mod:`mechanisms.payoff_model`). ``evaluate()`` only
+assembles the tables.
+
+Every engine request (payoff model included) goes through the store with
+seeds fixed by (seed, rollout, question, act, slot), so a rerun, a resume
+after a kill anywhere -- also inside the representatives phase -- and a replay
+make no repeated LLM call; every utterance is in the episode log.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Literal
 
 import mesa
 import numpy as np
 import pandas as pd
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from core.config import StrictModel
-from core.errors import validation_line
+from core.errors import PersonaeError, validation_line
 
 from agents.persona import PersonaAgent
+from mechanisms.autorater import ConsensusPair, consensus_win_rate
 from mechanisms.budget import GenerationBudget
-from mechanisms.episode import Episode, EpisodeConfig, Participant, load_questions, run_episode
+from mechanisms.episode import Episode, EpisodeConfig, EpisodeResult, Participant, load_questions, run_episode
+from mechanisms.lockstep import run_together
 from mechanisms.mediators import HabermasMediator, LLMMediator, OpinionMediator
 from agents import demographics as demo
 from agents.llm.factory import EngineConfig, cached_engine
-from mechanisms.representatives import ParticipantRecord, most_probable_profile, records_from_episodes, representativity, require_parts
+from mechanisms.representatives import (
+    ParticipantRecord,
+    Substitution,
+    bootstrap_seed,
+    expected_payoff_gap,
+    most_probable_profile,
+    records_from_episodes,
+    report_from_rollouts,
+    require_parts,
+    rollout_config,
+    substitutions,
+)
 from simulation.config import ConfigError, ScenarioConfig
 from simulation.store import Store
 
 from . import population as pop
-from .contract import GroupView, ScenarioModel, ScenarioReport
+from .contract import GroupView, RepresentativeView, ScenarioModel, ScenarioReport
 from .items import Item
 
 
@@ -60,7 +86,53 @@ class ConsensusOptions(StrictModel):
     ranking: Literal["rating", "choice", "cot"] = "rating"  # how participants rank candidates (HM: cot)
     retries: int = Field(8, ge=0)  # re-generations of an unusable candidate (HM: 8)
     judge: EngineConfig | None = None  # consensus autorater (eq. 22); None = the scenario's model, with a warning
+    # Payoffs of the value-equivalence gap: the originals' own agreement
+    # ratings, or a trained payoff model's scores (mechanisms.payoff_model).
+    payoff: Literal["self_rating", "model"] = "self_rating"
+    payoff_model: str | None = None  # folder of a trained payoff model (python run.py represent payoff ...)
     budget: GenerationBudget = GenerationBudget()  # tokens per opinion, critique, statement
+
+    @field_validator("representatives")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        twice = sorted({s for s in v if v.count(s) > 1})
+        if twice:
+            raise ValueError(f"conditioning set(s) {twice} listed twice")
+        return v
+
+
+# How the report names each payoff source (as mechanisms.finetuned_representatives.evaluation does).
+PAYOFF_SOURCES = {"self_rating": "self-rating", "model": "payoff model"}
+
+
+@dataclass(frozen=True)
+class RepEpisode:
+    """One episode of the representatives phase: group ``group``'s rollout
+    ``rollout``, with ``substitution`` (None: the originals themselves)."""
+
+    group: int
+    rollout: int
+    substitution: Substitution | None = None
+
+    def to_json(self) -> dict:
+        sub = self.substitution
+        return {"group": self.group, "rollout": self.rollout, "subset": None if sub is None else sub.subset or "none",
+                "mode": "originals" if sub is None else sub.mode, "substituted": [] if sub is None else sub.slots}
+
+
+@dataclass
+class RepOutcome:
+    """What the report needs of a representatives-phase episode (the rest is in the episode log)."""
+
+    statement: str  # the final statement
+    opinions: tuple[str, ...]
+    self_ratings: np.ndarray  # the originals' agreement with the final statement (1-7)
+    model_scores: np.ndarray | None = None  # the payoff model's scores of it per original (1-7)
+    win: float | None = None  # the judge's preference for it over the originals' statement of the same rollout (eq. 22)
+
+    def to_json(self) -> dict:
+        return {"statement": self.statement, "self_ratings": self.self_ratings.round(6).tolist(),
+                "model_scores": None if self.model_scores is None else self.model_scores.round(6).tolist(), "win": self.win}
 
 
 def surveyed_profiles(engine, store: Store, people: list[dict], method: str = "probs", progress=None) -> dict[str, dict[str, str]]:
@@ -90,6 +162,7 @@ class ConsensusModel(ScenarioModel):
         need = self.opts.groups * self.opts.group_size
         if cfg.population.size < need:
             raise ConfigError(f"population.size: {cfg.population.size} personas cannot fill {self.opts.groups} groups of {self.opts.group_size}")
+        self.payoff_model = self.load_payoff_model()  # before any LLM work: a wrong path fails at once
         self.populations = pop.build(cfg.model_copy(update={"human": None}), engine, store, None, progress=progress)
         people = self.populations[0].personas[:need]
         self.agent_list = [
@@ -124,14 +197,25 @@ class ConsensusModel(ScenarioModel):
         if self.opts.representatives:
             require_parts([self.records[a.persona_id] for a in self.agent_list], self.opts.representatives, "options.representatives")
         self.episodes = [Episode(engine, grp["question"], self.participants(grp), self.mediator(), self.episode_config) for grp in self.groups]
-        self.item_list = [Item(ph, ph, ()) for ph in self.episodes[0].phases]
+        self.main_steps = len(self.episodes[0].phases)
+        self.judge_engine, self.judge_alert = self.judge() if self.opts.representatives else (None, "")
+        self.substitutions = {
+            g: substitutions(grp["question"], [self.records[p.id] for p in self.participants(grp)], self.opts.representatives)
+            for g, grp in enumerate(self.groups)
+        }
+        self.rep_plan = self.representatives_plan()
+        self.item_list = [Item(ph, ph, ()) for ph in self.episodes[0].phases] + [item for item, _ in self.rep_plan]
         self.statements: dict[int, list[str]] = {}
         self.agreement: dict[int, list[list[float]]] = {}
+        self.rep_outcomes: dict[RepEpisode, RepOutcome] = {}
+        self.rep_done = 0  # representatives-phase episodes played
+        self._rep_clock: tuple[float, int] | None = None  # (start, episodes done then) in this process, for the time left
         self.datacollector = mesa.DataCollector(
             model_reporters={
                 "step": lambda m: m.step_index,
                 "phase": lambda m: m.item_list[m.step_index - 1].id if m.step_index else "",
                 "mean_agreement": lambda m: m.mean_agreement(),
+                "representative_episodes": lambda m: m.rep_done,
             }
         )
         self.running = True
@@ -149,10 +233,53 @@ class ConsensusModel(ScenarioModel):
     def participants(grp) -> list[Participant]:
         return [Participant(a.persona_id, a.conditioning) for a in grp["members"]]
 
+    def load_payoff_model(self):
+        """The trained payoff model when ``options.payoff`` is "model" (its
+        answers cached in the store), else None."""
+        o = self.opts
+        if o.payoff != "model":
+            return None
+        if not o.payoff_model:
+            raise ConfigError("options.payoff_model: required when options.payoff is 'model' (the folder of a trained payoff model)")
+        from mechanisms.payoff_model import load_payoff_model
+
+        try:
+            return load_payoff_model(o.payoff_model, store=self.store)
+        except PersonaeError as exc:
+            raise ConfigError(f"options.payoff_model: {exc}") from None
+
+    def representatives_plan(self) -> list[tuple[Item, list[RepEpisode]]]:
+        """The representatives phase as steps: per rollout, per conditioning
+        subset, every group's substituted episodes (one slot at a time, all),
+        plus -- in the rollout's first step -- the originals' own rollout
+        (rollout 0 is the main episode)."""
+        o = self.opts
+        plan = []
+        for r in range(o.rollouts):
+            for k, subset in enumerate(o.representatives):
+                eps = [RepEpisode(g, r) for g in range(o.groups)] if r and not k else []
+                eps += [RepEpisode(g, r, sub) for g in range(o.groups) for sub in self.substitutions[g] if sub.subset == subset]
+                name = subset or "none"
+                plan.append((Item(f"representatives r{r + 1} {name}", f"rollout {r + 1}/{o.rollouts}, representatives conditioned on {name}: {len(eps)} episodes", ()), eps))
+        return plan
+
     # ------------------------------------------------------------ stepping
     def step(self) -> None:
         if not self.running:
             return
+        if self.step_index < self.main_steps:
+            events = self.main_step()
+        else:
+            events = self.representatives_step(self.rep_plan[self.step_index - self.main_steps][1])
+        if not self.store.readonly:  # a replay reads the logged run, it never writes
+            self.store.log_events(self.run_id, self.step_index, events)
+        self.step_index += 1
+        self.datacollector.collect(self)
+        if self.step_index >= len(self.item_list):
+            self.running = False
+
+    def main_step(self) -> list[dict]:
+        """The next phase of every group's main episode."""
         events = []
         for g, ep in enumerate(self.episodes):
             for rec in ep.step():
@@ -160,12 +287,82 @@ class ConsensusModel(ScenarioModel):
             self.statements[g] = list(ep.statements)
             if ep.payoff is not None:
                 self.agreement[g] = ep.payoff.agreement.round(6).tolist()
-        if not self.store.readonly:  # a replay reads the logged run, it never writes
-            self.store.log_events(self.run_id, self.step_index, events)
-        self.step_index += 1
-        self.datacollector.collect(self)
-        if all(ep.done for ep in self.episodes):
-            self.running = False
+        return events
+
+    def representatives_step(self, eps: list[RepEpisode]) -> list[dict]:
+        """Play ``eps`` together (one merged engine batch per act), then judge
+        their final statements (eq. 22) and, with a payoff model, score them."""
+        total = self.representative_episodes()
+        if self._rep_clock is None:
+            self._rep_clock = (time.perf_counter(), self.rep_done)
+            self._report_progress(total)
+
+        def play(e: RepEpisode):
+            grp = self.groups[e.group]
+            stand_ins = e.substitution.stand_ins if e.substitution is not None else None
+            config = rollout_config(self.episode_config, e.rollout)
+            return lambda engine: Episode(engine, grp["question"], self.participants(grp), self.mediator(), config, stand_ins).run()
+
+        results: dict[RepEpisode, EpisodeResult] = dict(zip(eps, run_together(self.engine, [play(e) for e in eps])))
+        fresh = {e: RepOutcome(res.final_statement, tuple(res.opinions), res.final_payoffs.copy()) for e, res in results.items()}
+        for g, ep in enumerate(self.episodes):  # the originals' rollout 0 is the main episode
+            if RepEpisode(g, 0) not in self.rep_outcomes:
+                res = ep.result()
+                fresh[RepEpisode(g, 0)] = RepOutcome(res.final_statement, tuple(res.opinions), res.final_payoffs.copy())
+        self.rep_outcomes.update(fresh)
+        self._judge_statements(fresh)
+        if self.payoff_model is not None:
+            self._score_statements(fresh)
+        self.rep_done += len(eps)
+        self._report_progress(total)
+        events = []
+        for e, res in results.items():
+            about = e.to_json()
+            events += [{"kind": "utterance", "agent": rec.to_json().get("actor", ""), "payload": {**about, **rec.to_json()}} for rec in res.log]
+        events += [{"kind": "representatives", "agent": "", "payload": {**e.to_json(), **out.to_json()}} for e, out in fresh.items()]
+        return events
+
+    def _report_progress(self, total: int) -> None:
+        if not self.progress:
+            return
+        task = "representatives: episodes"
+        start, before = self._rep_clock
+        if self.rep_done > before:
+            left = (time.perf_counter() - start) / (self.rep_done - before) * (total - self.rep_done)
+            task += f" (~{int(left) // 60}m{int(left) % 60:02d}s left)"
+        self.progress(task, self.rep_done, total)
+
+    def _baseline(self, e: RepEpisode) -> RepOutcome:
+        return self.rep_outcomes[RepEpisode(e.group, e.rollout)]
+
+    def _judge_statements(self, fresh: dict[RepEpisode, RepOutcome]) -> None:
+        """Consensus autorater (eq. 22), one batch: each substituted episode's
+        final statement against the originals' in the same rollout."""
+        subs = [e for e in fresh if e.substitution is not None]
+        pairs = [
+            ConsensusPair(self.groups[e.group]["question"].question, self._baseline(e).opinions, fresh[e].statement, self._baseline(e).statement)
+            for e in subs
+        ]
+        for e, p in zip(subs, consensus_win_rate(self.judge_engine, pairs).per_pair if pairs else []):
+            fresh[e].win = p
+
+    def _score_statements(self, fresh: dict[RepEpisode, RepOutcome]) -> None:
+        """The payoff model's score of each final statement per original
+        participant (their opinion in that rollout, as at training), one batch."""
+        from mechanisms.payoff_model import PayoffItem
+
+        items = []
+        for e in fresh:
+            grp, base = self.groups[e.group], self._baseline(e)
+            q = grp["question"].question
+            items += [
+                PayoffItem(q, fresh[e].statement, self.payoff_model.participant(base.opinions[i], self.records[p.id], q))
+                for i, p in enumerate(self.participants(grp))
+            ]
+        scores, k = self.payoff_model.score(items), 0
+        for out in fresh.values():
+            n = len(out.self_ratings)
+            out.model_scores, k = np.asarray(scores[k : k + n], dtype=float), k + n
 
     # ------------------------------------------------------------ views
     def mean_agreement(self) -> float | None:
@@ -182,6 +379,7 @@ class ConsensusModel(ScenarioModel):
         return {f"group {g}": np.asarray(self.agreement[g][-1]) / 7 for g in self.agreement}
 
     def group_views(self) -> list[GroupView]:
+        phase = self.item_list[self.step_index].id if self.step_index < len(self.item_list) else "finished"
         return [
             GroupView(
                 label=f"group {g}",
@@ -189,10 +387,34 @@ class ConsensusModel(ScenarioModel):
                 participants=tuple(p.id for p in ep.participants),
                 statements=tuple(ep.statements),
                 agreement=np.asarray(self.agreement[g], dtype=float) if g in self.agreement else None,
-                phase="finished" if ep.done else ep.phase,
+                phase=phase,
+                representatives=self.representative_views(g),
             )
             for g, ep in enumerate(self.episodes)
         ]
+
+    def _payoffs(self, out: RepOutcome, source: str | None = None) -> np.ndarray:
+        return out.model_scores if (source or self.opts.payoff) == "model" else out.self_ratings
+
+    def _rollouts(self, g: int, sub: Substitution, source: str | None = None) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """(finished rollouts, originals' payoffs [r, i], payoffs with representatives [r, i])."""
+        rs = [r for r in range(self.opts.rollouts) if RepEpisode(g, r, sub) in self.rep_outcomes]
+        base = np.array([self._payoffs(self.rep_outcomes[RepEpisode(g, r)], source) for r in rs], dtype=float)
+        with_reps = np.array([self._payoffs(self.rep_outcomes[RepEpisode(g, r, sub)], source) for r in rs], dtype=float)
+        return rs, base, with_reps
+
+    def representative_views(self, g: int) -> tuple[RepresentativeView, ...]:
+        """Group g's substitutions played so far, their latest final statement
+        and payoff gap over the rollouts so far."""
+        ids = [a.persona_id for a in self.groups[g]["members"]]
+        views = []
+        for sub in self.substitutions[g]:
+            rs, base, with_reps = self._rollouts(g, sub)
+            if rs:
+                gap = float(expected_payoff_gap(with_reps[:, sub.slots], base[:, sub.slots]))
+                statement = self.rep_outcomes[RepEpisode(g, rs[-1], sub)].statement
+                views.append(RepresentativeView(sub.subset or "none", sub.mode, tuple(ids[i] for i in sub.slots), len(rs), statement, gap))
+        return tuple(views)
 
     # ------------------------------------------------------------ report
     def evaluate(self) -> ScenarioReport:
@@ -211,39 +433,15 @@ class ConsensusModel(ScenarioModel):
                         "statement": statement.replace("\n", " "),
                     }
                 )
-        positions = self.positions_table()
-        reps, alerts = [], []
+        tables = {"consensus": pd.DataFrame(rounds), "positions": self.positions_table()}
         if self.opts.representatives:
-            judge, alert = self.judge()
-            alerts.append(alert)
-            total = self.representative_episodes()
-            done, t0 = [0], time.perf_counter()
-            if self.progress:
-                self.progress("representatives: episodes", 0, total)
-
-            def tick(_res):
-                done[0] += 1
-                if self.progress:
-                    left = (time.perf_counter() - t0) / done[0] * (total - done[0])
-                    self.progress(f"representatives: episodes (~{int(left) // 60}m{int(left) % 60:02d}s left)", done[0], total)
-
-            for g, (grp, ep) in enumerate(zip(self.groups, self.episodes)):
-                records = [self.records[p.id] for p in self.participants(grp)]
-                _, reports = representativity(
-                    self.engine, grp["question"], self.participants(grp), records, self.opts.representatives,
-                    self.mediator(), self.episode_config, baseline=ep.result(), rollouts=self.opts.rollouts,
-                    judge=judge, on_episode=tick,
-                )
-                for rep in reports:
-                    reps.append({
-                        "group": g, "subset": rep.subset or "none", "mode": rep.mode, "payoff_gap": rep.gap,
-                        "ci_low": rep.ci_low, "ci_high": rep.ci_high, "rollouts": rep.rollouts,
-                        "win_rate": rep.win_rate, "n_substituted": len(rep.per_slot),
-                    })
-        tables = {"consensus": pd.DataFrame(rounds), "positions": positions}
-        if reps:
-            tables["representativity"] = pd.DataFrame(reps)
+            tables["representativity"] = self.representativity_table()
         acts = ", ".join(self.opts.acts)
+        source = (
+            f"payoffs = the trained payoff model's scores ({self.opts.payoff_model}) of the final statement for each original "
+            "participant (their opinion in that rollout), 1-7; self_rating_gap = the same gap from the originals' own ratings"
+            if self.opts.payoff == "model" else "payoffs = the original personas' self-ratings, 1-7"
+        )
         notes = [
             "consensus: agreement of each participant with each round's statement on a 7-point Likert scale, read as an "
             "option distribution and reduced to its expected value (1-7); min = the worst-off participant.",
@@ -252,7 +450,7 @@ class ConsensusModel(ScenarioModel):
             "disagreement = mean |p_i - p_j| over pairs of participants.",
             f"representativity: representatives act in: {acts}" + (" (the paper's setting)" if self.opts.acts == ["critique"] else "")
             + f". payoff_gap = mean over substituted participants of |E[final payoff with representatives] - E[final payoff "
-            f"of the originals]| (eq. 21; payoffs = the original personas' self-ratings, 1-7), expectations over "
+            f"of the originals]| (eq. 21; {source}), expectations over "
             f"{self.opts.rollouts} seeded rollouts, ci = 95% percentile bootstrap over rollouts; one = each participant "
             "substituted alone, all = everyone; win_rate = the judge's preference for the representatives' final statement "
             "over the originals' (eq. 22; 0.5 = indistinguishable).",
@@ -261,7 +459,36 @@ class ConsensusModel(ScenarioModel):
         # representatives: python run.py represent ... with data.path = episodes.jsonl
         episodes = [{"group": f"g{g}", **res.to_json()} for g, res in self.history_results]
         episodes += [{"group": f"g{g}", **ep.result().to_json()} for g, ep in enumerate(self.episodes)]
-        return ScenarioReport(tables=tables, notes=notes, jsonl={"episodes": episodes}, alerts=[a for a in alerts if a])
+        return ScenarioReport(tables=tables, notes=notes, jsonl={"episodes": episodes}, alerts=[self.judge_alert] if self.judge_alert else [])
+
+    def representativity_table(self) -> pd.DataFrame:
+        """Per group, conditioning subset and mode: the gap over rollouts with
+        its interval and the win rate, from the outcomes the steps computed."""
+        o = self.opts
+        sources = [o.payoff] + (["self_rating"] if o.payoff == "model" else [])
+        rows = []
+        for g, grp in enumerate(self.groups):
+            for subset in o.representatives:
+                for mode in ("one", "all"):
+                    subs = [s for s in self.substitutions[g] if s.subset == subset and s.mode == mode]
+                    reports = []
+                    for source in sources:
+                        runs = {}
+                        for sub in subs:
+                            _, base, with_reps = self._rollouts(g, sub, source)
+                            runs[sub.key] = (sub.slots, with_reps)
+                        seed = bootstrap_seed(self.episode_config, grp["question"], subset, mode)
+                        wins = [self.rep_outcomes[RepEpisode(g, r, s)].win for s in subs for r in range(o.rollouts)]
+                        reports.append(report_from_rollouts(subset, mode, base, runs, seed, self.episode_config.represented_acts,
+                                                            PAYOFF_SOURCES[source], float(np.mean(wins))))
+                    rep = reports[0]
+                    row = {"group": g, "subset": subset or "none", "mode": mode, "payoff_gap": rep.gap, "ci_low": rep.ci_low,
+                           "ci_high": rep.ci_high, "rollouts": rep.rollouts, "win_rate": rep.win_rate,
+                           "n_substituted": len(rep.per_slot), "payoff_source": rep.payoff_source}
+                    if len(reports) > 1:
+                        row.update(self_rating_gap=reports[1].gap, self_rating_ci_low=reports[1].ci_low, self_rating_ci_high=reports[1].ci_high)
+                    rows.append(row)
+        return pd.DataFrame(rows)
 
     def positions_table(self) -> pd.DataFrame:
         rows = []
@@ -281,9 +508,7 @@ class ConsensusModel(ScenarioModel):
     def representative_episodes(self) -> int:
         """Episodes the representatives phase plays: per group, the extra
         baseline rollouts and, per subset, (one slot at a time + all) x rollouts."""
-        o = self.opts
-        per_group = (o.rollouts - 1) + len(o.representatives) * (o.group_size + 1) * o.rollouts
-        return o.groups * per_group
+        return sum(len(eps) for _, eps in self.rep_plan)
 
     def judge(self):
         """(judge engine, alert): options.judge, else the representatives' own

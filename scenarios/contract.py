@@ -85,13 +85,31 @@ class RunningFidelity:
 
 
 @dataclass(frozen=True)
+class RepresentativeView:
+    """One substitution of a group's representatives phase so far:
+    ``substituted`` participants played by representatives conditioned on
+    ``subset`` ("none" = the base representative), over ``rollouts`` finished
+    rollouts; ``statement``: the final statement they reached in the latest;
+    ``payoff_gap``: mean over the substituted of |E[payoff with representatives]
+    - E[payoff of the originals]| (1-7 scale, paper eq. 21) so far."""
+
+    subset: str
+    mode: str  # "one" (a single participant substituted) or "all"
+    substituted: tuple[str, ...]
+    rollouts: int
+    statement: str
+    payoff_gap: float
+
+
+@dataclass(frozen=True)
 class GroupView:
     """A discussion group's state (deliberation scenarios).
 
     ``statements``: the mediator's statement per round (draft, revision 1, ...);
     ``agreement``: ``[round, participant]`` agreement with each statement on the
     1-7 Likert scale (expected value), or None before the payoff phase;
-    ``phase``: the next phase, or "finished"."""
+    ``phase``: the next phase, or "finished"; ``representatives``: the
+    substituted episodes played so far (scenarios with digital representatives)."""
 
     label: str
     question: str
@@ -99,6 +117,7 @@ class GroupView:
     statements: tuple[str, ...]
     agreement: np.ndarray | None
     phase: str
+    representatives: tuple[RepresentativeView, ...] = ()
 
 
 class ScenarioModel(mesa.Model):

@@ -1,11 +1,12 @@
-"""``python run.py represent generate|train|eval CONFIG.yaml [--set key=value]``.
+"""``python run.py represent generate|train|payoff|eval CONFIG.yaml [--set key=value]``.
 
 One YAML (see mechanisms/finetuned_representatives/demo.yaml) describes the study: the deliberation
 data (a Habermas Machine parquet file, a Personae ``episodes.jsonl``, or a set
 played by personas), the leak-free split, LoRA training and the evaluation.
 Everything lands in ``<output>/<name>/``: the data (when generated),
-``split.json``, ``adapter/`` (with ``training_record.json``) and ``eval/``
-(summary.md, CSV tables, representatives.png).
+``split.json``, ``adapter/`` (with ``training_record.json``), ``payoff_model/``
+(the payoff model's adapter, ``payoff_model.csv``: held-out MAE / correlation
+vs a constant baseline) and ``eval/`` (summary.md, CSV tables, representatives.png).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from mechanisms.finetuned_representatives import evaluation as ev
 from mechanisms.finetuned_representatives.splits import Split, split_examples
 from mechanisms.finetuned_representatives.synthetic import generate
 from mechanisms.finetuned_representatives.training import RECORD, TrainSettings, base_model_path, train
+from mechanisms import payoff_model as pm
 from simulation.config import load_config
 from simulation.console import RunConsole
 from simulation.store import Store
@@ -55,6 +57,22 @@ class EvalSettings(StrictModel):
     payoff_episodes: int = Field(1, ge=0)  # held-out episodes replayed for the payoff gap
     rollouts: int = Field(2, ge=1)  # seeded rollouts per replayed episode (expected payoff, bootstrap CI)
     mediator: Literal["llm", "habermas", "opinion"] = "llm"
+    # self_rating: replay with the personas, payoffs = their own ratings (persona-played data only);
+    # model: replay from the data, payoffs from the trained payoff model (works on real human data)
+    payoff: Literal["self_rating", "model"] = "self_rating"
+
+
+PAYOFF_SOURCES = {
+    "self_rating": "the personas' self-ratings in episodes replayed with the personas",
+    "model": "scored by the payoff model in episodes replayed from the data: real opinions, draft and other critiques, LLM mediator revision",
+}
+
+
+class PayoffSettings(StrictModel):
+    """The payoff model (eq. 21): LoRA on agreement ratings, held-out groups = the split's validation groups."""
+
+    train: TrainSettings = TrainSettings(subset="", max_items=1, max_steps=40, eval_steps=10, max_length=384)
+    engine: EngineConfig | None = None  # e.g. a vLLM endpoint serving payoff_model/ under a name; default in process
 
 
 class RepresentConfig(StrictModel):
@@ -68,6 +86,7 @@ class RepresentConfig(StrictModel):
     split: SplitSettings = SplitSettings()
     train: TrainSettings = TrainSettings()
     eval: EvalSettings = EvalSettings()
+    payoff: PayoffSettings = PayoffSettings()
 
     @property
     def folder(self) -> Path:
@@ -76,6 +95,10 @@ class RepresentConfig(StrictModel):
     @property
     def adapter(self) -> Path:
         return self.folder / "adapter"
+
+    @property
+    def payoff_adapter(self) -> Path:
+        return self.folder / "payoff_model"
 
 
 def load_data(cfg: RepresentConfig, store: Store, console: RunConsole) -> dl.Deliberations:
@@ -121,6 +144,29 @@ def cmd_train(cfg: RepresentConfig, console: RunConsole) -> int:
     return 0
 
 
+def cmd_payoff(cfg: RepresentConfig, console: RunConsole) -> int:
+    """Train (resumable) and evaluate the payoff model on the held-out groups."""
+    store = Store(cfg.store)
+    data = load_data(cfg, store, console)
+    if not data.ratings:
+        raise pm.PayoffModelError(f"{data.source}: no agreement ratings to train a payoff model on (expected a ratings.agreement column, or episodes with payoff.agreement)")
+    split = load_split(cfg, data)
+    train_idx, held = pm.split_ratings(data.ratings, split)
+    console.line(f"payoff model: {len(train_idx)} training / {len(held)} held-out ratings ({len(split.validation_groups)} held-out groups)")
+    rec = pm.train_payoff_model(data, split, cfg.payoff_adapter, cfg.payoff.train.model_copy(update={"seed": cfg.seed}))
+    model = pm.load_payoff_model(cfg.payoff_adapter, cfg.payoff.engine, store)
+    res = pm.evaluate_payoff_model(model, data, held, rec["train_mean_rating"])
+    table = pd.DataFrame([{"ratings": res.n, "mae": res.mae, "pearson": res.pearson, "baseline_mae": res.baseline_mae,
+                           "baseline": res.baseline, "best_step": rec["best_step"], "steps_per_second": rec["steps_per_second"]}])
+    table.to_csv(cfg.payoff_adapter / "payoff_model.csv", index=False, float_format="%.6f", lineterminator="\n")
+    console.line(
+        f"payoff model written to {cfg.payoff_adapter}/: held-out MAE {res.mae:.3f} (r = {res.pearson:.3f}) vs constant "
+        f"baseline {res.baseline_mae:.3f} ({res.baseline:.2f}); best step {rec['best_step']}"
+        + (f"; resumed from step {rec['resumed_from_step']}" if rec["resumed_from_step"] else "")
+    )
+    return 0
+
+
 def _ppl(loss) -> str:
     import math
 
@@ -143,6 +189,11 @@ def cmd_eval(cfg: RepresentConfig, console: RunConsole) -> int:
     judge_model = (cfg.eval.judge or cfg.engine).model_name()
     if judge_model in (cfg.engine.model_name(), ft_cfg.model_name()):
         console.line(f"warning: the autorater's judge is the representatives' own model ({judge_model}); set eval.judge to a separate (larger) model")
+    payoff_model = None
+    if cfg.eval.payoff == "model":
+        payoff_model = pm.load_payoff_model(cfg.payoff_adapter, cfg.payoff.engine, store)
+    elif not data.conditionings:
+        console.line("note: no persona texts in the data: the payoff discrepancy needs eval.payoff: model (run 'represent payoff' first)")
     tok = AutoTokenizer.from_pretrained(base_model_path(cfg.train.base_model))
     val = split.validation
     examples = [data.examples[i] for i in val]
@@ -158,7 +209,7 @@ def cmd_eval(cfg: RepresentConfig, console: RunConsole) -> int:
                 vanilla, None if label == "vanilla" else finetuned, data, val, [subset], cfg.seed, cfg.eval.mediator,
                 cfg.eval.payoff_episodes, cfg.train.max_items, "vanilla" if label == "vanilla" else "ft",
                 cfg.budget,
-                cfg.eval.rollouts, judge,
+                cfg.eval.rollouts, judge, payoff_model, cfg.eval.temperature,
             )
             payoff_rows += [{"model": label, **r, "subset": r["subset"] or "none"} for r in rows]
             console.line(f"  {subset or 'none':>5} {label:>10}: NLL/token {nll.mean:.3f} (perplexity {nll.perplexity:.2f}), autorater win rate {won['win_rate']:.3f}")
@@ -193,8 +244,8 @@ def write_eval_report(out: Path, cfg: RepresentConfig, split: Split, nll: pd.Dat
         "\n> autorater: the judge's probability of preferring the representative's sampled critique over the real one, "
         "both orders averaged; 0.5 = indistinguishable.\n"
         f"\n> payoff discrepancy (eq. 21): mean over the substituted participants, who critique through the representative "
-        f"(one at a time, or all), of |E[payoff with representatives] - E[payoff of the originals]| (1-7 agreement, the "
-        f"personas' self-ratings), expectations over {cfg.eval.rollouts} seeded rollouts; ci = 95% bootstrap over rollouts "
+        f"(one at a time, or all), of |E[payoff with representatives] - E[payoff of the originals]| (1-7 agreement, "
+        f"{PAYOFF_SOURCES[cfg.eval.payoff]}), expectations over {cfg.eval.rollouts} seeded rollouts; ci = 95% bootstrap over rollouts "
         "(mean over episodes); win_rate = consensus autorater (eq. 22), the judge's preference for the final statement "
         "reached with representatives over the originals' (0.5 = indistinguishable).\n"
     )
@@ -224,7 +275,11 @@ def write_eval_report(out: Path, cfg: RepresentConfig, split: Split, nll: pd.Dat
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="run.py represent", description="Fine-tuned digital representatives: data, LoRA training, evaluation.")
-    p.add_argument("cmd", choices=["generate", "train", "eval"], help="generate: the persona-played deliberation set; train: LoRA fine-tuning (resumable); eval: vanilla vs fine-tuned report")
+    p.add_argument(
+        "cmd", choices=["generate", "train", "payoff", "eval"],
+        help="generate: the persona-played deliberation set; train: LoRA fine-tuning (resumable); "
+        "payoff: train (resumable) and evaluate the payoff model; eval: vanilla vs fine-tuned report",
+    )
     p.add_argument("config", help="YAML file, e.g. mechanisms/finetuned_representatives/demo.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
@@ -236,6 +291,8 @@ def main(argv: list[str]) -> int:
         return 0
     if args.cmd == "train":
         return cmd_train(cfg, console)
+    if args.cmd == "payoff":
+        return cmd_payoff(cfg, console)
     return cmd_eval(cfg, console)
 
 

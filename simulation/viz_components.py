@@ -142,6 +142,15 @@ def ConsensusPanel(model: PersonaeViz):
                         agree = " · agreement " + ", ".join(f"{p}: {_fmt(v)}" for p, v in zip(names, view.agreement[r]))
                     _heading(("Draft" if r == 0 else f"Revision {r}") + agree, "0.85em")
                     solara.Text(text, classes=["personae-statement"], style={**SMALL, "white-space": "pre-wrap"})
+                if view.representatives:
+                    _heading("Digital representatives (payoff gap: |E[payoff with representatives] - E[payoff of the originals]|, 1-7)", "0.85em")
+                short = dict(zip(view.participants, names))
+                for rep in view.representatives:
+                    who = "everyone" if rep.mode == "all" else ", ".join(short.get(p, p) for p in rep.substituted)
+                    head = f"{rep.subset} for {who} · payoff gap {_fmt(rep.payoff_gap)} over {rep.rollouts} rollout{'s' if rep.rollouts > 1 else ''}"
+                    with solara.Column(gap="0px", classes=["personae-representative"]):
+                        solara.Text(head, style={**SMALL, "font-weight": "bold"})
+                        solara.Text(rep.statement, style={**SMALL, "white-space": "pre-wrap"})
 
 
 def components_for(model: PersonaeViz) -> list:

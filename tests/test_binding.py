@@ -205,15 +205,21 @@ def test_interview_and_critic_through_the_vllm_server(vllm_server, tmp_path):
     people = banks.generate(eng, store, "v", "interview", 2, seed=2, params=params)
     server_engine.close()
     assert len(people) == 2
-    prompts = [r["prompt"] for r in stored_requests(store.path, "generate")]
+    prompts = {r["prompt"]: r["max_tokens"] for r in stored_requests(store.path, "generate")}
+    hit_budget = 0
     for p in people:
-        assert all(0 < n <= b for n, b in zip(p["prompts"]["answer_lengths"], [12, 6, 6]))
+        # Lengths are the server's own token counts (usage), within each answer's budget.
+        lengths = p["prompts"]["answer_lengths"]
+        assert p["prompts"]["answer_tokens"] == [12, 6, 6] and len(lengths) == 3
+        assert all(0 < n <= b for n, b in zip(lengths, [12, 6, 6]))
+        hit_budget += sum(n == b for n, b in zip(lengths, [12, 6, 6]))
         [review] = [c for c in p["critic"] if c.get("check") == "consistency"]
         assert len(review["verdicts"][0]["p_yes"]) == 3
         # The first answer is never rewritten (the later answer of a pair is), so the
-        # second question was asked after it, verbatim.
+        # second question was asked after it, verbatim, with its own budget.
         ask = "Question: " + INTERVIEW_QUESTIONS[1] + "\nAnswer:"
-        assert p["conditioning"][: p["conditioning"].index(ask)] + ask in prompts
+        assert prompts[p["conditioning"][: p["conditioning"].index(ask)] + ask] == 6
+    assert hit_budget > 0, "no answer used its whole budget: budgets are not what limits the length"
 
 
 def test_ablation_yamls_sweep_valid_factors_and_plot_them(tmp_path):

@@ -4,6 +4,8 @@ K = 2, short texts."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -404,3 +406,130 @@ def test_value_equivalence_over_seeded_rollouts_with_interval_and_autorater(engi
     expected = np.abs(np.mean([s.final_payoffs for s in subs], 0) - np.mean([b.final_payoffs for b in baselines], 0)).mean()
     assert rep.gap == pytest.approx(expected, abs=1e-6)
     assert 0.0 <= rep.win_rate <= 1.0
+
+
+# ------------------------------------------------------------------ the scenario: representatives as Mesa steps
+ROOT = Path(__file__).resolve().parent.parent
+# Two hand-written personas (an imported bank: no backstory generation), one
+# group, the LLM mediator, the base representative only, 2 rollouts: 5 main
+# phases + 2 representatives steps (3 and 4 episodes).
+SCENARIO_TINY = [
+    "population.size=2",
+    "population.conditions=[imported]",
+    "options={groups: 1, group_size: 2, rounds: 1, mediator: llm, history: 0, representatives: [''], rollouts: 2, "
+    "budget: {opinion: 6, critique: 6, statement: 8}}",
+]
+
+
+def _scenario(tmp_path: Path, db: Path, out: Path, extra: list[str] = ()):
+    from simulation.config import load_config
+
+    bank = tmp_path / "personas.jsonl"
+    bank.write_text("".join(json.dumps({"id": p.id, "conditioning": p.conditioning}) + "\n" for p in PERSONAS[:2]))
+    return load_config(ROOT / "scenarios" / "consensus.yaml", [*SCENARIO_TINY, f"population.import_path={bank}", f"store={db}", f"output={out}", *extra])
+
+
+def test_representatives_phase_is_logged_steps_resumed_after_a_kill_and_replayed(tmp_path):
+    """The substituted episodes are Mesa steps: a run killed inside them
+    resumes making no finished call again (every stored answer is one the
+    finished run asks for), its console counts the episodes, its log holds
+    them, the page shows their statements and gaps, the report is assembled
+    from what the steps logged, and a replay reproduces it with no engine call."""
+    import io
+    import sys
+
+    import pandas as pd
+    from killing import count, kill_when
+
+    from mechanisms.representatives import expected_payoff_gap
+    from simulation.console import RunConsole
+    from simulation.runner import build_model, replay, run
+    from simulation.store import Store
+    from simulation.viz import PersonaeViz
+    from simulation.viz_source import ViewSource
+
+    cfg = _scenario(tmp_path, tmp_path / "killed.db", tmp_path / "runs")
+    sets = [x for s in [*SCENARIO_TINY, f"population.import_path={tmp_path / 'personas.jsonl'}", f"store={cfg.store}", f"output={cfg.output}"] for x in ("--set", s)]
+    done = kill_when([sys.executable, str(ROOT / "run.py"), "scenarios/consensus.yaml", "--plain", *sets], ROOT, cfg.store,
+                     "select count(distinct step) from events", 6)
+    assert done == 6, "the kill must land inside the representatives phase (its first step logged)"
+    before = count(cfg.store, "select count(*) from responses")
+    console = RunConsole(live=False, file=io.StringIO())
+    resumed = run(cfg, console=console)
+    assert resumed.resumed and 0 < resumed.engine_calls and before > 0
+    printed = console.file.getvalue()
+    assert "step 6/7 representatives r1 none" in printed and "step 7/7 representatives r2 none" in printed
+    assert "representatives: episodes: 0/7" in printed and re.search(r"representatives: episodes \(~\d+m\d\ds left\): 7/7", printed)
+
+    class SeenStore(Store):
+        """The run's store, remembering which stored answers a replay looks up."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.seen: set[str] = set()
+
+        def get_responses(self, keys):
+            self.seen.update(keys)
+            return super().get_responses(keys)
+
+    store = SeenStore(cfg.store, readonly=True)
+    model = build_model(cfg, store, resumed.run_id, replay=True)
+    while model.running:
+        model.step()
+    # Every answer the killed run stored is one the finished run asks for: the
+    # resume asked the same requests (per-rollout seeds), none were made again.
+    assert len(store.seen) == count(cfg.store, "select count(*) from responses") == before + resumed.engine_calls
+    steps = model.datacollector.get_model_vars_dataframe()
+    assert steps["phase"].tolist()[-2:] == ["representatives r1 none", "representatives r2 none"]
+    assert steps["representative_episodes"].tolist() == [0, 0, 0, 0, 0, 3, 7]
+
+    assert Store(cfg.store).logged_steps(resumed.run_id) == list(range(7))
+    outcomes = [e["payload"] for e in Store(cfg.store).events(resumed.run_id) if e["kind"] == "representatives"]
+    # rollout 0: the main episode + 3 substituted; rollout 1: the originals again + 3 substituted
+    assert sorted((o["rollout"], o["mode"], tuple(o["substituted"])) for o in outcomes) == sorted(
+        [(r, "originals", ()) for r in (0, 1)] + [(r, m, s) for r in (0, 1) for m, s in (("one", (0,)), ("one", (1,)), ("all", (0, 1)))]
+    )
+    utterances = [e for e in Store(cfg.store).events(resumed.run_id) if e["step"] >= 5 and e["kind"] == "utterance"]
+    critics = {u["agent"] for u in utterances if u["payload"]["act"] == "critique"}
+    assert len(critics) == 4 and sum(c.startswith("rep:") and c.endswith(":base") for c in critics) == 2  # originals and their representatives
+
+    # the report's gap is the steps' logged payoffs, assembled (eq. 21)
+    def pay(mode, slots=None):
+        rows = [o for o in outcomes if o["mode"] == mode and (slots is None or o["substituted"] == slots)]
+        return np.array([o["self_ratings"] for o in sorted(rows, key=lambda o: o["rollout"])])
+
+    table = pd.read_csv(resumed.output_dir / "representativity.csv").set_index("mode")
+    base = pay("originals")
+    assert table.loc["all", "payoff_gap"] == pytest.approx(float(expected_payoff_gap(pay("all"), base)), abs=2e-6)
+    one = np.concatenate([pay("one", [i])[:, [i]] for i in (0, 1)], axis=1)
+    assert table.loc["one", "payoff_gap"] == pytest.approx(float(expected_payoff_gap(one, base)), abs=2e-6)
+    assert (table["rollouts"] == 2).all() and (table["payoff_source"] == "self-rating").all()
+    assert "self-ratings" in (resumed.output_dir / "summary.md").read_text()
+
+    # the page's model (a replay) shows each substitution's latest statement and its gap
+    page = PersonaeViz(source=ViewSource(replay=resumed.run_id, store=str(cfg.store)))
+    while page.running:
+        page.step()
+    [view] = page.sim.group_views()
+    assert page.error is None and view.phase == "finished" and len(view.representatives) == 3
+    latest = {tuple(o["substituted"]): o["statement"] for o in outcomes if o["rollout"] == 1}
+    for rep in view.representatives:
+        assert rep.rollouts == 2 and rep.statement == latest[tuple(view.participants.index(p) for p in rep.substituted)]
+    assert view.representatives[-1].mode == "all" and view.representatives[-1].payoff_gap == pytest.approx(table.loc["all", "payoff_gap"], abs=2e-6)
+
+    result, same = replay(resumed.run_id, str(cfg.store))
+    assert same and result.engine_calls == 0
+
+
+@pytest.mark.fast
+def test_payoff_model_option_needs_a_trained_model_in_one_line(tmp_path):
+    from simulation.config import ConfigError
+    from simulation.runner import run
+
+    with pytest.raises(ConfigError) as err:
+        run(_scenario(tmp_path, tmp_path / "s.db", tmp_path / "runs", ["options.payoff=model"]))
+    assert str(err.value) == "options.payoff_model: required when options.payoff is 'model' (the folder of a trained payoff model)"
+    with pytest.raises(ConfigError) as err:
+        run(_scenario(tmp_path, tmp_path / "s.db", tmp_path / "runs", ["options.payoff=model", f"options.payoff_model={tmp_path / 'none'}"]))
+    assert str(err.value).startswith(f"options.payoff_model: {tmp_path / 'none'}: no trained payoff model") and "\n" not in str(err.value)
+    assert not (tmp_path / "runs").exists()  # nothing written

@@ -198,6 +198,30 @@ def test_meta_prejudice_preset_runs_tiny_and_names_every_comparator(tmp_path):
         assert png in files and png.stat().st_size > 5000 and f"(plots/{name}.png)" in summary
 
 
+def test_representatives_preset_runs_tiny_with_the_papers_settings(tmp_path):
+    """scenarios/paper/representatives.yaml: HM mediator settings (CoT ranking,
+    retries 8), critique-only representatives, R-rollout gaps with CIs and the
+    consensus autorater; tiny: one group of 2, 2 candidates, rating-based ranking
+    (CoT's 256-token rationales are the slow part on a CPU; benchmarks/bench_consensus.py
+    runs them), sets none and OC, self-rated payoffs (the preset's payoff model is
+    trained by `represent payoff`)."""
+    from simulation.runner import run
+
+    preset = load_config(ROOT / "scenarios" / "paper" / "representatives.yaml")
+    o = preset.options
+    assert (o["group_size"], o["candidates"], o["ranking"], o["retries"], o["acts"]) == (5, 16, "cot", 8, ["critique"])
+    assert o["representatives"] == ["", "D", "O", "C", "P", "OC", "DOCP"] and o["payoff"] == "model" and o["rollouts"] >= 10
+    tiny = [*TINY[:4], "population.size=2", "population.backstories.max_tokens=12", "population.backstories.interview_questions=1", "options.groups=1", "options.group_size=2",
+            "options.candidates=2", "options.ranking=rating", "options.history=1", "options.representatives=['', OC]", "options.rollouts=2",
+            "options.payoff=self_rating", "options.judge=null", "options.budget={opinion: 12, critique: 12, statement: 16}"]
+    result = run(load_config(ROOT / "scenarios" / "paper" / "representatives.yaml", tiny + [f"store={tmp_path / 's.db'}", f"output={tmp_path / 'runs'}"]))
+    reps = pd.read_csv(result.output_dir / "representativity.csv")
+    assert set(zip(reps["subset"], reps["mode"])) == {("none", "one"), ("none", "all"), ("OC", "one"), ("OC", "all")}
+    assert (reps["rollouts"] == 2).all() and reps["win_rate"].between(0, 1).all()
+    assert ((reps["ci_low"] <= reps["payoff_gap"] + 1e-9) & (reps["payoff_gap"] <= reps["ci_high"] + 1e-9)).all()
+    assert "representatives act in: critique (the paper's setting)" in (result.output_dir / "summary.md").read_text()
+
+
 # The other presets at the smallest size that still runs every step: one item, a few
 # respondents. Pew files are not redistributable, so the ATP presets run on a
 # constructed respondent file (random answers in every column the study names, written
@@ -234,7 +258,7 @@ def _constructed_sav(path: Path, study: str, n: int = 40) -> Path:
 
 
 def test_every_preset_is_run_by_a_test():
-    covered = set(SMALLEST) | {"meta_prejudice_kang2025", "hostility_w110", "subversion_braley2023", "meta_prejudice_moore_berg2020"}
+    covered = set(SMALLEST) | {"meta_prejudice_kang2025", "hostility_w110", "subversion_braley2023", "meta_prejudice_moore_berg2020", "representatives"}
     assert {p.stem for p in PRESETS} == covered
 
 

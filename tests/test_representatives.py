@@ -209,8 +209,12 @@ def test_cards_are_seeded_and_distinct():
 @pytest.mark.vllm
 def test_vllm_serves_the_trained_adapter_like_the_inprocess_engine(trained, engine):
     """A real vLLM server with the adapter (--enable-lora); critique
-    log-likelihoods agree with transformers + adapter within bf16 tolerance
-    (vLLM serves bf16; float32 in process), and differ from the base model's."""
+    log-likelihoods agree with transformers + adapter within a bound derived
+    from float32 arithmetic (both sides float32: tests/tolerances.py), and
+    differ from the base model's."""
+    from tolerances import nll_per_token_bound
+    from vllm_fixtures import VLLM_TEST_DTYPE
+
     from agents.llm import vllm_server as vs
     from agents.llm.embedded import EMBEDDED_NAME, hf_folder
     from agents.llm.openai_engine import OpenAIEngine
@@ -221,7 +225,8 @@ def test_vllm_serves_the_trained_adapter_like_the_inprocess_engine(trained, engi
     adapter = tmp / "runs" / "rep" / "adapter"
     data = dl.load(record["data"]["source"])
     split = Split.from_json(record["split"])
-    server = vs.serve(model=hf_folder(), name=EMBEDDED_NAME, timeout=600, extra_args=["--enforce-eager"], lora_modules={"rep": str(adapter)})
+    server = vs.serve(model=hf_folder(), name=EMBEDDED_NAME, timeout=600, extra_args=["--enforce-eager"], lora_modules={"rep": str(adapter)},
+                      dtype=VLLM_TEST_DTYPE)
     try:
         served = OpenAIEngine("rep", [server.base_url], concurrency=4)
         base = OpenAIEngine(EMBEDDED_NAME, [server.base_url], concurrency=4)
@@ -234,7 +239,8 @@ def test_vllm_serves_the_trained_adapter_like_the_inprocess_engine(trained, engi
         server.stop()
     diff = [abs(x - y) for x, y in zip(a.per_token, b.per_token)]
     print(f"vLLM adapter vs in-process adapter NLL/token: max |diff| {max(diff):.4f}; base {c.mean:.3f} vs adapter {a.mean:.3f}")
-    assert max(diff) <= 0.1  # bf16 on the server: ~0.01-0.05 nats/token measured
+    bounds = [nll_per_token_bound(data.examples[i].critique, n) for i, n in zip(idx, a.tokens)]
+    assert all(d <= bound for d, bound in zip(diff, bounds)), (diff, bounds)
     # the server really applies the adapter: its scores sit closer to the
     # in-process adapter's than the base model's do
     base_gap = [abs(x - y) for x, y in zip(c.per_token, b.per_token)]

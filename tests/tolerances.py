@@ -21,6 +21,10 @@ batches, a cached prefix), and the bounds below follow from the arithmetic:
   distribution renormalised after losing E of S moves by TV <= E/S.
 * A continuation's log-likelihood sums one log-softmax per token, each off by
   <= 2*DELTA: |diff| <= 2*DELTA*k with k <= len(continuation) tokens.
+  Per token (the NLL divided by the n tokens the tokenizer gives the text
+  alone): |diff| <= 2*DELTA*k/n, k <= len(continuation) (``nll_per_token_bound``).
+  A LoRA adapter adds dot products of length rank and hidden width, no longer
+  than the base model's, so a served adapter stays within the same DELTA.
 
 bfloat16 has u = 2**-8: n*u > 1, no useful bound exists, which is why the old
 bf16-vs-float32 comparison needed a bound fitted on one CPU (it failed on the next).
@@ -40,6 +44,13 @@ TV_ARITH = (np.exp(2 * DELTA) - 1) / 2
 def tv(p, q) -> float:
     """Total variation distance: 0.5 * sum_i |p_i - q_i|."""
     return 0.5 * float(np.abs(np.asarray(p) - np.asarray(q)).sum())
+
+
+def nll_per_token_bound(continuation: str, tokens: int) -> float:
+    """Bound on |diff| of a per-token NLL between two float32 engines: the
+    continuation's log-likelihood (k <= len(continuation) scored tokens, each
+    off by <= 2*DELTA) divided by its ``tokens`` tokens."""
+    return 2 * DELTA * len(continuation) / tokens
 
 
 def sampled_tv_bound(k: int, categories: int, failure: float = 1e-6) -> float:

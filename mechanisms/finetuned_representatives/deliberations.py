@@ -17,6 +17,10 @@ Two sources, one :class:`Deliberations`:
   ``position`` column (expected agreement 1..7 with the affirming statement). The draft is ``top_candidate.text`` of the critique row when present,
   else the Schulze winner of the round's first candidates
   (``candidates.text`` ranked by ``rankings.numerical_ranks``, 0 = best).
+  Agreement ratings, when the file has ``ratings.agreement``: per row a list
+  aligned with ``candidates.text`` (HM labels ``STRONGLY_DISAGREE`` ..
+  ``STRONGLY_AGREE`` or numbers 1..7; null = not rated) -- the training data
+  of the payoff model (:mod:`mechanisms.payoff_model`).
 * Personae's consensus episode logs: JSONL of ``EpisodeResult.to_json()``
   (``episodes.jsonl`` in a consensus run folder), or a parquet written by
   :func:`write_parquet` (HM layout plus ``personae.conditioning``: the persona
@@ -70,12 +74,27 @@ class CritiqueExample:
     round: int = 1  # critique round (1 = critique of the first draft)
 
 
+@dataclass(frozen=True)
+class RatingExample:
+    """A participant's agreement rating of a statement (payoff model data)."""
+
+    participant: str
+    episode: str
+    group: str  # the unit of the held-out split
+    question_id: str
+    question: str
+    opinion: str  # the participant's own opinion on the question
+    statement: str
+    rating: float  # 1 (strongly disagree) .. 7 (strongly agree)
+
+
 @dataclass
 class Deliberations:
     examples: list[CritiqueExample]
     records: dict[str, ParticipantRecord]  # everything each participant said, for D/O/C/P
     source: str
     conditionings: dict[str, str] = field(default_factory=dict)  # persona texts (generated data only)
+    ratings: list[RatingExample] = field(default_factory=list)  # agreement ratings, when the data hold them
 
     def prompt(self, ex: CritiqueExample, subset: str = "OC", max_items: int = 3, fmt: str = "chatml") -> tuple[str, int]:
         """The representative's critique prompt for ``ex``: the episode's own
@@ -203,7 +222,55 @@ def from_frame(df: pd.DataFrame, source: str = "<frame>") -> Deliberations:
             records[ex.participant].critiques.append((ex.question, ex.critique))
     if not examples:
         raise DeliberationError(f"{source}: no critique examples (expected rows with iteration_index >= 1 and a non-empty critique.text)")
-    return Deliberations(examples, records, source, conds)
+    ratings = _ratings_from_frame(df, opinions, source) if "ratings.agreement" in df.columns else []
+    return Deliberations(examples, records, source, conds, ratings)
+
+
+def likert_value(value, source: str) -> float | None:
+    """A rating as 1..7: an HM label (``AGREE``, ``['AGREE']``) or a number; None = not rated."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
+        label = value.strip().strip("[]'\" ").upper().replace(" ", "_")
+        if label in ("", "MOCK", "NONE", "NAN"):
+            return None
+        if label in LIKERT_NAMES:
+            return float(LIKERT_NAMES.index(label) + 1)
+        try:
+            value = float(label)
+        except ValueError:
+            raise DeliberationError(f"{source}: column ratings.agreement has {value!r} (expected one of {', '.join(LIKERT_NAMES)} or a number 1-7)") from None
+    v = float(value)
+    if not 1 <= v <= 7:
+        raise DeliberationError(f"{source}: column ratings.agreement has {v:g} (expected a rating from 1 to 7)")
+    return v
+
+
+def _ratings_from_frame(df: pd.DataFrame, opinions: pd.DataFrame, source: str) -> list[RatingExample]:
+    """One example per rated candidate: ``ratings.agreement[k]`` rates ``candidates.text[k]``."""
+    if "candidates.text" not in df.columns:
+        raise DeliberationError(f"{source}: column ratings.agreement needs candidates.text (the statements rated, aligned with the ratings)")
+    own = {(r["_episode"], r["worker_id"]): r["own_opinion.text"] for _, r in opinions.iterrows()}
+    out = []
+    for _, r in df.sort_values(["_episode", "iteration_index", "worker_id"], kind="stable").iterrows():
+        rated, texts = r["ratings.agreement"], r["candidates.text"]
+        if rated is None or texts is None or isinstance(rated, float) or isinstance(texts, float):  # NaN: not rated
+            continue
+        rated = [rated] if isinstance(rated, str) else list(rated)
+        texts = list(texts)
+        if len(rated) != len(texts):
+            raise DeliberationError(
+                f"{source}: episode {r['_episode']}, worker {r['worker_id']}: ratings.agreement has {len(rated)} value(s) "
+                f"for {len(texts)} candidates.text (expected one rating per candidate)"
+            )
+        opinion = own.get((r["_episode"], r["worker_id"]), r["own_opinion.text"])
+        if not isinstance(opinion, str) or not opinion.strip():
+            continue
+        for text, value in zip(texts, rated):
+            v = likert_value(value, source)
+            if v is not None and isinstance(text, str) and text.strip():
+                out.append(RatingExample(r["worker_id"], r["_episode"], r["launch_id"], r["question.id"], r["question.text"], opinion.strip(), text.strip(), v))
+    return out
 
 
 def _drafts_from_ranks(opinions: pd.DataFrame, source: str) -> dict[str, str]:
@@ -229,7 +296,7 @@ def _drafts_from_ranks(opinions: pd.DataFrame, source: str) -> dict[str, str]:
 def from_episodes(episodes: Sequence[dict], source: str = "<episodes>", conditionings: dict[str, str] | None = None) -> Deliberations:
     """Examples from EpisodeResult JSON records: each participant's critique of
     each statement (round r critiques statement r-1)."""
-    examples, records = [], {}
+    examples, records, ratings = [], {}, []
     for n, ep in enumerate(episodes):
         q = ep["question"]
         group = str(ep.get("group", ep.get("group_id", "g")))
@@ -237,6 +304,12 @@ def from_episodes(episodes: Sequence[dict], source: str = "<episodes>", conditio
         for slot, pid in enumerate(ep["participants"]):
             rec = records.setdefault(pid, ParticipantRecord(pid))
             rec.opinions.append((q["question"], ep["opinions"][slot]))
+            # the participant's self-rated agreement with each round's statement
+            for r, row in enumerate((ep.get("payoff") or {}).get("agreement") or []):
+                if r < len(ep["statements"]) and ep["statements"][r].strip() and ep["opinions"][slot].strip():
+                    ratings.append(RatingExample(
+                        pid, episode, group, q["id"], q["question"], ep["opinions"][slot].strip(), ep["statements"][r].strip(), float(row[slot]),
+                    ))
             if ep.get("positions"):
                 rec.positions.append((q["question"], position_label(ep["positions"][slot])))
             for r, crits in enumerate(ep["critiques"], start=1):
@@ -250,7 +323,16 @@ def from_episodes(episodes: Sequence[dict], source: str = "<episodes>", conditio
                 )
     if not examples:
         raise DeliberationError(f"{source}: no critique examples (episodes need at least one critique round)")
-    return Deliberations(examples, records, source, dict(conditionings or {}))
+    return Deliberations(examples, records, source, dict(conditionings or {}), ratings)
+
+
+def _aligned_rating(candidates: list[str], statement: str, rating: float) -> list[str | None] | None:
+    """``ratings.agreement`` aligned with ``candidates``: the rating at the
+    winning statement, null for candidates the participant did not rate."""
+    label = LIKERT_NAMES[int(np.clip(np.rint(rating), 1, 7)) - 1]
+    if statement in candidates:
+        return [label if c == statement else None for c in candidates]
+    return None
 
 
 def write_parquet(episodes: Sequence[dict], path: str | Path, conditionings: dict[str, str] | None = None) -> Path:
@@ -285,7 +367,8 @@ def write_parquet(episodes: Sequence[dict], path: str | Path, conditionings: dic
                     "candidates.text": cands,
                     # HM ranks are 0 = best; Personae's mediator logs 1 = best.
                     "rankings.numerical_ranks": [int(x) - 1 for x in ranks[slot]] if ranks else None,
-                    "ratings.agreement": [LIKERT_NAMES[int(np.clip(np.rint(ratings[it][slot]), 1, 7)) - 1]] if ratings and it < len(ratings) else None,
+                    # HM layout: one rating per candidate; the participant rated the winner (statement it)
+                    "ratings.agreement": _aligned_rating(cands, ep["statements"][it], ratings[it][slot]) if ratings and it < len(ratings) and it < len(ep["statements"]) else None,
                 })
                 rows.append(row)
     if not rows:

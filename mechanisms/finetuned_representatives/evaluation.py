@@ -25,13 +25,21 @@
   on the 1..7 agreement scale, with a bootstrap interval over rollouts, plus
   the consensus autorater's win rate (eq. 22) of the representatives' final
   statements against the originals' (mechanisms.representatives.representativity).
-  Needs the persona texts (``personae.conditioning``), so it is computed on
-  persona-played data only.
+  Payoffs are the personas' self-ratings, which needs the persona texts
+  (``personae.conditioning``): persona-played data only.
+* Payoff discrepancy from a payoff model (:mod:`mechanisms.payoff_model`),
+  computable on real human data: the held-out episode's real opinions and
+  draft are kept; the substituted participants' critiques come from the
+  representative, the others' are the real ones; the mediator revises the
+  draft R times (seeded; the same seeds with the real critiques give the
+  originals' outcome), and the payoff model scores each revision for each
+  substituted participant; the same gap, interval and consensus autorater.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -40,10 +48,20 @@ from mechanisms import prompts
 from mechanisms.episode import EpisodeConfig, Participant, Question
 from core.seeds import derive_seed
 from mechanisms.budget import GenerationBudget
-from mechanisms.mediators import make_mediator
-from mechanisms.representatives import representativity
+from mechanisms.autorater import ConsensusPair, consensus_win_rate
+from mechanisms.mediators import MediationInput, Transcript, make_mediator
+from mechanisms.representatives import ParticipantRecord, bootstrap_gap, expected_payoff_gap, representativity
 
 from .deliberations import CritiqueExample, Deliberations
+
+
+class PayoffScorer(Protocol):
+    """What the discrepancy needs of :class:`mechanisms.payoff_model.PayoffModel`
+    (that module imports this package, so it is not imported here)."""
+
+    def participant(self, opinion: str, record: ParticipantRecord | None = None, question: str = "") -> str: ...
+
+    def score_matrix(self, question: str, statements: Sequence[str], participants: Sequence[str]) -> np.ndarray: ...
 
 
 @dataclass
@@ -119,17 +137,25 @@ def payoff_discrepancy(
     budget: GenerationBudget = GenerationBudget(),
     rollouts: int = 1,
     judge: Engine | None = None,
+    payoff_model: PayoffScorer | None = None,
+    temperature: float = 0.8,
 ) -> list[dict]:
     """Replay up to ``max_episodes`` held-out episodes with the original personas
     and substitute representatives in the critique step (one / all), each
-    ``rollouts`` times; with a ``judge`` also the consensus autorater (eq. 22)."""
-    if not data.conditionings:
-        return []
+    ``rollouts`` times; with a ``judge`` also the consensus autorater (eq. 22).
+    With a ``payoff_model`` the episodes are replayed from the data instead
+    (no persona needed; see the module docstring)."""
     episodes: dict[str, list[CritiqueExample]] = {}
     for i in indices:
         ex = data.examples[i]
         if ex.round == 1:
             episodes.setdefault(ex.episode, []).append(ex)
+    if payoff_model is not None:
+        return _model_discrepancy(
+            engine, rep_engine, data, episodes, subsets, seed, payoff_model, max_episodes, max_items, tag, budget, rollouts, judge, temperature,
+        )
+    if not data.conditionings:
+        return []
     rows = []
     config = EpisodeConfig(rounds=1, seed=seed, budget=budget, represented_acts=("critique",))
     for name in sorted(episodes)[:max_episodes]:
@@ -149,5 +175,61 @@ def payoff_discrepancy(
             rows.append({
                 "episode": name, "subset": rep.subset, "mode": rep.mode, "gap": rep.gap, "ci_low": rep.ci_low,
                 "ci_high": rep.ci_high, "rollouts": rep.rollouts, "win_rate": rep.win_rate, "n_substituted": len(rep.per_slot),
+                "payoff_source": "self-rating",
             })
+    return rows
+
+
+def _model_discrepancy(
+    engine: Engine, rep_engine: Engine | None, data: Deliberations, episodes: dict[str, list[CritiqueExample]], subsets: Sequence[str],
+    seed: int, payoff_model: PayoffScorer, max_episodes: int, max_items: int, tag: str, budget: GenerationBudget, rollouts: int,
+    judge: Engine | None, temperature: float,
+) -> list[dict]:
+    """Eq. 21 on recorded episodes, payoffs from the payoff model (the LLM
+    mediator revises: the recorded rankings cannot be replayed without the people)."""
+    mediator = make_mediator("llm", max_tokens=budget.statement)
+    rows = []
+    for name in sorted(episodes)[:max_episodes]:
+        members = sorted(episodes[name], key=lambda e: e.participant)
+        first, n = members[0], len(members)
+        opinions, real = [m.opinion for m in members], [m.critique for m in members]
+        judges = [payoff_model.participant(m.opinion, data.records.get(m.participant), m.question) for m in members]
+
+        def revise(critiques: list[str], r: int) -> str:
+            inp = MediationInput(
+                first.question, 1, "revision", opinions, critiques, first.draft, [m.participant for m in members], [""] * n, [False] * n,
+                derive_seed(seed, name, "rollout", r),
+            )
+            return mediator.mediate(Transcript(engine), inp).statement
+
+        def pay(statements: list[str]) -> np.ndarray:  # (R, n)
+            return payoff_model.score_matrix(first.question, statements, judges)
+
+        base = [revise(real, r) for r in range(rollouts)]
+        base_pay = pay(base)
+        for subset in subsets:
+            reqs = []
+            for r in range(rollouts):
+                for m in members:
+                    prompt, plen = data.prompt(m, subset, max_items)
+                    reqs.append(GenerateRequest(prompt, budget.critique, temperature, prompts.STOP, derive_seed(seed, tag, "rep-critique", name, m.participant, subset, r), plen))
+            texts = [prompts.clean_text(g.text) for g in (rep_engine or engine).generate(reqs)]
+            rep = np.array(texts, dtype=object).reshape(rollouts, n)
+            for mode, runs in (("one", [[i] for i in range(n)]), ("all", [list(range(n))])):
+                sub_cols, orig_cols, pairs = [], [], []
+                for slots in runs:
+                    statements = []
+                    for r in range(rollouts):
+                        critiques = [rep[r, i] if i in slots else real[i] for i in range(n)]
+                        statements.append(revise(critiques, r))
+                    sub_cols.append(pay(statements)[:, slots])
+                    orig_cols.append(base_pay[:, slots])
+                    pairs += [ConsensusPair(first.question, tuple(opinions), s, b) for s, b in zip(statements, base)]
+                sub, orig = np.concatenate(sub_cols, axis=1), np.concatenate(orig_cols, axis=1)
+                low, high = bootstrap_gap(sub, orig, derive_seed(seed, name, subset, mode, "bootstrap"))
+                rows.append({
+                    "episode": name, "subset": subset, "mode": mode, "gap": float(expected_payoff_gap(sub, orig)), "ci_low": low,
+                    "ci_high": high, "rollouts": rollouts, "win_rate": consensus_win_rate(judge, pairs).win_rate if judge is not None else None,
+                    "n_substituted": sub.shape[1], "payoff_source": "payoff model",
+                })
     return rows

@@ -103,7 +103,32 @@ def train(
     settings: TrainSettings | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train (or resume training) a LoRA adapter; return the training record."""
+    """Train (or resume training) a critique LoRA adapter; return the training record."""
+    settings = settings or TrainSettings()
+
+    def pairs(indices: list[int]) -> list[tuple[str, str]]:
+        out = []
+        for i in indices:
+            ex: CritiqueExample = data.examples[i]
+            prompt, _ = data.prompt(ex, settings.subset, settings.max_items)
+            out.append((prompt, ex.critique))
+        return out
+
+    about = {"data": {"source": data.source, "fingerprint": data.fingerprint(), "examples": len(data.examples)}, "split": split.to_json()}
+    return fit(pairs(split.train), pairs(split.validation), adapter, settings, about, progress)
+
+
+def fit(
+    train_pairs: list[tuple[str, str]],
+    val_pairs: list[tuple[str, str]],
+    adapter: str | os.PathLike,
+    settings: TrainSettings,
+    about: dict,
+    progress: bool = True,
+) -> dict:
+    """Supervised LoRA fine-tuning on (prompt, target) pairs (loss on the
+    target only), resumable from ``<adapter>/checkpoints``; ``about`` (data,
+    split) goes into ``training_record.json`` next to the adapter."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import (
@@ -116,7 +141,6 @@ def train(
     )
     from transformers.utils import logging as hf_logging
 
-    settings = settings or TrainSettings()
     adapter = Path(adapter)
     adapter.mkdir(parents=True, exist_ok=True)
     hf_logging.set_verbosity_error()
@@ -126,18 +150,16 @@ def train(
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
 
-    def rows(indices: list[int]) -> tuple[list[dict], int]:
+    def rows(pairs: list[tuple[str, str]]) -> tuple[list[dict], int]:
         out, cut = [], 0
-        for i in indices:
-            ex: CritiqueExample = data.examples[i]
-            prompt, _ = data.prompt(ex, settings.subset, settings.max_items)
-            row, truncated = tokenize_example(tok, prompt, ex.critique, settings.max_length)
+        for prompt, target in pairs:
+            row, truncated = tokenize_example(tok, prompt, target, settings.max_length)
             out.append(row)
             cut += truncated
         return out, cut
 
-    train_rows, cut_train = rows(split.train)
-    val_rows, cut_val = rows(split.validation)
+    train_rows, cut_train = rows(train_pairs)
+    val_rows, cut_val = rows(val_pairs)
     torch.manual_seed(settings.seed)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     model = get_peft_model(
@@ -206,8 +228,7 @@ def train(
     record = {
         "base_model": settings.base_model,
         "settings": settings.model_dump(),
-        "data": {"source": data.source, "fingerprint": data.fingerprint(), "examples": len(data.examples)},
-        "split": split.to_json(),
+        **about,
         "train_examples": len(train_rows),
         "validation_examples": len(val_rows),
         "truncated_examples": cut_train + cut_val,
@@ -221,6 +242,7 @@ def train(
         "train_seconds": round(seconds, 3),
         "steps_per_second": round(steps_run / seconds, 4) if seconds > 0 and steps_run > 0 else None,
         "train_loss": out.training_loss,
+        "train_tokens": sum(len(r["input_ids"]) for r in train_rows),
     }
     (adapter / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
     return record
