@@ -157,11 +157,16 @@ def plan(rng: random.Random, marks: list[Milestone], kills: int, inside: int) ->
     """The milestones (indices, ascending, distinct) after which one trial's
     kills fall, ``inside`` of them inside question steps (more when the others
     run out): each kill lands in what remains of the run after the previous one."""
-    ins = [i for i, m in enumerate(marks) if m.inside]
-    out = [i for i, m in enumerate(marks) if not m.inside]
+    # Not after the last step: those gaps are the report writing (seconds), which a
+    # faster run may have finished before the kill, leaving the later kills no run.
+    steps = marks[-1].state[1]
+    early = [i for i, m in enumerate(marks) if not (m.state[2] > 0 and m.state[1] >= steps)]
+    ins = [i for i in early if marks[i].inside]
+    out = [i for i in early if not marks[i].inside]
     picked = rng.sample(ins, min(inside, len(ins)))
     picked += rng.sample(out, min(kills - len(picked), len(out)))
-    picked += rng.sample([i for i in ins if i not in picked], min(kills - len(picked), len(ins) - len(picked)))
+    rest = [i for i in ins if i not in picked]
+    picked += rng.sample(rest, min(kills - len(picked), len(rest)))
     return sorted(picked)
 
 
@@ -173,7 +178,11 @@ def kill_at(cmd: list[str], db: Path, marks: list[Milestone], at: int, delay: fl
     start = progress(db)
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0, deadline = time.monotonic(), time.monotonic() + timeout
-    while p.poll() is None and time.monotonic() < deadline and not reached(progress(db), marks[at].state):
+    # A milestone an earlier process already passed (its kill overshot) is
+    # waited for as this process's own next progress event, so the kill does
+    # not fall while the process only reloads what was saved.
+    own = reached(start, marks[at].state)
+    while p.poll() is None and time.monotonic() < deadline and not (progress(db) != start if own else reached(progress(db), marks[at].state)):
         time.sleep(0.02)
     time.sleep(delay)
     alive = p.poll() is None
