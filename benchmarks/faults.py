@@ -28,10 +28,10 @@ server mid-run, inject disk faults; check nothing is lost, nothing repeated.
 
 ``--kills 0`` skips the kills (e.g. to run only ``--vllm``). ``--jobs`` runs
 trials side by side; with ``--work`` the clean run is kept (``clean.json``)
-and ``--reuse-clean`` starts a campaign from it -- only under the load the clean
-run had: the delays are the clean run's times, and a run twice as fast finishes
-before kills planned late in a long gap (measured: 3 of 22 kills landed when the
-clean run was timed at load ~6 and the trials ran on an idle machine). Prints kills
+and ``--reuse-clean`` starts a campaign from it. Delays are scaled by each killed
+run's own pace (never lengthened): before that, a run twice as fast as its clean
+run finished before kills planned late in a long gap (measured: 3 of 22 kills
+landed when the clean run was timed at load ~6 and the trials ran on an idle machine). Prints kills
 planned, landed and survived, reports identical out of N, repeated engine calls.
 """
 from __future__ import annotations
@@ -173,18 +173,33 @@ def plan(rng: random.Random, marks: list[Milestone], kills: int, inside: int) ->
     return sorted(picked)
 
 
-def kill_at(cmd: list[str], db: Path, marks: list[Milestone], at: int, delay: float, timeout: float = 1800) -> dict:
-    """Start ``cmd``; SIGKILL it ``delay`` s after its store reaches ``marks[at]``.
-    Returns what the kill hit: alive (it landed), the progress after it, whether
-    inside a question step (at a step's milestone, reached by this process
-    itself, not while it reloads what an earlier one saved), integrity."""
+def kill_at(cmd: list[str], db: Path, marks: list[Milestone], at: int, delay: float, pace: float = 1.0,
+            timeout: float = 1800) -> dict:
+    """Start ``cmd``; SIGKILL it ``delay`` s (clean-run time) after its store reaches
+    ``marks[at]``. The delay is scaled by the run's pace: its own time between the
+    first milestone it completed and ``marks[at]``, over the clean run's (``pace``,
+    e.g. an earlier kill's, when that span is too short to time), never lengthened:
+    a faster run would otherwise finish before a kill planned late in a long gap.
+    Returns what the kill hit: alive (it landed), the progress
+    after it, whether inside a question step (at a step's milestone, reached by this
+    process itself, not while it reloads what an earlier one saved), integrity, pace."""
     start = progress(db)
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0, deadline = time.monotonic(), time.monotonic() + timeout
-    while p.poll() is None and time.monotonic() < deadline and not reached(progress(db), marks[at].state):
+    # (clean-run time, our time) of the first milestone this process completed: the
+    # one it started in was partly done by the run before, so timing starts after it.
+    first, begun = None, last_reached(marks, start)
+    while p.poll() is None and time.monotonic() < deadline:
+        state = progress(db)
+        if reached(state, marks[at].state):
+            break
+        if first is None and last_reached(marks, state) > begun:
+            first = (marks[last_reached(marks, state)].t, time.monotonic() - t0)
         time.sleep(0.02)
+    if first is not None and marks[at].t - first[0] >= PACE_SPAN:
+        pace = (time.monotonic() - t0 - first[1]) / (marks[at].t - first[0])
     try:  # the delay, cut short if the run ends first
-        p.wait(timeout=delay)
+        p.wait(timeout=delay * min(1.0, pace))
     except subprocess.TimeoutExpired:
         pass
     alive = p.poll() is None
@@ -192,9 +207,13 @@ def kill_at(cmd: list[str], db: Path, marks: list[Milestone], at: int, delay: fl
         os.kill(p.pid, signal.SIGKILL)
     p.wait()
     state = progress(db)
-    last = max(i for i, m in enumerate(marks) if reached(state, m.state))
-    return {"alive": alive, "state": state, "inside": marks[last].inside and state != start,
-            "seconds": time.monotonic() - t0, "integrity": query(db, "pragma integrity_check", "ok") == "ok"}
+    return {"alive": alive, "state": state, "inside": marks[last_reached(marks, state)].inside and state != start,
+            "seconds": time.monotonic() - t0, "pace": pace,
+            "integrity": query(db, "pragma integrity_check", "ok") == "ok"}
+
+
+def last_reached(marks: list[Milestone], state: tuple[int, ...]) -> int:
+    return max(i for i, m in enumerate(marks) if reached(state, m.state))
 
 
 def report_files(out: Path) -> dict[str, Path]:
@@ -223,6 +242,9 @@ class Campaign:
 # A kill falls within this share of the clean run's time to the next milestone:
 # the killed run, slower or faster under another load, is then still short of it.
 WINDOW = 0.7
+# The shortest clean-run span over which a killed run's pace is timed (shorter ones
+# are mostly polling and start-up noise).
+PACE_SPAN = 5.0
 
 
 def clean_run(work: Path, extra: list[str], settings: list[str], in_process: bool, reuse: bool, log) -> tuple[float, int, list[Milestone]]:
@@ -246,7 +268,10 @@ def trial(work: Path, t: int, cmd: list[str], marks: list[Milestone], kills: lis
     for f in [db, Path(f"{db}-wal"), Path(f"{db}-shm")]:
         f.unlink(missing_ok=True)
     shutil.rmtree(outdir, ignore_errors=True)
-    hits = [kill_at(cmd, db, marks, i, delay) for i, delay in kills]
+    hits, pace = [], 1.0
+    for i, delay in kills:  # a resumed run whose pace cannot be timed keeps the last one measured
+        hits.append(kill_at(cmd, db, marks, i, delay, pace))
+        pace = hits[-1]["pace"]
     before = answers(db)
     rc, out, err, _ = finish(cmd, in_process=in_process)
     after = answers(db)
@@ -301,6 +326,7 @@ def kill_campaign(work: Path, kills: int, trials: int, seed: int, extra: list[st
             res.differences.append(f"trial {t}: {', '.join(diff)}")
         log(f"trial {t}: {len(live)}/{len(hits)} kills landed at (rows, steps, runs) "
             f"{[(*h['state'], 'step' if h['inside'] else 'other') for h in hits]}, "
+            f"pace {[round(h['pace'], 2) for h in hits]}, "
             f"resume {'ok' if rc == 0 else 'FAILED'}, {calls} calls (missing {total_calls - r['saved']}), "
             f"repeated {r['repeated']}, report {'identical' if not diff else 'differs: ' + ', '.join(diff)}")
     return res

@@ -174,6 +174,28 @@ def test_eval_writes_vanilla_vs_finetuned_report(trained):
     assert "critique nll" in text and "payoff discrepancy" in text and "eq. 22" in text
 
 
+def test_payoff_model_from_the_cli_feeds_the_eval(trained):
+    """``represent payoff`` trains the payoff model on the data's agreement ratings
+    (the personas' payoffs written in the HM layout); ``represent eval`` with
+    ``eval.payoff: model`` then computes eq. 21 from its scores."""
+    tmp, cfg, _, _ = trained
+    small = ["--set", "payoff.train.max_steps=4", "--set", "payoff.train.eval_steps=4", "--set", "payoff.train.batch_size=8"]
+    r = represent("payoff", str(cfg), *small)
+    assert r.returncode == 0, r.stderr[-2000:]
+    folder = tmp / "runs" / "rep" / "payoff_model"
+    table = pd.read_csv(folder / "payoff_model.csv")
+    assert table["ratings"].iloc[0] > 0 and 0 <= table["mae"].iloc[0] <= 6 and table["best_step"].iloc[0] == 4
+    assert json.loads((folder / "training_record.json").read_text())["kind"] == "payoff"
+
+    r = represent("eval", str(cfg), "--set", "eval.payoff=model")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp / "runs" / "rep" / "eval"
+    pay = pd.read_csv(out / "payoff_discrepancy.csv")
+    assert set(pay["mode"]) == {"one", "all"} and pay["gap"].between(0, 6).all()
+    assert ((pay["ci_low"] <= pay["gap"] + 1e-9) & (pay["gap"] <= pay["ci_high"] + 1e-9)).all()
+    assert "scored by the payoff model" in (out / "summary.md").read_text()
+
+
 def hm_frame(**extra) -> pd.DataFrame:
     """Two participants, two questions, in the Habermas Machine layout."""
     rows = []
