@@ -226,7 +226,7 @@ def write_eval_report(out: Path, cfg: RepresentConfig, split: Split, nll: pd.Dat
     files = []
     tables = {"critique_nll": nll, "autorater": judge}
     if len(payoff):
-        tables["payoff_discrepancy"] = payoff.groupby(["subset", "model", "mode"], as_index=False, sort=True)[
+        tables["payoff_discrepancy"] = payoff.groupby(["subset", "model", "mode", "payoff_source"], as_index=False, sort=True)[
             ["gap", "ci_low", "ci_high", "win_rate"]
         ].mean()
     text = [f"# {cfg.name}: digital representatives, vanilla vs fine-tuned\n"]

@@ -163,6 +163,7 @@ def test_eval_writes_vanilla_vs_finetuned_report(trained):
     assert judge["win_rate"].between(0, 1).all() and len(judge) == 2
     pay = pd.read_csv(out / "payoff_discrepancy.csv")
     assert set(pay["mode"]) == {"one", "all"} and set(pay["model"]) == {"vanilla", "fine-tuned"}
+    assert set(pay["payoff_source"]) == {"self-rating"}
     assert pay["gap"].between(0, 6).all()
     # R = 2 rollouts per episode: a bootstrap interval around each gap, and the
     # consensus autorater (eq. 22) judged by the base model -- with a warning.
@@ -192,6 +193,7 @@ def test_payoff_model_from_the_cli_feeds_the_eval(trained):
     out = tmp / "runs" / "rep" / "eval"
     pay = pd.read_csv(out / "payoff_discrepancy.csv")
     assert set(pay["mode"]) == {"one", "all"} and pay["gap"].between(0, 6).all()
+    assert set(pay["payoff_source"]) == {"payoff model"}  # written by the code path that scored with the model
     assert ((pay["ci_low"] <= pay["gap"] + 1e-9) & (pay["gap"] <= pay["ci_high"] + 1e-9)).all()
     assert "scored by the payoff model" in (out / "summary.md").read_text()
 
