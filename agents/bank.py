@@ -41,6 +41,7 @@ class PersonaStore(Protocol):
     caller passes it in, so agents never import the layers above them."""
 
     def personas(self, bank: str) -> list[dict]: ...
+    def persona_indices(self, bank: str) -> set[int]: ...
     def put_personas(self, rows: list[dict]) -> None: ...
 
 
@@ -82,7 +83,7 @@ def generate(
             raise BankError("population.conditions: 'anthology_dp' needs the respondents' demographic profiles (set human.study)")
         n = len(profiles)
         params = replace(params, citizenship_filter=False)
-    have = {p["idx"] for p in store.personas(bank)}
+    have = store.persona_indices(bank)  # not the texts: a resume at 40k personas reads only indices
     todo = [i for i in range(n) if i not in have]
     done = n - len(todo)
     if progress:

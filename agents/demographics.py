@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -63,6 +63,11 @@ def default_traits() -> list[TraitQuestion]:
     return out
 
 
+# Personas surveyed per engine batch (and per commit to the store): memory
+# grows with this, not with the population (scenarios pass population.chunk).
+CHUNK = 256
+
+
 def survey(
     engine: Engine,
     store: DemographicsStore,
@@ -73,38 +78,64 @@ def survey(
     method: str = "probs",
     n_samples: int = 40,
     orders: tuple[bool, ...] = (False, True),
+    chunk: int = CHUNK,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, dict[str, list[float]]]:
     """Survey every persona on every trait; store and return
     ``{persona_id: {trait: probs over options + refusal}}``. Already surveyed
-    personas are read from the store."""
+    personas are read from the store.
+
+    Personas are surveyed ``chunk`` at a time, each chunk one engine batch
+    whose answers are committed (engine cache, then the demographics table)
+    before the next chunk is built: a killed survey loses at most one chunk,
+    and only the chunk's requests are ever held in memory."""
+    if method not in ("probs", "sample"):
+        raise ValueError(f"demographics.method: '{method}' (expected 'probs' or 'sample')")
     ids = [p["persona_id"] for p in personas]
     have = store.demographics(ids, survey_name)
-    todo = [p for p in personas if set(have.get(p["persona_id"], {})) != {t.trait for t in traits}]
-    if todo:
-        rows = []
+    wanted = {t.trait for t in traits}
+    todo = [p for p in personas if set(have.get(p["persona_id"], {})) != wanted]
+    done = len(personas) - len(todo)
+    if progress:
+        progress(done, len(personas))
+    for start in range(0, len(todo), max(1, chunk)):
+        part = todo[start : start + max(1, chunk)]
         if method == "probs":
-            reqs, where = [], []
-            for p in todo:
-                for t in traits:
-                    q = t.asked()
-                    for rev in orders:
-                        order = display_order(len(q.options), rev)
-                        reqs.append(option_request(p["conditioning"], q, order, SURVEY_INSTRUCTION))
-                        where.append((p["persona_id"], t, order))
-            results = engine.option_probs(reqs)
-            acc: dict[tuple[str, str], np.ndarray] = {}
-            for (pid, t, order), res in zip(where, results):
-                acc[(pid, t.trait)] = acc.get((pid, t.trait), 0) + map_back(res.probs, order) / len(orders)
-            for (pid, trait), probs in acc.items():
-                t = next(x for x in traits if x.trait == trait)
-                rows.append({"persona_id": pid, "survey": survey_name, "trait": trait, "options": [*t.options, REFUSAL], "probs": [round(float(x), 8) for x in probs], "method": "logprobs"})
-        elif method == "sample":
-            rows = _survey_by_sampling(engine, todo, traits, survey_name, n_samples)
+            rows = _survey_by_probs(engine, part, traits, survey_name, orders)
         else:
-            raise ValueError(f"demographics.method: '{method}' (expected 'probs' or 'sample')")
+            rows = _survey_by_sampling(engine, part, traits, survey_name, n_samples)
         store.put_demographics(rows)
-        have = store.demographics(ids, survey_name)
-    return have
+        done += len(part)
+        if progress:
+            progress(done, len(personas))
+    return store.demographics(ids, survey_name) if todo else have
+
+
+def _survey_by_probs(engine, personas, traits, survey_name, orders) -> list[dict]:
+    reqs, where = [], []
+    for p in personas:
+        for t in traits:
+            q = t.asked()
+            for rev in orders:
+                order = display_order(len(q.options), rev)
+                reqs.append(option_request(p["conditioning"], q, order, SURVEY_INSTRUCTION))
+                where.append((p["persona_id"], t, order))
+    results = engine.option_probs(reqs)
+    acc: dict[tuple[str, str], np.ndarray] = {}
+    for (pid, t, order), res in zip(where, results):
+        acc[(pid, t.trait)] = acc.get((pid, t.trait), 0) + map_back(res.probs, order) / len(orders)
+    by_name = {t.trait: t for t in traits}
+    return [
+        {"persona_id": pid, "survey": survey_name, "trait": trait, "options": [*by_name[trait].options, REFUSAL],
+         "probs": [round(float(x), 8) for x in probs], "method": "logprobs"}
+        for (pid, trait), probs in acc.items()
+    ]
+
+
+def sample_requests(prompt: str, prefix_len: int, persona_id: str, trait: str, n: int) -> list[GenerateRequest]:
+    """The ``n`` seeded one-answer samples of one survey prompt, adjacent and
+    sharing one prompt string (an engine may send them as one ``n``-sample request)."""
+    return [GenerateRequest(prompt=prompt, max_tokens=2, temperature=1.0, seed=derive_seed(persona_id, trait, k), prefix_len=prefix_len) for k in range(n)]
 
 
 def _survey_by_sampling(engine, personas, traits, survey_name, n) -> list[dict]:
@@ -114,9 +145,10 @@ def _survey_by_sampling(engine, personas, traits, survey_name, n) -> list[dict]:
             q = t.asked()
             order = display_order(len(q.options), False)
             req = option_request(p["conditioning"], q, order, SURVEY_INSTRUCTION)
-            for k in range(n):
-                reqs.append(GenerateRequest(prompt=req.prompt, max_tokens=2, temperature=1.0, seed=derive_seed(p["persona_id"], t.trait, k), prefix_len=len(req.prefix)))
-                where.append((p["persona_id"], t))
+            # One prompt string for the n samples: ``req.prompt`` builds a new
+            # string (the whole backstory) on every access.
+            reqs += sample_requests(req.prompt, len(req.prefix), p["persona_id"], t.trait, n)
+            where += [(p["persona_id"], t)] * n
     gens = engine.generate(reqs)
     counts: dict[tuple[str, str], np.ndarray] = {}
     for (pid, t), g in zip(where, gens):
@@ -127,8 +159,9 @@ def _survey_by_sampling(engine, personas, traits, survey_name, n) -> list[dict]:
         if m and m.group(1) in letters:
             c[letters.index(m.group(1))] += 1
     rows = []
+    by_name = {t.trait: t for t in traits}
     for (pid, trait), c in counts.items():
-        t = next(x for x in traits if x.trait == trait)
+        t = by_name[trait]
         probs = c / c.sum() if c.sum() else np.full(len(c), 1 / len(c))
         rows.append({"persona_id": pid, "survey": survey_name, "trait": trait, "options": [*t.options, REFUSAL], "probs": probs.round(8).tolist(), "method": f"sampling:{n}"})
     return rows

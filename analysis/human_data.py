@@ -34,6 +34,7 @@ YAML schema
     weight: WEIGHT_W34                  # optional survey-weight column (ones if absent;
                                         # all zero is an error)
     filters:                            # optional; keep rows where every filter holds
+                                        # (a listed value no row holds warns: a typo)
       year: 2012                        #   equal to a value
       wave: [1, 2]                      #   one of several values
       age: {min: 18, max: 65}           #   a range (bounds included)
@@ -107,7 +108,9 @@ Study files are read with YAML 1.2 booleans: ``Yes`` / ``No`` / ``On`` /
 
 Missing answers are NaN in :attr:`HumanStudy.responses`; a missing or refused
 trait is ``-1`` in :attr:`HumanStudy.demographics` (the matcher gives it a
-uniform factor).  Every problem raises :class:`StudyError`, one line:
+uniform factor); a trait with no valid value at all loads with a warning.
+Aggregate trait cells that name no trait of the study are left out with a
+warning; shares are told from counts with their refusal rows included.  Every problem raises :class:`StudyError`, one line:
 ``<file>: <field>: <what was expected>``.
 """
 from __future__ import annotations
@@ -314,6 +317,7 @@ class HumanStudy:
     ``counts_kind`` says whether they are whole ``counts`` (split-half lower
     bound possible), ``weighted`` counts, or ``shares`` (no group merging).
     ``warnings``: things that loaded but deserve a look (one line each).
+    ``filters`` / ``n_loaded`` / ``sample_note``: what was applied, for the report header.
     """
 
     name: str
@@ -333,6 +337,9 @@ class HumanStudy:
     warnings: tuple[str, ...] = ()
     title: str = ""
     counts_kind: Literal["counts", "weighted", "shares", ""] = ""
+    filters: tuple[str, ...] = ()  # the filters applied, in words, with the rows each kept
+    n_loaded: int = -1  # respondents after filters, before any subset (-1: as n)
+    sample_note: str = ""  # how the respondents were sampled ("" = all of them)
 
     # -- shape ---------------------------------------------------------
     @property
@@ -444,11 +451,37 @@ class HumanStudy:
         return replace(
             self,
             name=name or self.name,
+            n_loaded=self.n_loaded if self.n_loaded >= 0 else self.n,
             responses=self.responses.iloc[idx].reset_index(drop=True),
             weights=self.weights[idx],
             demographics=self.demographics.iloc[idx].reset_index(drop=True),
             row_ids=self.row_ids[idx],
         )
+
+    def sample(self, n: int | None, seed: int) -> HumanStudy:
+        """A seeded random sample of ``n`` respondents (``human.sample``), in their original order.
+
+        Asking for more respondents than the study holds is an error (a sample
+        "of 5000" that is really all 2,348 would be mislabelled); asking to
+        sample published counts keeps them all, with a warning.
+        """
+        if n is None:
+            return self
+        where = "human.sample"  # a scenario setting, not a field of the study file
+        if not self.is_individual:
+            return self._with_warning(f"{where}: {n} asked, but study '{self.name}' holds aggregate counts, no respondents to sample: all counts are used")
+        if n > self.n:
+            raise StudyError(f"{where}: {n} respondents asked for, but study '{self.name}' has only {self.n} left after its filters (expected at most {self.n})")
+        if n == self.n:
+            return self
+        rng = np.random.default_rng(seed)
+        idx = np.sort(rng.choice(self.n, size=n, replace=False))
+        out = self.subset(idx)
+        return replace(out, sample_note=f"a random sample of {n} of the {self.n} respondents (human.sample, seed {seed})")
+
+    def _with_warning(self, note: str) -> HumanStudy:
+        _warn([note])
+        return replace(self, warnings=(*self.warnings, note))
 
     def select(self, question_ids: Sequence[str]) -> HumanStudy:
         """The same respondents restricted to some questions, in the given order."""
@@ -521,12 +554,16 @@ def _resolve(source: str | Path) -> tuple[Path, str]:
     p = Path(source)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.is_file():
-            raise StudyError(f"{source}: no such study file")
+            raise StudyError(f"{source}: no such study file (looked in {p.expanduser().absolute()})")
         return p, str(source)
     builtins = builtin_studies()
     if str(source) in builtins:
         return builtins[str(source)], f"analysis/studies/{source}.yaml"
-    raise StudyError(f"{source}: not a study file or built-in study (built-ins: {', '.join(builtins)})")
+    close = difflib.get_close_matches(str(source), list(builtins), n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise StudyError(
+        f"{source}: not a study file or built-in study ({hint}built-ins: {', '.join(builtins)}; no file {p.expanduser().absolute()})"
+    )
 
 
 def _deep_merge(base: dict, overrides: Mapping, dotted: bool = True) -> dict:
@@ -574,21 +611,47 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _typo_pairs(errors: list[dict]) -> dict[int, int]:
+    """Unknown field -> the missing required field it most likely misspells (same parent):
+    ``option:`` for ``options:`` is one mistake, reported as one."""
+    missing = {i: e["loc"] for i, e in enumerate(errors) if e["type"] == "missing"}
+    pairs: dict[int, int] = {}
+    for i, e in enumerate(errors):
+        if e["type"] != "extra_forbidden" or not isinstance(e["loc"][-1], str):
+            continue
+        for j, loc in missing.items():
+            if j not in pairs.values() and loc[:-1] == e["loc"][:-1] and difflib.get_close_matches(e["loc"][-1], [str(loc[-1])], cutoff=0.6):
+                pairs[i] = j
+                break
+    return pairs
+
+
 def _validation_message(label: str, err: ValidationError) -> str:
     errors = err.errors()
-    first = errors[0]
+    pairs = _typo_pairs(errors)
+    # A misspelt field is the cause of its "required field is missing": report the typo first.
+    first = errors[min(pairs)] if pairs else errors[0]
     where = field_path(first["loc"], _UNION_MEMBERS)
     if first["type"] == "missing":
         what = "required field is missing"
     elif first["type"] == "extra_forbidden":
         allowed = _allowed_fields(first["loc"])
-        what = "unknown field" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        close = difflib.get_close_matches(str(first["loc"][-1]), allowed, n=1, cutoff=0.6)
+        what = "unknown field" + (f" (did you mean {close[0]}?" if close else " (") + (f" allowed: {', '.join(allowed)})" if allowed else ")")
+        what = what.replace(" ()", "").replace("? allowed", "?; allowed")
         if len(first["loc"]) == 1:
             what += "; top-level x-* keys are ignored (a place for YAML anchors)"
+    elif first.get("input", 0) is None and "values" in first["loc"]:
+        # `8: null` in a values map: the user wants the code dropped, which is what missing: does.
+        key = first["loc"][list(first["loc"]).index("values") + 1] if list(first["loc"]).index("values") + 1 < len(first["loc"]) else "?"
+        what = f"null is not an option (expected an option index or label); to drop code {key!r}, list it under missing: [{key!r}]"
     else:
         got = repr(first.get("input"))
         what = f"{first['msg']} (got {got[:60]})"
-    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    # Count problems by field, not by pydantic error: a union (int | str | bool) reports one per member.
+    fields = {field_path(e["loc"], _UNION_MEMBERS) for i, e in enumerate(errors) if i not in pairs.values()}
+    n_more = len(fields - {where})
+    more = f" (and {n_more} more problem{'s' if n_more > 1 else ''})" if n_more else ""
     return _one_line(f"{label}: {where}: {what}{more}")
 
 
@@ -949,23 +1012,45 @@ def _check_all_columns(spec: StudySpec, columns: Sequence[str], label: str, labe
         _check_column(frame, spec.weight, f"{label}: weight", labels)
 
 
-def _apply_filters(df: pd.DataFrame, spec: StudySpec, label: str) -> pd.DataFrame:
+def _apply_filters(df: pd.DataFrame, spec: StudySpec, label: str, notes: list[str]) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """Rows where every filter holds, and each filter in words with the rows it kept.
+
+    A listed value that occurs nowhere in its column (``[USA, Swedn]``,
+    ``{not: [Norwy]}``) is most likely a typo: it loads, with a warning in ``notes``.
+    """
+    applied = []
     for column, wanted in spec.filters.items():
         where = f"{label}: filters.{column}"
         _check_column(df, column, where)
         if isinstance(wanted, FilterSpec):
             keep, asked = _range_filter(df[column], wanted, where)
+            listed = [] if wanted.not_ is None else (wanted.not_ if isinstance(wanted.not_, list) else [wanted.not_])
+            effect = "nothing is excluded for it"
         else:
-            values = wanted if isinstance(wanted, list) else [wanted]
-            keys = {_key(v) for v in values}
+            listed = wanted if isinstance(wanted, list) else [wanted]
+            keys = {_key(v) for v in listed}
             keep = df[column].map(lambda v: not _is_missing(v) and _key(v) in keys).to_numpy(bool)
-            asked = f"in [{', '.join(_fmt(_key(v)) for v in values)}]"
+            asked = f"in [{', '.join(_fmt(_key(v)) for v in listed)}]"
+            effect = "no row is kept for it"
+        present = {_key(v) for v in df[column].dropna().unique()}
         if not keep.any():
-            present = sorted({_fmt(_key(v)) for v in df[column].dropna().unique()}, key=str)
-            shown = ", ".join(present[:30]) + (" ..." if len(present) > 30 else "")
+            shown = _shown_values(present)
             raise StudyError(f"{where}: no rows with {column} {asked} (values present: {shown})")
+        for value in listed:
+            if _key(value) not in present:
+                close = difflib.get_close_matches(str(_key(value)), [str(v) for v in present], n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                notes.append(_one_line(
+                    f"{where}: value {_fmt(_key(value))} never occurs in column '{column}' ({hint}values present: {_shown_values(present, 10)}); {effect}"
+                ))
+        applied.append(f"{column} {asked} ({int(keep.sum())} of {len(keep)} rows kept)")
         df = df[keep]
-    return df
+    return df, tuple(applied)
+
+
+def _shown_values(present: set, limit: int = 30) -> str:
+    values = sorted((_fmt(v) for v in present), key=str)
+    return ", ".join(values[:limit]) + (" ..." if len(values) > limit else "")
 
 
 def _range_filter(column: pd.Series, f: FilterSpec, where: str) -> tuple[np.ndarray, str]:
@@ -1032,14 +1117,17 @@ def load_study(
     if spec.source.kind == "aggregate":
         return _load_aggregate(spec, df, label, origin)
     _check_all_columns(spec, [str(c) for c in df.columns], label)
-    df = _apply_filters(df, spec, label)
+    notes: list[str] = []
+    unfiltered = df
+    df, applied = _apply_filters(df, spec, label, notes)
 
-    questions, responses, notes = [], {}, []
+    questions, responses = [], {}
     for i, q in enumerate(spec.questions):
         where = f"{label}: questions[{i}]"
         codes = _code_series(df[q.column], q, spec.default_missing, where, spec.codes, notes)
         if codes.notna().sum() == 0:
             raise StudyError(f"{where}.column: column '{q.column}' has no valid answers after filters and missing codes")
+        _check_filtered_out(unfiltered, df, q, spec, where, notes)
         responses[q.id] = codes.to_numpy(float)
         questions.append(Question(q.id, q.text, tuple(q.options), _question_positions(spec, q), q.column))
 
@@ -1047,6 +1135,13 @@ def load_study(
     for i, t in enumerate(spec.demographics):
         where = f"{label}: demographics[{i}]"
         codes = _code_series(df[t.column], t, spec.default_missing, where, spec.codes, notes)
+        _check_filtered_out(unfiltered, df, t, spec, where, notes)
+        if codes.notna().sum() == 0:
+            # Loads (the trait is merely uninformative) but never silently: a question in this state is an error.
+            notes.append(
+                f"{where}.column: trait '{t.trait}' has no valid values in column '{t.column}' after filters and missing codes: "
+                "every respondent counts as unknown (no matching on it, no subgroups)"
+            )
         demo[t.trait] = codes.fillna(-1).to_numpy(np.int64)
         traits.append(Trait(t.trait, t.question, tuple(t.options), t.column))
     partisans = _apply_partisans(spec, df, demo, label)
@@ -1069,7 +1164,21 @@ def load_study(
         scales=_scales(spec),
         title=spec.title or "",
         warnings=tuple(notes),
+        filters=applied,
+        n_loaded=len(df),
     )
+
+
+def _check_filtered_out(unfiltered: pd.DataFrame, df: pd.DataFrame, item: _ItemSpec, spec: StudySpec, where: str, notes: list[str]) -> None:
+    """A coding the kept rows fit but the filtered-out rows contradict (data coded 0..3
+    read as one_based, the filters having removed every 0) would shift answers silently."""
+    if len(unfiltered) == len(df):
+        return
+    try:
+        _code_series(unfiltered[item.column], item, spec.default_missing, where, spec.codes, None)
+    except StudyError as e:
+        why = str(e).split(f"{where}", 1)[-1].lstrip(".:").strip()
+        notes.append(_one_line(f"{where}: rows removed by the filters do not fit this coding, so the rows kept may be misread: {why}"))
 
 
 def _warn(notes: Sequence[str]) -> None:
@@ -1116,7 +1225,8 @@ def _load_aggregate(spec: StudySpec, df: pd.DataFrame, label: str, origin: str) 
             _check_column(df, column, f"{label}: source.{name}")
     if (src.trait_column is None) != (src.group_column is None):
         raise StudyError(f"{label}: source.group_column: trait_column and group_column go together (give both or neither)")
-    df = _apply_filters(df, spec, label)
+    notes: list[str] = []
+    df, applied = _apply_filters(df, spec, label, notes)
     counts = pd.to_numeric(df[src.count_column], errors="coerce")
     if counts.isna().any() or (counts < 0).any():
         raise StudyError(f"{label}: source.count_column: column '{src.count_column}' must hold counts or shares >= 0")
@@ -1140,9 +1250,9 @@ def _load_aggregate(spec: StudySpec, df: pd.DataFrame, label: str, origin: str) 
             return CROSS.join(parts) if all(parts) else None  # None: a trait the study does not define
 
         trait_of = df[src.trait_column].map(canonical)
+        _note_unknown_traits(df[src.trait_column], trait_of, names, label, notes)
     specs = {t.trait: (j, t) for j, t in enumerate(spec.demographics)}
-    notes: list[str] = []
-    frames, questions = [], []
+    frames, questions, every_row = [], [], []
     for i, q in enumerate(spec.questions):
         where = f"{label}: questions[{i}]"
         key = q.column or q.id
@@ -1171,15 +1281,19 @@ def _load_aggregate(spec: StudySpec, df: pd.DataFrame, label: str, origin: str) 
                 bad |= c < 0
                 code = code * len(tspec.options) + np.maximum(c, 0)
             part.loc[part.index[sel], "group"] = np.where(bad, -1, code)
+        # Shares are told from counts on every row, refusals included: per-group shares
+        # with a "Refused" row sum to 1 only with it.
+        every_row.append(part)
+        shares = not src.size_column and _looks_like_shares(part)
         part = part[part["option"].notna()]
         if not (part["trait"] == "").any():
-            part = pd.concat([part, _derived_whole_sample(part, spec, where, q.id, src, notes)], ignore_index=True)
+            part = pd.concat([part, _derived_whole_sample(part, spec, where, q.id, shares, notes)], ignore_index=True)
         frames.append(part)
         questions.append(Question(q.id, q.text, tuple(q.options), _question_positions(spec, q), q.column))
     table = pd.concat(frames, ignore_index=True)
     table["option"] = table["option"].astype(np.int64)
     table["group"] = table["group"].astype(np.int64)
-    kind = _counts_kind(table, bool(src.size_column))
+    kind = _counts_kind(table, not src.size_column and _looks_like_shares(pd.concat(every_row, ignore_index=True)))
     _warn(notes)
     return HumanStudy(
         name=spec.name,
@@ -1197,7 +1311,25 @@ def _load_aggregate(spec: StudySpec, df: pd.DataFrame, label: str, origin: str) 
         title=spec.title or "",
         warnings=tuple(notes),
         counts_kind=kind,
+        filters=applied,
     )
+
+
+def _note_unknown_traits(cells: pd.Series, trait_of: pd.Series, names: Mapping[str, str], label: str, notes: list[str]) -> None:
+    """Rows whose trait cell names no trait of the study are left out -- said in one line, never silently."""
+    unknown = trait_of.isna()
+    if not unknown.any():
+        return
+    found = list(dict.fromkeys(str(c).strip() for c in cells[unknown]))
+    grouped = int((trait_of != "").sum())
+    shown = ", ".join(found[:8]) + (" ..." if len(found) > 8 else "")
+    first = found[0].split(CROSS)[0].strip()
+    close = difflib.get_close_matches(first, list(names), n=1, cutoff=0.6)
+    hint = f"closest trait: {close[0]}; " if close else ""
+    notes.append(_one_line(
+        f"{label}: source.trait_column: {int(unknown.sum())} of {grouped} subgroup rows name no trait of the study ({shown}) "
+        f"and are left out; {hint}to use them, give the trait that name as its column (e.g. column: {first})"
+    ))
 
 
 def _block_sums(part: pd.DataFrame) -> pd.Series:
@@ -1210,19 +1342,19 @@ def _looks_like_shares(part: pd.DataFrame) -> bool:
     return bool(len(sums)) and bool(np.allclose(sums.to_numpy(float), 1.0, atol=1e-3)) and bool((part["count"] <= 1).all())
 
 
-def _counts_kind(table: pd.DataFrame, sized: bool) -> str:
-    if not sized and _looks_like_shares(table):
+def _counts_kind(table: pd.DataFrame, shares: bool) -> str:
+    if shares:
         return "shares"
     c = table["count"].to_numpy(float)
     return "counts" if np.allclose(c, np.round(c)) else "weighted"
 
 
-def _derived_whole_sample(part: pd.DataFrame, spec: StudySpec, where: str, qid: str, src: SourceSpec, notes: list[str]) -> pd.DataFrame:
+def _derived_whole_sample(part: pd.DataFrame, spec: StudySpec, where: str, qid: str, shares: bool, notes: list[str]) -> pd.DataFrame:
     """The whole sample as the sum over the groups of one trait that covers all its options."""
     for t in spec.demographics:
         rows = part[part["trait"] == t.trait]
         if set(range(len(t.options))) <= set(rows["group"]):
-            if not src.size_column and _looks_like_shares(rows):
+            if shares:
                 raise StudyError(
                     f"{where}.id: no whole-sample rows for '{qid}', and the groups of '{t.trait}' hold shares: "
                     "summing them needs each group's size (source.size_column)"

@@ -439,14 +439,18 @@ def frobenius_distance(corr_a: np.ndarray, corr_b: np.ndarray):
     item with no variance, e.g. personas who all give the same answer, or no
     respondents in common) the distance is undefined too and NaN is returned --
     never a number computed from made-up entries (filling them with 0 turned
-    all-undefined matrices into a perfect 0.0).  Leading batch dimensions give
-    one distance each.
+    all-undefined matrices into a perfect 0.0).  With fewer than two items
+    there is no inter-item correlation to compare and the distance is NaN too
+    (a 1x1 matrix of ones would read as perfect agreement).  Leading batch
+    dimensions give one distance each.
     """
     a = np.asarray(corr_a, dtype=float)
     b = np.asarray(corr_b, dtype=float)
     if a.shape[-2:] != b.shape[-2:]:
         raise ValueError(f"correlation matrices differ in shape: {a.shape} vs {b.shape}")
     d = np.sqrt(np.sum((a - b) ** 2, axis=(-2, -1)))
+    if a.shape[-1] < 2:
+        d = np.full_like(d, np.nan)
     return float(d) if d.ndim == 0 else d
 
 

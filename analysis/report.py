@@ -281,7 +281,11 @@ def plot_metrics_vs_lower_bound(evaluations: Sequence[Evaluation], path: Path) -
     )
     for k, (metric, attr, lb_attr) in enumerate(panels):
         ax = fig.add_subplot(1, 3, k + 1)
-        ax.bar(x, [np.nan_to_num(getattr(ev, attr)) for ev in evaluations], color="#55a868")
+        values = [getattr(ev, attr) for ev in evaluations]
+        ax.bar(x, [np.nan_to_num(v) for v in values], color="#55a868")
+        for j, v in enumerate(values):
+            if not np.isfinite(v):  # undefined: say so, a missing bar would read as 0
+                ax.text(j, 0, "n/a", ha="center", va="bottom", fontsize=7)
         for j, ev in enumerate(evaluations):
             lb = lbs.get(ev.study)
             if lb is not None:
@@ -333,16 +337,31 @@ def _method_text(evaluations: Sequence[Evaluation], normalized: bool) -> str:
     return text + f"Last row: split-half human lower bound (mean over {bounds[0].n_splits} random splits)."
 
 
+def _header(evaluations: Sequence[Evaluation]) -> list[str]:
+    """What was applied to the human data (filters, weights, sample, subgroup threshold) and
+    the study's warnings, per study, right under the title: a figure is read with its scope."""
+    lines: list[str] = []
+    studies = _studies(evaluations)
+    for study in studies:
+        first = next(ev for ev in evaluations if ev.study == study)
+        prefix = f"{study}: " if len(studies) > 1 else ""
+        lines += [f"- {prefix}{line}" for line in first.scope]
+        lines += [f"- {prefix}**warning**: {w}" for w in first.warnings]
+    return lines + [""] if lines else []
+
+
 def summary_markdown(evaluations: Sequence[Evaluation], title: str | None = None) -> str:
     """The content of ``summary.md``."""
     studies = _studies(evaluations)
     normalized = all(ev.normalize for ev in evaluations)
     lines = [f"# {title or 'Personas vs humans: ' + ', '.join(studies)}", ""]
+    lines += _header(evaluations)
     lines.append(_method_text(evaluations, normalized))
     lines += ["", "## Conditions", "", markdown_table(conditions_table(evaluations, ci=True, digits=DIGITS)), ""]
-    alpha_h = {ev.study: ev.alpha_human for ev in evaluations}
-    if any(ev.human_data != "aggregate" for ev in evaluations):
-        lines += ["Human alpha (full sample): " + ", ".join(f"{s} {_fmt(a)}" for s, a in alpha_h.items()), ""]
+    alpha_h = {ev.study: (ev.alpha_human, ev.n_humans) for ev in evaluations if ev.human_data != "aggregate"}
+    if alpha_h:
+        # The respondents actually compared (a human.sample is a subsample), not the whole study.
+        lines += ["Human alpha (all respondents compared, as in the header): " + ", ".join(f"{s} {_fmt(a)} (n = {n})" for s, (a, n) in alpha_h.items()), ""]
 
     per_q = questions_table(evaluations)
     if not per_q.empty:
@@ -415,7 +434,7 @@ def write_report(
             if seen[slug] > 1:
                 slug = f"{slug}-{seen[slug]}"
             written.append(plot_distributions(ev, out / "plots" / f"distributions_{slug}.png"))
-            if ev.corr_human is not None:
+            if ev.corr_human is not None and len(ev.questions) > 1:  # one question: no correlations to draw
                 written.append(plot_correlations(ev, out / "plots" / f"correlations_{slug}.png"))
         written.append(plot_metrics_vs_lower_bound(evaluations, out / "plots" / "metrics_vs_lower_bound.png"))
     return written

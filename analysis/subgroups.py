@@ -26,13 +26,16 @@ Choices (following the Anthology paper unless noted):
   persona (``n_boot`` replicates).
 * **Subgroups**: humans whose trait is in the group, with their matched
   personas, scored the same way, with the subgroup's own split-half lower
-  bound.  Groups smaller than ``min_group_size`` are skipped.
+  bound.  Groups smaller than ``min_group_size`` (20) are skipped, with a note.
+* **Scope**: every evaluation carries, in words, the human data it used --
+  filters, weights, sample, subgroup threshold -- and the study's warnings, for
+  the report header (:attr:`Evaluation.scope`).
 """
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -138,6 +141,10 @@ class Evaluation:
     scale_alpha: dict[str, tuple[float, float]] = field(default_factory=dict)
     human_data: str = "respondents"  # or "aggregate" (published counts: WD only)
     weighted: bool = False  # the humans carry survey weights
+    # What was applied to the human data, one line each (the report header), and the
+    # study's warnings (repeated in the report, never only on the console).
+    scope: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -448,7 +455,8 @@ def evaluate(
         lb = lower_bound if isinstance(lower_bound, LowerBound) else None
         if lower_bound is True and study.counts_kind == "counts":
             lb = human_lower_bound(study, n_splits=n_splits, seed=seed, normalize=normalize)
-        return _evaluate_aggregate(study, answers, condition, matching, subgroups, normalize, persona_demographics, lb)
+        ev = _evaluate_aggregate(study, answers, condition, matching, subgroups, normalize, persona_demographics, lb)
+        return replace(ev, scope=_scope(study, subgroups if persona_demographics is not None else [], None), warnings=tuple(study.warnings))
 
     if pairs is None:
         if answers.n_rows != study.n:
@@ -512,7 +520,37 @@ def evaluate(
         notes=tuple(notes) + _undefined_notes(study, scored),
         scale_alpha=_scale_alpha(study, aligned),
         weighted=study.weight_column is not None,
+        scope=_scope(study, subgroups, min_group_size),
+        warnings=tuple(study.warnings),
     )
+
+
+def _scope(study, subgroups, min_group_size: int | None) -> tuple[str, ...]:
+    """The human data an evaluation used, in words: source, filters, weights, sample, subgroups."""
+    lines = [f"human data: {study.source or study.name}" + (f" ({study.label})" if study.label and study.label != study.source else "")]
+    lines.append("filters: " + ("; ".join(study.filters) if study.filters else "none"))
+    if study.is_individual:
+        lines.append(f"weights: survey-weight column '{study.weight_column}'" if study.weight_column else "weights: none (each respondent counts once)")
+        loaded = study.n_loaded if study.n_loaded >= 0 else study.n
+        if study.sample_note:
+            lines.append(f"respondents: {study.n}, {study.sample_note}")
+        elif loaded != study.n:
+            lines.append(f"respondents: {study.n} of the {loaded} left after filters (the scenario's selection)")
+        else:
+            lines.append(f"respondents: all {study.n} left after filters")
+    else:
+        lines.append(f"respondents: published {study.counts_kind or 'counts'} (no individual respondents; no weights or sample apply)")
+    try:
+        traits = sorted({t for t, _, _ in resolve_groups(study, subgroups)}, key=str)
+    except KeyError:
+        traits = []
+    if not traits:
+        lines.append("subgroups: none")
+    elif study.is_individual:
+        lines.append(f"subgroups: {', '.join(traits)}; groups with fewer than {min_group_size} respondents are skipped (min_group_size)")
+    else:
+        lines.append(f"subgroups: {', '.join(traits)}; groups without rows in the table or without personas are skipped")
+    return tuple(lines)
 
 
 def _scale_alpha(study, al: _Aligned) -> dict[str, tuple[float, float]]:
@@ -529,6 +567,8 @@ def _undefined_notes(study, scored: dict) -> tuple[str, ...]:
     """Say why the Frobenius distance is undefined, when it is (never a silent 0 or blank)."""
     if np.isfinite(scored["fro"]):
         return ()
+    if len(study.questions) < 2:
+        return ("Frobenius undefined: one question (it compares the correlations between questions)",)
     out = []
     for side, corr in (("humans", scored["corr_human"]), ("personas", scored["corr_persona"])):
         bad = [q.id for j, q in enumerate(study.questions) if not np.isfinite(corr[j, j])]

@@ -18,12 +18,47 @@ Tie-breaking (``tie_break``), applied only inside groups the method leaves tied:
 * ``"index"`` -- the lower candidate index wins (no seed needed).
 
 The same ``seed`` always gives the same result.
+
+Input, checked as the Habermas Machine checks it (``habermas_machine/social_choice``,
+Tessler et al. 2024): a 2-D array, one row per voter; a row of ``-1`` is a voter
+who did not rank (left out, as their "mock" ballot); ``-1`` in part of a row is
+an error (a partial ballot); other negative or non-finite ranks are errors; no
+voter left is an error -- the Habermas Machine returns a seed-dependent random
+order there, which would read as a decision. Pairwise counts given to
+:func:`strongest_paths` must be square with a zero diagonal. Unlike the Habermas
+Machine, ranks need not be the dense integers 0..k (any monotone encoding, floats
+included, gives the same result).
+
+Conventions beside the Habermas Machine's (``Schulze.aggregate``, tie-breaking
+``TBRC``):
+
+* winners (rank 1 here, 0 there) are the same set: the candidates no one beats
+  on strongest paths. Below them the Habermas Machine ranks by the number of
+  candidates each one weakly beats (``p[x,y] >= p[y,x]``); here the strict
+  beatpath relation is layered (see :func:`schulze`). The two can order the
+  lower candidates differently (75 of 3,000 random small profiles in our check).
+* ``tbrc``: both shuffle the ballots with ``numpy.random.default_rng(seed)``
+  (the same ballot order for the same seed) and let the first ballot that
+  separates two tied candidates decide.
+* the last, random step differs: the Habermas Machine draws a shuffled
+  ``arange(n)`` and uses it as a ballot (candidate ``i`` gets rank ``perm[i]``);
+  here the permutation is the priority order (candidate ``perm[0]`` first). Both
+  are uniform, so only the draw for a given seed differs. The Habermas Machine
+  has no ``"index"`` rule and defaults ``seed`` to ``None`` (unseeded); here 0.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from core.errors import PersonaeError
+
+
+class SocialChoiceError(PersonaeError, ValueError):
+    """Rankings (or pairwise counts) that no voting rule should be run on; one line."""
+
+ABSTAIN = -1  # a whole row of it: a voter who did not rank (the Habermas Machine's mock ballot)
 
 TIE_BREAKS = ("tbrc", "random", "index")
 
@@ -59,11 +94,25 @@ class SocialChoiceResult:
 
 
 def _check(rankings) -> np.ndarray:
-    r = np.asarray(rankings, dtype=np.float64)
+    """The ballots to count: ``(voters, candidates)``, abstaining rows left out."""
+    try:
+        r = np.asarray(rankings, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise SocialChoiceError("rankings: expected one row of ranks per voter, all rows of the same length (lower = better)") from None
     if r.ndim != 2 or r.shape[1] < 1:
-        raise ValueError(f"rankings must be (participants, candidates), got shape {r.shape}")
+        raise SocialChoiceError(f"rankings: expected shape (voters, candidates), got shape {r.shape}")
     if not np.all(np.isfinite(r)):
-        raise ValueError("rankings must be finite (lower = better)")
+        raise SocialChoiceError("rankings: ranks must be finite (lower = better)")
+    abstain = r == ABSTAIN
+    partial = abstain.any(axis=1) & ~abstain.all(axis=1)
+    if partial.any():
+        v = int(np.flatnonzero(partial)[0])
+        raise SocialChoiceError(f"rankings[{v}]: a partial ballot: -1 marks a voter who did not rank and must fill the whole row")
+    r = r[~abstain.all(axis=1)]
+    if (r < 0).any():
+        raise SocialChoiceError("rankings: ranks must be >= 0 (lower = better; a row of -1 is a voter who did not rank)")
+    if len(r) == 0:
+        raise SocialChoiceError("rankings: no voters (every ballot is empty or -1): there is nothing to aggregate")
     return r
 
 
@@ -88,6 +137,12 @@ def strongest_paths(d: np.ndarray) -> np.ndarray:
     left at 0: it never changes an off-diagonal entry.
     """
     d = np.asarray(d)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise SocialChoiceError(f"pairwise counts: expected a square (candidates, candidates) array, got shape {d.shape}")
+    if not np.all(np.isfinite(d)) or (d < 0).any():
+        raise SocialChoiceError("pairwise counts: expected counts >= 0")
+    if np.any(np.diag(d) != 0):
+        raise SocialChoiceError("pairwise counts: the diagonal must be 0 (no candidate is preferred to itself)")
     p = np.where(d > d.T, d, 0).astype(np.int64)
     for k in range(p.shape[0]):
         p = np.maximum(p, np.minimum(p[:, k : k + 1], p[k : k + 1, :]))
@@ -99,7 +154,7 @@ def _order(ranks: np.ndarray, rankings: np.ndarray, tie_break: str, seed: int | 
     """Untied order (best first): primary key the tied rank, then the tie-break."""
     n = len(ranks)
     if tie_break not in TIE_BREAKS:
-        raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
+        raise SocialChoiceError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
     if tie_break == "index":
         keys = [np.arange(n)]
     else:
@@ -200,7 +255,7 @@ def aggregate(rankings, method: str = "schulze", tie_break: str = "tbrc", seed: 
     try:
         fn = METHODS[method]
     except KeyError:
-        raise ValueError(f"unknown social choice method {method!r}; choose from {sorted(METHODS)}") from None
+        raise SocialChoiceError(f"unknown social choice method {method!r}; choose from {sorted(METHODS)}") from None
     return fn(rankings, tie_break=tie_break, seed=seed)
 
 

@@ -46,7 +46,9 @@ class SurveyModel(ScenarioModel):
         progress: Callable | None = None,
     ) -> None:
         super().__init__(cfg, engine, store, run_id, progress=progress)
+        self.preflight(cfg)
         self.study = self.load_study()
+        pop.check_sizes(cfg, self.study)  # the humans it needs, before the first LLM call
         self.populations = pop.build(cfg, engine, store, self.study, progress=progress)
         self.item_list = self.order_items(self.items())
         profiles = pop.human_profiles(self.study) if self.study is not None and self.study.is_individual else []
@@ -78,6 +80,15 @@ class SurveyModel(ScenarioModel):
         self.running = bool(self.item_list)
 
     # ------------------------------------------------------------ hooks
+    @classmethod
+    def preflight(cls, cfg: ScenarioConfig) -> list:
+        """What the run needs that can be checked without data or an engine
+        (one ConfigError line); the human study's size is checked once it is
+        loaded, still before any LLM call (``population.check_sizes``). Returns
+        further engines it calls (none)."""
+        pop.check_files(cfg)
+        return []
+
     def load_study(self):
         if self.cfg.human is None:
             return None
@@ -85,12 +96,8 @@ class SurveyModel(ScenarioModel):
 
         study = load_study(self.cfg.human.study, self.cfg.human.overrides or None)
         study = self.select_humans(study)
-        n = self.cfg.human.sample
-        if n and study.is_individual and study.n > n:
-            rng = np.random.default_rng(self.cfg.seed)
-            idx = np.sort(rng.choice(study.n, size=n, replace=False))
-            study = study.subset(idx)
-        return study
+        # Seeded; asking for more respondents than there are keeps them all, with a warning.
+        return study.sample(self.cfg.human.sample, self.cfg.seed)
 
     def select_humans(self, study):
         return study
@@ -122,38 +129,51 @@ class SurveyModel(ScenarioModel):
             for agent, q, ev in zip(self.agent_list, questions, logged):
                 agent.restore(q, ev["payload"])
         else:
-            # Agents that reason before answering (Generative Agent) write it first, as one batch.
-            thinking = [(a, q, r) for a, q in zip(self.agent_list, questions) if (r := a.reasoning_request(q)) is not None]
-            if thinking:
-                for (a, q, _), g in zip(thinking, self.engine.generate([r for _, _, r in thinking])):
-                    a.reasoned(q, g.text)
-            requests = [a.ask(q) for a, q in zip(self.agent_list, questions)]
-            results = self.engine.option_probs(requests)
+            # Agents in chunks: one engine batch (answers committed to the store)
+            # per chunk, so only one chunk's prompts -- each holding a persona's
+            # whole context -- exist at a time; a resumed step re-asks the
+            # finished chunks from the store.
             events = []
-            for agent, q, req, res in zip(self.agent_list, questions, requests, results):
-                ans = agent.receive(q, res)
-                events.append(
-                    {
-                        "kind": "answer",
-                        "agent": agent.unique_id,
-                        "payload": {
-                            **ans.to_json(),
-                            "item": item.id,
-                            "persona_id": agent.persona_id,
-                            "condition": agent.condition,
-                            "human": agent.human,
-                            "question": q.text,
-                            "options": list(q.options),
-                            "prefix_sha": _sha(req.prefix),
-                            "suffix": req.suffix,
-                        },
-                    }
-                )
+            step = self.cfg.population.chunk
+            for start in range(0, len(self.agent_list), step):
+                agents, qs = self.agent_list[start : start + step], questions[start : start + step]
+                events += self._answer(item, agents, qs)
             self.store.log_events(self.run_id, self.step_index, events)
         self.step_index += 1
         self.datacollector.collect(self)
         if self.step_index >= len(self.item_list):
             self.running = False
+
+    def _answer(self, item: Item, agents: list[PersonaAgent], questions: list) -> list[dict]:
+        """Ask ``agents`` the item (one batch; agents that reason first write it
+        as one batch before); return their answer events."""
+        thinking = [(a, q, r) for a, q in zip(agents, questions) if (r := a.reasoning_request(q)) is not None]
+        if thinking:
+            for (a, q, _), g in zip(thinking, self.engine.generate([r for _, _, r in thinking])):
+                a.reasoned(q, g.text)
+        requests = [a.ask(q) for a, q in zip(agents, questions)]
+        results = self.engine.option_probs(requests)
+        events = []
+        for agent, q, req, res in zip(agents, questions, requests, results):
+            ans = agent.receive(q, res)
+            events.append(
+                {
+                    "kind": "answer",
+                    "agent": agent.unique_id,
+                    "payload": {
+                        **ans.to_json(),
+                        "item": item.id,
+                        "persona_id": agent.persona_id,
+                        "condition": agent.condition,
+                        "human": agent.human,
+                        "question": q.text,
+                        "options": list(q.options),
+                        "prefix_sha": _sha(req.prefix),
+                        "suffix": req.suffix,
+                    },
+                }
+            )
+        return events
 
     # ------------------------------------------------------------ views
     def agents_of(self, p_i: int) -> list[PersonaAgent]:
@@ -280,7 +300,7 @@ class StudySurveyModel(SurveyModel):
                     None,
                     condition=population.condition,
                     matching=population.matching,
-                    subgroups=self.cfg.human.subgroups or None,
+                    subgroups=self.cfg.human.subgroups,  # None: the defaults; []: none
                     lower_bound=lb if lb is not None else False,
                     seed=self.cfg.seed,
                     normalize=est.normalize,

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import mesa
@@ -46,7 +47,7 @@ from core.errors import PersonaeError, validation_line
 from agents.persona import PersonaAgent
 from mechanisms.autorater import ConsensusPair, consensus_win_rate
 from mechanisms.budget import GenerationBudget
-from mechanisms.episode import Episode, EpisodeConfig, EpisodeResult, Participant, load_questions, run_episode
+from mechanisms.episode import QUESTIONS_FILE, Episode, EpisodeConfig, EpisodeResult, Participant, load_questions, run_episode
 from mechanisms.lockstep import run_together
 from mechanisms.mediators import HabermasMediator, LLMMediator, OpinionMediator
 from agents import demographics as demo
@@ -91,6 +92,9 @@ class ConsensusOptions(StrictModel):
     payoff: Literal["self_rating", "model"] = "self_rating"
     payoff_model: str | None = None  # folder of a trained payoff model (python run.py represent payoff ...)
     budget: GenerationBudget = GenerationBudget()  # tokens per opinion, critique, statement
+    # Debate questions (JSON list of Habermas Machine questions); None = the shipped
+    # 200-question subset. Every group needs history + 1 of them, none shared.
+    questions: str | None = None
 
     @field_validator("representatives")
     @classmethod
@@ -99,6 +103,16 @@ class ConsensusOptions(StrictModel):
         if twice:
             raise ValueError(f"conditioning set(s) {twice} listed twice")
         return v
+
+
+def questions_path(o: ConsensusOptions) -> Path:
+    """``options.questions`` as given, or (when that is not a file) relative to
+    the project folder, so a preset's ``data/habermas/...`` works from anywhere."""
+    if not o.questions:
+        return QUESTIONS_FILE
+    path = Path(o.questions)
+    inside = QUESTIONS_FILE.parents[2] / path
+    return inside if not path.is_file() and not path.is_absolute() and inside.is_file() else path
 
 
 # How the report names each payoff source (as mechanisms.finetuned_representatives.evaluation does).
@@ -135,16 +149,13 @@ class RepOutcome:
                 "model_scores": None if self.model_scores is None else self.model_scores.round(6).tolist(), "win": self.win}
 
 
-def surveyed_profiles(engine, store: Store, people: list[dict], method: str = "probs", progress=None) -> dict[str, dict[str, str]]:
+def surveyed_profiles(engine, store: Store, people: list[dict], method: str = "probs", progress=None, *, chunk: int = demo.CHUNK) -> dict[str, dict[str, str]]:
     """D for each persona: its surveyed demographic profile (the Pew ATP W92
     questions, the analysis layer's default survey), the most probable option
     per trait; answers are stored, so a rerun asks nothing again."""
     traits = demo.default_traits()
-    if progress:
-        progress("demographic survey (D)", 0, len(people))
-    surveyed = demo.survey(engine, store, people, traits, "consensus-ATP_W92", method=method)
-    if progress:
-        progress("demographic survey (D)", len(people), len(people))
+    cb = (lambda done, total: progress("demographic survey (D)", done, total)) if progress else None
+    surveyed = demo.survey(engine, store, people, traits, "consensus-ATP_W92", method=method, chunk=chunk, progress=cb)
     options = {t.trait: [*t.options, demo.REFUSAL] for t in traits}
     return {p["persona_id"]: most_probable_profile(surveyed[p["persona_id"]], options, demo.REFUSAL) for p in people}
 
@@ -153,15 +164,52 @@ class ConsensusModel(ScenarioModel):
     title = "Consensus with a mediator, and digital representatives"
     kind = "deliberation"
 
-    def __init__(self, cfg: ScenarioConfig, engine, store: Store, run_id: str, *, progress=None) -> None:
-        super().__init__(cfg, engine, store, run_id, progress=progress)
+    @classmethod
+    def options_of(cls, cfg: ScenarioConfig) -> ConsensusOptions:
         try:
-            self.opts = ConsensusOptions.model_validate(cfg.options)
+            return ConsensusOptions.model_validate(cfg.options)
         except ValidationError as exc:
             raise ConfigError(validation_line("options", exc)) from None
-        need = self.opts.groups * self.opts.group_size
+
+    @classmethod
+    def preflight(cls, cfg: ScenarioConfig) -> list[EngineConfig]:
+        """Everything the run needs at its size, checked before any LLM call
+        (one ConfigError line naming the field or file); returns the further
+        engines it will call (the judge) for the runner's reachability check."""
+        o = cls.options_of(cfg)
+        need = o.groups * o.group_size
         if cfg.population.size < need:
-            raise ConfigError(f"population.size: {cfg.population.size} personas cannot fill {self.opts.groups} groups of {self.opts.group_size}")
+            raise ConfigError(f"population.size: {cfg.population.size} personas cannot fill {o.groups} groups of {o.group_size}")
+        path = questions_path(o)
+        field = "options.questions" if o.questions else f"options.questions (default {QUESTIONS_FILE.name})"
+        if not path.is_file():
+            raise ConfigError(f"{field}: {path}: file not found (expected a JSON list of debate questions)")
+        try:
+            have = len(load_questions(path))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{field}: {path}: not a JSON list of debate questions ({type(exc).__name__}: {exc})") from None
+        want = o.groups * (o.history + 1)
+        if have < want:
+            raise ConfigError(
+                f"{field}: {path} holds {have} debate questions; {o.groups} groups x (history {o.history} + 1) need {want}, "
+                "none shared (set options.questions to a larger file, e.g. data/habermas/questions_1000.json)"
+            )
+        if o.payoff == "model":
+            if not o.payoff_model:
+                raise ConfigError("options.payoff_model: required when options.payoff is 'model' (the folder of a trained payoff model)")
+            from mechanisms.payoff_model import RECORD
+
+            folder = Path(o.payoff_model)
+            if not (folder / "adapter_config.json").is_file() or not (folder / RECORD).is_file():
+                raise ConfigError(f"options.payoff_model: {folder}: no trained payoff model (expected adapter_config.json and {RECORD}; "
+                                  "run 'python run.py represent payoff CONFIG')")
+        return [o.judge] if o.judge is not None and o.representatives else []
+
+    def __init__(self, cfg: ScenarioConfig, engine, store: Store, run_id: str, *, progress=None) -> None:
+        super().__init__(cfg, engine, store, run_id, progress=progress)
+        self.opts = self.options_of(cfg)
+        self.preflight(cfg)  # also when built outside the runner (tests, the browser page)
+        need = self.opts.groups * self.opts.group_size
         self.payoff_model = self.load_payoff_model()  # before any LLM work: a wrong path fails at once
         self.populations = pop.build(cfg.model_copy(update={"human": None}), engine, store, None, progress=progress)
         people = self.populations[0].personas[:need]
@@ -169,11 +217,14 @@ class ConsensusModel(ScenarioModel):
             PersonaAgent(self, p, seed=cfg.seed, series=False, condition=self.populations[0].label, group=i // self.opts.group_size)
             for i, p in enumerate(people)
         ]
-        questions = load_questions(n=self.opts.groups * (self.opts.history + 1), seed=cfg.seed)
+        per_group = self.opts.history + 1
+        questions = load_questions(questions_path(self.opts), n=self.opts.groups * per_group, seed=cfg.seed)
         self.groups = []
         for g in range(self.opts.groups):
             members = self.agent_list[g * self.opts.group_size : (g + 1) * self.opts.group_size]
-            qs = questions[g * (self.opts.history + 1) : (g + 1) * (self.opts.history + 1)]
+            qs = questions[g * per_group : (g + 1) * per_group]
+            if len(qs) != per_group:  # preflight guarantees the supply; never a silently shorter history
+                raise ConfigError(f"options.questions: group {g} gets {len(qs)} of its {per_group} debate questions")
             self.groups.append({"members": members, "history_questions": qs[:-1], "question": qs[-1]})
         self.episode_config = EpisodeConfig(
             rounds=self.opts.rounds,
@@ -183,7 +234,7 @@ class ConsensusModel(ScenarioModel):
         )
         demographics = {}
         if any("D" in s for s in self.opts.representatives):
-            demographics = surveyed_profiles(engine, store, people, cfg.population.demographics, progress)
+            demographics = surveyed_profiles(engine, store, people, cfg.population.demographics, progress, chunk=cfg.population.chunk)
         # Records for representatives: the history episodes, run in setup.
         self.records = {}
         self.history_results: list[tuple[int, object]] = []
@@ -303,24 +354,40 @@ class ConsensusModel(ScenarioModel):
             config = rollout_config(self.episode_config, e.rollout)
             return lambda engine: Episode(engine, grp["question"], self.participants(grp), self.mediator(), config, stand_ins).run()
 
-        results: dict[RepEpisode, EpisodeResult] = dict(zip(eps, run_together(self.engine, [play(e) for e in eps])))
-        fresh = {e: RepOutcome(res.final_statement, tuple(res.opinions), res.final_payoffs.copy()) for e, res in results.items()}
-        for g, ep in enumerate(self.episodes):  # the originals' rollout 0 is the main episode
+        # Episodes in chunks of about population.chunk participants: each chunk is
+        # played (engine calls merged), judged and scored, its answers committed
+        # by the engine cache, before the next chunk's prompts are built.
+        step = max(1, self.cfg.population.chunk // self.opts.group_size)
+        events = []
+        # The originals' rollout 0 is the main episode: recorded (and scored) first,
+        # as the baseline the chunks' substituted episodes are judged against.
+        base = {}
+        for g, ep in enumerate(self.episodes):
             if RepEpisode(g, 0) not in self.rep_outcomes:
                 res = ep.result()
-                fresh[RepEpisode(g, 0)] = RepOutcome(res.final_statement, tuple(res.opinions), res.final_payoffs.copy())
+                base[RepEpisode(g, 0)] = RepOutcome(res.final_statement, tuple(res.opinions), res.final_payoffs.copy())
+        if base:
+            self._finish_outcomes(base)
+        base_events = [{"kind": "representatives", "agent": "", "payload": {**e.to_json(), **out.to_json()}} for e, out in base.items()]
+        for start in range(0, len(eps), step):
+            part = eps[start : start + step]
+            results: dict[RepEpisode, EpisodeResult] = dict(zip(part, run_together(self.engine, [play(e) for e in part])))
+            fresh = {e: RepOutcome(res.final_statement, tuple(res.opinions), res.final_payoffs.copy()) for e, res in results.items()}
+            self._finish_outcomes(fresh)
+            self.rep_done += len(part)
+            self._report_progress(total)
+            for e, res in results.items():
+                about = e.to_json()
+                events += [{"kind": "utterance", "agent": rec.to_json().get("actor", ""), "payload": {**about, **rec.to_json()}} for rec in res.log]
+            events += [{"kind": "representatives", "agent": "", "payload": {**e.to_json(), **out.to_json()}} for e, out in fresh.items()]
+        return events + base_events
+
+    def _finish_outcomes(self, fresh: dict[RepEpisode, RepOutcome]) -> None:
+        """Record outcomes, judge (eq. 22) and, with a payoff model, score them."""
         self.rep_outcomes.update(fresh)
         self._judge_statements(fresh)
         if self.payoff_model is not None:
             self._score_statements(fresh)
-        self.rep_done += len(eps)
-        self._report_progress(total)
-        events = []
-        for e, res in results.items():
-            about = e.to_json()
-            events += [{"kind": "utterance", "agent": rec.to_json().get("actor", ""), "payload": {**about, **rec.to_json()}} for rec in res.log]
-        events += [{"kind": "representatives", "agent": "", "payload": {**e.to_json(), **out.to_json()}} for e, out in fresh.items()]
-        return events
 
     def _report_progress(self, total: int) -> None:
         if not self.progress:

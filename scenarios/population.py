@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -103,6 +104,30 @@ def persona_trait_probs(personas: list[dict], surveyed: dict, traits: list[demo.
     }
 
 
+def check_files(cfg: ScenarioConfig) -> None:
+    """Files the populations read, present before any work."""
+    if "imported" in cfg.population.conditions:
+        path = cfg.population.import_path
+        if not path:
+            raise ConfigError("population.import_path: required for the 'imported' condition (a JSONL file)")
+        if not Path(path).is_file():
+            raise ConfigError(f"population.import_path: {path}: file not found (expected a JSONL file of backstories)")
+
+
+def check_sizes(cfg: ScenarioConfig, study) -> None:
+    """The humans a run needs at its size, once the study is loaded and before
+    any LLM call: for max-weight matching, at least as many personas requested
+    as humans."""
+    if study is None:
+        return  # (too few respondents for human.sample: the study loader says so)
+    generated = [c for c in cfg.population.conditions if c in ("anthology", "interview", "generative_agent")]
+    if study.is_individual and "max_weight" in cfg.matching and generated and cfg.population.per_human is None and cfg.population.size < study.n:
+        raise ConfigError(
+            f"matching: max_weight needs at least as many personas as humans (population.size {cfg.population.size} < {study.n} humans); "
+            "raise population.size or lower human.sample"
+        )
+
+
 def build(
     cfg: ScenarioConfig,
     engine: Engine,
@@ -126,7 +151,7 @@ def build(
             if study is None:
                 raise ConfigError("population.conditions: 'anthology_dp' needs a human study to take profiles from (set human.study)")
             cb = (lambda done, total: progress("backstories: anthology_dp", done, total)) if progress else None
-            banks.generate(engine, store, f"{name}-{study.name}", "anthology_dp", study.n, seed=cfg.seed, params=cfg.population.backstories.params(), progress=cb, profiles=human_profiles(study))
+            banks.generate(engine, store, f"{name}-{study.name}", "anthology_dp", study.n, seed=cfg.seed, params=cfg.population.backstories.params(), progress=cb, profiles=human_profiles(study), chunk=cfg.population.chunk)
             by_idx = {p["idx"]: p for p in banks.usable(store, f"{name}-{study.name}")}
             pops.append(Population(condition, None, [by_idx[h] for h in range(study.n)]))
             continue
@@ -149,7 +174,7 @@ def build(
             agent_class = partial(ga.GenerativeAgent, reasoning_tokens=g.reasoning_tokens, reasoning_temperature=g.temperature)
         else:
             cb = (lambda done, total, c=condition: progress(f"backstories: {c}", done, total)) if progress else None
-            people = banks.generate(engine, store, name, condition, size, seed=cfg.seed, params=cfg.population.backstories.params(), progress=cb)
+            people = banks.generate(engine, store, name, condition, size, seed=cfg.seed, params=cfg.population.backstories.params(), progress=cb, chunk=cfg.population.chunk)
             people = people[:size]
         if not people:
             raise ConfigError(f"population: no usable personas for condition '{condition}' (all rejected?)")
@@ -157,11 +182,9 @@ def build(
             pops.append(Population(condition, "none", people, agent_class=agent_class))
             continue
         traits = survey_traits(study)
-        if progress:
-            progress(f"demographic survey: {condition}", 0, len(people))
-        surveyed = demo.survey(engine, store, people, traits, survey_name(study), method=cfg.population.demographics)
-        if progress:
-            progress(f"demographic survey: {condition}", len(people), len(people))
+        cb = (lambda done, total, c=condition: progress(f"demographic survey: {c}", done, total)) if progress else None
+        surveyed = demo.survey(engine, store, people, traits, survey_name(study), method=cfg.population.demographics,
+                               chunk=cfg.population.chunk, progress=cb)
         probs = persona_trait_probs(people, surveyed, traits)
         if not study.is_individual:  # aggregate counts: no respondents to match; the survey places personas in subgroups
             pops.append(Population(condition, "none", people, demographics=probs, agent_class=agent_class))
@@ -184,13 +207,15 @@ def _generative_agents(cfg: ScenarioConfig, engine: Engine, store: Store, size: 
     name = bank_name(cfg, "generative_agent")
     have = {p["idx"]: p for p in banks.usable(store, name)}
     cb = (lambda done, total: progress(f"backstories: {g.source}", done, total)) if progress else None
-    sources = banks.generate(engine, store, bank_name(cfg, g.source), g.source, size, seed=cfg.seed, params=cfg.population.backstories.params(), progress=cb)[:size]
+    sources = banks.generate(engine, store, bank_name(cfg, g.source), g.source, size, seed=cfg.seed, params=cfg.population.backstories.params(), progress=cb, chunk=cfg.population.chunk)[:size]
     todo = [p for p in sources if p["idx"] not in have]
     if todo:
-        if progress:
-            progress("expert reflections", 0, len(todo))
         settings = ga.GenerativeAgentSettings(tuple(g.experts), g.reflection_tokens, g.reasoning_tokens, g.temperature)
-        store.put_personas(ga.personas_from(engine, todo, name, settings))
+        step = cfg.population.chunk
+        for start in range(0, len(todo), step):  # one batch and one commit per chunk
+            if progress:
+                progress("expert reflections", start, len(todo))
+            store.put_personas(ga.personas_from(engine, todo[start : start + step], name, settings))
         if progress:
             progress("expert reflections", len(todo), len(todo))
     by_idx = {p["idx"]: p for p in banks.usable(store, name)}

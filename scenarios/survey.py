@@ -44,7 +44,8 @@ class SurveyScenario(StudySurveyModel):
         if rows:
             report.tables["alpha_per_scale"] = pd.DataFrame(rows)
             report.notes.append("alpha per scale: Cronbach's alpha of each scale of the study (reverse-coded items reversed); the headline alpha is their mean.")
-        report.notes.extend(f"study: {w}" for w in self.study.warnings)
+        # The study's warnings head the report (analysis.report); the scenario's own are added here.
+        report.notes.extend(f"config: {n}" for n in self.cfg.notes())
         return report
 
 
@@ -73,7 +74,7 @@ def check_run(cfg, study) -> None:
                 "holds aggregate counts (no respondents); use anthology or interview"
             )
     try:
-        groups = resolve_groups(study, cfg.human.subgroups or None)
+        groups = resolve_groups(study, cfg.human.subgroups)
         if not study.is_individual:
             for trait, _, options in groups:
                 try:

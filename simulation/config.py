@@ -10,8 +10,10 @@ from __future__ import annotations
 from core.config import StrictModel
 from core.errors import PersonaeError, validation_line
 
+import difflib
 import hashlib
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +26,16 @@ from agents.llm.factory import EngineConfig
 
 class ConfigError(PersonaeError, ValueError):
     """A bad scenario file or override; the message is a single line."""
+
+
+class ConfigWarning(UserWarning):
+    """A scenario that loads but does something the file may not say (see :meth:`ScenarioConfig.notes`)."""
+
+
+# Built-in study definitions, found on disk (simulation must not import analysis).
+STUDIES_DIR = Path(__file__).resolve().parent.parent / "analysis" / "studies"
+# Conditions that build one persona per sampled respondent, whatever population.size says.
+PER_RESPONDENT = ("qa", "bio", "portray", "anthology_dp")
 
 
 class BackstoryConfig(StrictModel):
@@ -80,6 +92,10 @@ class PopulationConfig(StrictModel):
     backstories: BackstoryConfig = BackstoryConfig()
     generative_agent: GenerativeAgentConfig = GenerativeAgentConfig()
     demographics: Literal["probs", "sample"] = "probs"
+    # Personas (or groups) per engine batch and store commit in every phase:
+    # memory grows with it, not with the population; a kill loses one chunk at most.
+    # Results do not depend on it (every request is seeded and cached on its own).
+    chunk: int = Field(256, gt=0)
 
     @field_validator("conditions")
     @classmethod
@@ -98,7 +114,8 @@ class HumanConfig(StrictModel):
     lower_bound_splits: int = Field(100, gt=0)
     # Traits to report per subgroup, or merges of a trait's options into named groups:
     # {race: {White: [White non-Hispanic], Other: [Black non-Hispanic, Hispanic, Other]}}
-    subgroups: list[str] | dict[str, dict[str, list[str]]] = Field(default_factory=list)
+    # None (not given): race, age and party where the study has them; [] : no subgroups.
+    subgroups: list[str] | dict[str, dict[str, list[str]]] | None = None
 
 
 class QuestionnaireConfig(StrictModel):
@@ -147,8 +164,31 @@ class ScenarioConfig(StrictModel):
     def run_id(self) -> str:
         """Deterministic: the same resolved configuration is the same run, so
         starting it again resumes it."""
-        blob = yaml.safe_dump(self.model_dump(exclude={"output", "store", "sweep"}), sort_keys=True)
+        # population.chunk changes batching only, not results: the same run at another chunk size.
+        data = self.model_dump(exclude={"output": True, "store": True, "sweep": True, "population": {"chunk"}})
+        if data.get("human") is not None:
+            # Hashed as before human.subgroups could be left unset (then []), so existing runs
+            # keep their ids; an explicit "no subgroups" gets its own.
+            sg = data["human"]["subgroups"]
+            data["human"]["subgroups"] = [] if sg is None else ("none" if not sg else sg)
+        blob = yaml.safe_dump(data, sort_keys=True)
         return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+    def notes(self) -> list[str]:
+        """Settings that load but do less than they seem to, one line each (the report repeats them).
+
+        Computed from the values alone, so a replay (validated from the store) says the same.
+        """
+        out = []
+        conditions = self.population.conditions
+        # Only when no condition uses the size: beside a generated condition (anthology, ...) it
+        # is that condition's size, as the README says, and a note on every such run would be noise.
+        if self.human is not None and all(c in PER_RESPONDENT for c in conditions) and self.population.size != PopulationConfig.model_fields["size"].default:
+            out.append(
+                f"population.size: {self.population.size} is not used: {', '.join(conditions)} build one persona per "
+                "sampled respondent (human.sample sets their number)"
+            )
+        return out
 
 
 # A key segment: bare (no . [ ] quotes =), or quoted to hold dots: "a.b", ["a.b"], ['a.b'].
@@ -233,10 +273,51 @@ def load_config(path: str | Path, overrides: list[str] | None = None, model: typ
         raise ConfigError(f"{label}: expected a mapping of settings at the top level")
     # Top-level x-* keys are ignored: a place for YAML anchors (x-common: &common ...).
     data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
+    study_from_set = False
     for text in overrides or []:
         keys, value = parse_override(text)
         apply_override(data, keys, value, label)
-    return validate_config(data, label, model)
+        study_from_set = study_from_set or keys == ["human", "study"]
+    cfg = validate_config(data, label, model)
+    if isinstance(cfg, ScenarioConfig):
+        if cfg.human is not None:
+            cfg.human.study = resolve_study(cfg.human.study, path, label, from_set=study_from_set)
+        for note in cfg.notes():
+            warnings.warn(f"{label}: {note}", ConfigWarning, stacklevel=2)
+    return cfg
+
+
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except (OSError, ValueError):  # a name no file system accepts (NUL, too long): not a file
+        return False
+
+
+def resolve_study(study: str, scenario: Path, label: str, *, from_set: bool = False) -> str:
+    """``human.study``: a built-in name, or a study YAML path -- relative to the scenario
+    file's folder, then to the working directory (a ``--set`` value: the other way round).
+    Returns the name, or the path that exists; an error says where it looked."""
+    builtins = sorted(p.stem for p in STUDIES_DIR.glob("*.yaml"))
+    try:
+        p = Path(study).expanduser()
+    except RuntimeError:  # "~someone" with no such user: the name as written
+        p = Path(study)
+    path_like = p.suffix in (".yaml", ".yml") or "/" in study or "\\" in study
+    if not path_like and study in builtins:
+        return study
+    candidates = [p] if p.is_absolute() else ([p, scenario.parent / p] if from_set else [scenario.parent / p, p])
+    for c in candidates:
+        if _is_file(c):
+            return study if c == p else str(c)
+    looked = " and ".join(dict.fromkeys(str(c.absolute()) for c in candidates))
+    if path_like:
+        raise ConfigError(_shown(
+            f"{label}: human.study: no study file '{study}' (looked in {looked}; a relative path is read from the scenario file's folder, then the working directory)"
+        ))
+    close = difflib.get_close_matches(study, builtins, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ConfigError(_shown(f"{label}: human.study: '{study}' is not a built-in study ({hint}built-ins: {', '.join(builtins)}) nor a study file (looked in {looked})"))
 
 
 def validate_config(data: dict, label: str, model: type[BaseModel] | None = None):

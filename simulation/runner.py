@@ -16,14 +16,18 @@ import contextlib
 import filecmp
 import importlib
 import shutil
+import socket
 import sqlite3
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from agents.llm.factory import cached_engine
+from agents.llm.factory import EngineConfig, cached_engine
 from simulation.config import ScenarioConfig, validate_config
 from simulation.console import RunConsole
 from simulation.store import Store, StoreError, describe
@@ -64,6 +68,51 @@ class RunResult:
 
 def output_dir(cfg: ScenarioConfig, run_id: str) -> Path:
     return Path(cfg.output) / run_id
+
+
+# The pre-flight GET /models: seconds per try (a server that is up answers at once).
+PING_TIMEOUT = 3.0
+
+
+def ping(engine: EngineConfig, what: str = "engine") -> None:
+    """One line if an OpenAI-compatible endpoint of ``engine`` does not answer
+    ``GET <endpoint>/models`` (any HTTP answer, even 401, means it is up);
+    tried ``retries`` times like the engine. Other kinds have nothing to reach."""
+    if engine.kind not in ("openai", "langchain") or not engine.endpoints:
+        return
+    tries = max(1, engine.retries)
+    for url in engine.endpoints:
+        cause = ""
+        for attempt in range(tries):
+            try:
+                with urllib.request.urlopen(url.rstrip("/") + "/models", timeout=min(PING_TIMEOUT, engine.timeout)):
+                    cause = ""
+                    break
+            except urllib.error.HTTPError:  # it answered
+                cause = ""
+                break
+            except (urllib.error.URLError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                if isinstance(reason, ConnectionRefusedError):
+                    cause = "connection refused"
+                elif isinstance(reason, (TimeoutError, socket.timeout)) or "timed out" in str(reason):
+                    cause = f"timed out after {min(PING_TIMEOUT, engine.timeout):g} s"
+                else:
+                    cause = str(reason).splitlines()[0] if str(reason) else type(reason).__name__
+                if attempt + 1 < tries:
+                    time.sleep(0.2 * (attempt + 1))
+        if cause:
+            raise RunError(f"{what} {engine.kind}: {url} unreachable after {tries} tries ({cause}); nothing was computed")
+
+
+def preflight(cfg: ScenarioConfig) -> list[EngineConfig]:
+    """Check what the scenario needs at its size (question supply, data and
+    model files, ...) before anything is computed; one line on a shortfall.
+    Returns every engine the run will call."""
+    cls = scenario_class(cfg.scenario)
+    check = getattr(cls, "preflight", None)
+    extra = list(check(cfg)) if check is not None else []
+    return [cfg.engine, *extra]
 
 
 def build_model(cfg: ScenarioConfig, store: Store, run_id: str, *, replay: bool = False, console: RunConsole | None = None) -> ScenarioModel:
@@ -163,6 +212,7 @@ def one_line(exc: BaseException) -> str:
 
 def run(cfg: ScenarioConfig, *, console: RunConsole | None = None, label: str = "") -> RunResult:
     console = console or RunConsole(live=False)
+    engines = preflight(cfg)  # a run that cannot finish at its size stops here, before any work
     store = Store(cfg.store)
     run_id = cfg.run_id()
     out = output_dir(cfg, run_id)
@@ -172,6 +222,13 @@ def run(cfg: ScenarioConfig, *, console: RunConsole | None = None, label: str = 
     try:
         with console:
             console.line(f"run {run_id} ({'resuming' if resumed else 'new'}) — {cfg.scenario}, {label or 'scenario'}; store {cfg.store}")
+            try:
+                for i, engine in enumerate(engines):
+                    ping(engine, "engine" if i == 0 else "judge")
+            except RunError as exc:  # an outage, not a bad study: recorded as a failed run, like one met later
+                store.start_run(run_id, cfg.scenario, cfg.model_dump(mode="json"), str(out))
+                registered = True
+                raise exc from None
             model = build_model(cfg, store, run_id, console=console)
             # Registered once the model is built: a bad study or scenario leaves no run behind.
             store.start_run(run_id, cfg.scenario, cfg.model_dump(mode="json"), str(out))

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import socket
 import sqlite3
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Iterable
 from urllib.parse import quote
@@ -202,6 +204,11 @@ class Store:
             )
         if "leases" not in db.table_names():
             db["leases"].create({"key": str, "owner": str, "expires": float}, pk="key", if_not_exists=True)
+        if "texts" not in db.table_names():
+            # Each long prompt prefix (a backstory, a transcript so far) once; a text
+            # that extends a stored one holds only its tail (zlib when that is smaller).
+            db.conn.execute("create table if not exists texts (id integer primary key, sha text not null unique, "
+                            "parent integer references texts(id), tail blob not null)")
 
     # ------------------------------------------------------------ responses
     def get_responses(self, keys: list[str]) -> dict[str, dict]:
@@ -214,19 +221,122 @@ class Store:
         return found
 
     def put_responses(self, rows: Iterable[dict]) -> None:
-        """Save answers and release their leases, in one transaction."""
-        rows = [
-            {**r, "request": dumps(r["request"]), "response": dumps(r["response"]), "created": time.time()}
-            for r in rows
-        ]
+        """Save answers and release their leases, in one transaction.
+
+        A row may name the long text its request extends: ``text_field`` (a
+        string field of ``request``) and ``text_len`` (how many of its leading
+        characters are that text, e.g. a backstory). Long texts go to the
+        ``texts`` table once, and the stored request holds
+        ``{"$text": [part, ...]}`` in their place, each part a text id or an
+        inline string (:meth:`request` joins them back): the persona's text,
+        then what the request adds (a question suffix shared by every persona
+        is one text too). The cache key is computed by the caller from the
+        whole request, so it does not depend on how it is stored."""
+        rows = list(rows)
         if rows:
             self._writable("save engine answers")
             with self.errors("saving engine answers"), self.db.conn:
-                self.db["responses"].upsert_all(rows, pk="key", batch_size=500)
+                ids: dict[str, int] = {}
+
+                def part(text: str, least: int):
+                    if len(text) < least:
+                        return text
+                    if text not in ids:
+                        ids[text] = self._put_text(text)
+                    return ids[text]
+
+                out = []
+                for r in rows:
+                    request = dict(r["request"])
+                    field, n = r.get("text_field"), int(r.get("text_len") or 0)
+                    for k, value in request.items():
+                        if not isinstance(value, str):
+                            continue
+                        cut = n if k == field and n >= self.TEXT_MIN else 0
+                        parts = ([part(value[:cut], 0)] if cut else []) + [part(value[cut:], self.SHARED_MIN)]
+                        if any(isinstance(x, int) for x in parts):
+                            request[k] = {"$text": [x for x in parts if x != ""]}
+                    out.append({"key": r["key"], "engine": r["engine"], "op": r["op"], "request": dumps(request),
+                                "response": dumps(r["response"]), "created": time.time()})
+                self.db["responses"].upsert_all(out, pk="key", batch_size=500)
                 keys = [r["key"] for r in rows]
                 for i in range(0, len(keys), 500):
                     chunk = keys[i : i + 500]
                     self.db.execute(f"delete from leases where key in ({','.join('?' * len(chunk))})", chunk)
+
+    # ------------------------------------------------------------ texts
+    # A persona's text (the named prefix) is stored apart from this length on; any
+    # other string field of a request (a question suffix, a critic's check) from
+    # SHARED_MIN on -- shorter ones stay inline: a reference would save little.
+    TEXT_MIN = 256
+    SHARED_MIN = 96
+
+    def _put_text(self, text: str) -> int:
+        """The id of ``text`` in ``texts``, stored if new (inside the caller's
+        transaction). A new text that extends a stored one (a transcript one
+        answer longer, a questionnaire context one answer longer) is stored as
+        that text's id plus the tail: the parent is the longest stored text
+        ending at a paragraph break ("\n\n" ends every turn, answer block and
+        backstory), so growing contexts cost their growth, not their length."""
+        data = text.encode()
+        sha = hashlib.sha256(data).hexdigest()
+        con = self.db.conn
+        row = con.execute("select id from texts where sha = ?", [sha]).fetchone()
+        if row:
+            return row[0]
+        # Hash every paragraph-break prefix in one pass (utf-8 of a prefix cut
+        # at an ASCII "\n\n" is the prefix of the utf-8 bytes).
+        cuts: dict[str, int] = {}
+        h, pos = hashlib.sha256(), 0
+        while (end := data.find(b"\n\n", pos)) >= 0 and end + 2 < len(data):
+            h.update(data[pos : end + 2])
+            pos = end + 2
+            cuts[h.copy().hexdigest()] = pos
+        parent, cut = None, 0
+        shas = list(cuts)
+        for i in range(0, len(shas), 500):
+            chunk = shas[i : i + 500]
+            for pid, psha in con.execute(f"select id, sha from texts where sha in ({','.join('?' * len(chunk))})", chunk):
+                if cuts[psha] > cut:
+                    parent, cut = pid, cuts[psha]
+        tail = data[cut:]
+        packed = zlib.compress(tail, 6)
+        # zlib output is marked by its type (blob); a plain tail is stored as text.
+        value = packed if len(packed) < len(tail) else tail.decode()
+        cur = con.execute("insert into texts(sha, parent, tail) values (?, ?, ?)", [sha, parent, value])
+        return cur.lastrowid
+
+    def text(self, text_id: int) -> str:
+        """A stored text, its chain of tails joined."""
+        rows = self.db.execute(
+            "with recursive chain(id, parent, tail, depth) as (select id, parent, tail, 0 from texts where id = ? "
+            "union all select t.id, t.parent, t.tail, c.depth + 1 from texts t join chain c on t.id = c.parent) "
+            "select tail from chain order by depth desc",
+            [text_id],
+        ).fetchall()
+        if not rows:
+            raise StoreError(f"store {self.path}: text {text_id} is missing from the texts table (the store is damaged)")
+        return "".join(zlib.decompress(t).decode() if isinstance(t, bytes) else t for (t,) in rows)
+
+    def _expand(self, request: dict) -> dict:
+        out = {}
+        for k, v in request.items():
+            if isinstance(v, dict) and "$text" in v:
+                v = "".join(self.text(x) if isinstance(x, int) else x for x in v["$text"])
+            out[k] = v
+        return out
+
+    def request(self, key: str) -> dict | None:
+        """The stored request of ``key`` as the engine received it (texts re-expanded); None if absent."""
+        with self.errors("reading a request"):
+            row = self.db.execute("select request from responses where key = ?", [key]).fetchone()
+            return None if row is None else self._expand(json.loads(row[0]))
+
+    def requests(self, op: str | None = None) -> list[dict]:
+        """Every stored request (of ``op``), texts re-expanded, in the order they were saved."""
+        where, args = ("where op = ?", [op]) if op else ("", [])
+        with self.errors("reading requests"):
+            return [self._expand(json.loads(r)) for (r,) in self.db.execute(f"select request from responses {where} order by rowid", args)]
 
     # ------------------------------------------------------------ leases
     # Runs sharing one store claim the requests they are about to compute, so a
@@ -382,6 +492,11 @@ class Store:
                 r[k] = json.loads(r[k]) if r[k] is not None else None
             out.append(r)
         return out
+
+    def persona_indices(self, bank: str) -> set[int]:
+        """Indices present in ``bank`` (generated or rejected), without reading their texts."""
+        with self.errors("reading personas"):
+            return {i for (i,) in self.db.execute("select idx from personas where bank = ?", [bank])}
 
     def _all_present(self, table: str, where: str, keys: list[tuple]) -> bool:
         return all(self.db.execute(f"select 1 from {table} where {where}", list(k)).fetchone() for k in keys)

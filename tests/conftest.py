@@ -23,6 +23,14 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 
 def pytest_collection_modifyitems(config, items):
+    """vLLM tests last; every test is either ``fast`` (no model, server or
+    browser: `make check`) or ``slow`` (everything else), never both."""
+    both = [it.nodeid for it in items if it.get_closest_marker("fast") and any(m.name == "slow" for m in it.own_markers)]
+    if both:
+        raise pytest.UsageError("marked both fast and slow: " + ", ".join(both))
+    for it in items:
+        if it.get_closest_marker("fast") is None and it.get_closest_marker("slow") is None:
+            it.add_marker(pytest.mark.slow)
     items.sort(key=lambda it: (it.get_closest_marker("vllm") is not None,))
 
 

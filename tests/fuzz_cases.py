@@ -13,7 +13,15 @@ Every case ends in exactly one of these outcomes:
 The study cases write a small CSV whose true option per respondent is known,
 encoded one of four ways (codes 1..K, codes 0..K-1, the option labels, or
 numbers that are the labels), and a study YAML that declares the coding
-rightly, wrongly or not at all, with random damage to its fields.
+rightly, wrongly or not at all, with random damage to its fields; some filter
+on a value that occurs nowhere (a typo: ``[USA, Swedn]``, ``{not: [Norwy]}``)
+or code a trait so that no valid value is left -- both must warn.
+
+The aggregate cases write an OpinionQA-style table of known counts (or
+per-group shares, some with a "Refused" row) whose trait cells name the
+study's traits, their columns, or traits the study does not define: unknown
+cells must warn, shares must be recognised as shares, and every distribution
+must equal the truth.
 """
 from __future__ import annotations
 
@@ -87,11 +95,23 @@ def study_case(draw):
             df["w"] = 0.0
     if draw(st.booleans()):
         spec["filters"] = {"age": draw(st.sampled_from([{"min": 18}, {"max": 200}, {"not": [15, 16]}, {"min": 18, "max": 120}, 999, {"mni": 3}, {"min": "x"}]))}
+    df["country"] = rng.choice(COUNTRIES, N)
+    if draw(st.integers(0, 3)) == 0:  # a filter on values, possibly misspelt
+        spec.setdefault("filters", {})
+        if isinstance(spec["filters"], dict):
+            spec["filters"]["country"] = draw(st.sampled_from([
+                ["USA", "Swedn"], ["USA", "Sweden"], {"not": ["Norwy"]}, {"not": ["Norway"]}, "USA", {"not": ["Norway", "Nrway"]},
+            ]))
+    if draw(st.integers(0, 4)) == 0:  # a trait that coding leaves without a valid value
+        spec["demographics"][0]["refusal"] = ["male", "female"]
     if draw(st.booleans()):
         spec["x-anchor"] = options
     for _ in range(draw(st.integers(0, 2))):  # damage
         spec = _damage(draw, spec)
     return spec, df, truth, spec.get("filters")
+
+
+COUNTRIES = ["USA", "Sweden", "Norway"]
 
 
 def _damage(draw, spec: dict) -> dict:
@@ -125,6 +145,14 @@ def run_study_case(case, folder: Path) -> str:
             return _one_line_outcome(str(e), str(path))
         except Exception:  # noqa: BLE001 -- the outcome being measured
             return "traceback"
+    said = " ".join(study.warnings)
+    # A filter value no row holds, a trait with no valid value: loaded, but never silently.
+    country = (filters or {}).get("country") if isinstance(filters, dict) else None
+    listed = country.get("not", []) if isinstance(country, dict) else ([country] if isinstance(country, str) else country or [])
+    if isinstance(listed, list) and any(v not in COUNTRIES for v in listed) and "filters.country" not in said:
+        return "silently_wrong"
+    if "gender" in study.demographics and (study.demographics["gender"] < 0).all() and "demographics[0]" not in said:
+        return "silently_wrong"
     if "questions" not in spec or not spec["questions"] or "q" not in study.question_ids:
         return "loaded"
     keep = np.ones(N, dtype=bool)
@@ -134,10 +162,103 @@ def run_study_case(case, folder: Path) -> str:
         keep &= age >= f.get("min", -np.inf)
         keep &= age <= f.get("max", np.inf)
         keep &= ~np.isin(age, f.get("not", []))
+    if isinstance(country, dict):
+        keep &= ~np.isin(df["country"].to_numpy(), country.get("not", []))
+    elif country is not None:
+        keep &= np.isin(df["country"].to_numpy(), listed)
     got = study.responses["q"].to_numpy()
     want = truth[keep].astype(float)
     if len(got) == len(want) and np.array_equal(got, want):
         return "loaded" if not study.warnings else "loaded_with_warning"
+    return "loaded_with_warning" if study.warnings else "silently_wrong"
+
+
+AGG_OPTIONS = ["Yes", "No", "Maybe"]
+PARTIES = ["Republican", "Democrat"]
+
+
+@st.composite
+def aggregate_case(draw):
+    """``(yaml dict, table, truth)``: an OpinionQA-style long table of known counts per party.
+
+    truth: party -> answer counts over the options (refusals excluded); the
+    whole sample is their sum.
+    """
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    counts = {p: rng.integers(1, 40, len(AGG_OPTIONS)) for p in PARTIES}
+    refused = {p: int(rng.integers(1, 6)) for p in PARTIES} if draw(st.booleans()) else {}
+    shares = draw(st.booleans())
+    trait_cell = draw(st.sampled_from(["party", "POLPARTY", "POLPARTY", "PARTY_X"]))  # name, column, unknown
+    whole = draw(st.booleans())
+    extra_unknown = draw(st.booleans())  # rows of a trait the study does not define
+    rows = []
+
+    def add(trait, group, values, refusal, size):
+        labels = [*AGG_OPTIONS, *(["Refused"] if refusal is not None else [])]
+        cells = [*values, *([refusal] if refusal is not None else [])]
+        total = sum(cells)
+        for label, c in zip(labels, cells):
+            rows.append({"question": "Q1", "trait": trait, "group": group, "option": label,
+                         "count": c / total if shares else c, "n": size})
+
+    for p in PARTIES:
+        add(trait_cell, p, list(counts[p]), refused.get(p), int(sum(counts[p]) + refused.get(p, 0)))
+    if whole:
+        add("", "", list(sum(counts.values())), sum(refused.values()) if refused else None,
+            int(sum(sum(c) for c in counts.values()) + sum(refused.values())))
+    if extra_unknown:
+        add("CREGION", "South", [1, 2, 3], None, 6)
+    source = {"kind": "aggregate", "path": "counts.csv", "trait_column": "trait", "group_column": "group"}
+    if shares and draw(st.booleans()):
+        source["size_column"] = "n"
+    question = {"id": "q", "column": "Q1", "text": "Q?", "options": AGG_OPTIONS}
+    if refused:
+        question["missing"] = ["Refused"] if draw(st.integers(0, 5)) else []  # sometimes forgotten: an error
+    spec = {
+        "name": "aggfuzz",
+        "source": source,
+        "demographics": [{"trait": "party", "column": "POLPARTY", "question": "Party?", "options": PARTIES}],
+        "questions": [question],
+    }
+    for _ in range(draw(st.integers(0, 1))):
+        spec = _damage(draw, spec)
+    return spec, pd.DataFrame(rows), counts, trait_cell, extra_unknown, shares
+
+
+def run_aggregate_case(case, folder: Path) -> str:
+    spec, table, counts, trait_cell, extra_unknown, shares = case
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_csv(folder / "counts.csv", index=False)
+    path = folder / "study.yaml"
+    path.write_text(yaml.dump(spec, Dumper=DUMPER, allow_unicode=True))
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        try:
+            study = load_study(path)
+        except StudyError as e:
+            return _one_line_outcome(str(e), str(path))
+        except Exception:  # noqa: BLE001 -- the outcome being measured
+            return "traceback"
+    said = " ".join(study.warnings)
+    names = {t.name for t in study.traits} | {t.column for t in study.traits if t.column}
+    cells = {c for c in table["trait"].fillna("").astype(str).str.strip() if c}
+    if cells - names and "source.trait_column" not in said:
+        return "silently_wrong"  # rows left out without a word
+    sized = bool(isinstance(spec.get("source"), dict) and spec["source"].get("size_column"))
+    if shares and not sized and study.counts_kind != "shares":
+        return "silently_wrong"  # shares taken for counts: merged groups would be weighted wrongly
+    if "q" not in study.question_ids:
+        return "loaded_with_warning" if study.warnings else "loaded"
+
+    def close(got, want):
+        return np.allclose(got, np.asarray(want, float) / np.sum(want), atol=1e-6)
+
+    ok = close(study.distribution("q"), sum(counts.values()))
+    if trait_cell in names and "party" in names:
+        for p in PARTIES:
+            ok &= close(study.subgroup("party", p).distribution("q"), counts[p])
+    if ok:
+        return "loaded_with_warning" if study.warnings else "loaded"
     return "loaded_with_warning" if study.warnings else "silently_wrong"
 
 

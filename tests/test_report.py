@@ -201,3 +201,31 @@ def test_survey_weights_weight_humans_and_their_personas(tmp_path):
     # (1 * [1, 0] + 3 * [0, 1] + 1 * [.5, .5] + 1 * [1, 0]) / 6
     assert ev.questions[0].persona_dist == pytest.approx([2.5 / 6, 3.5 / 6])
     assert ev.wd == pytest.approx(0.5 / 6)
+
+
+# --- issue 26: report cells that read as results -----------------------------------------
+
+
+def test_one_question_study_reports_frobenius_na_and_draws_no_heatmap(gss, tmp_path):
+    one = gss.select(["natspac"])
+    ev = evaluate(one, _humans_as_personas(one), n_boot=20, n_splits=5)
+    assert np.isnan(ev.fro) and np.isnan(ev.lower_bound.fro)
+    assert any("Frobenius undefined: one question" in n for n in ev.notes)
+    assert conditions_table([ev], digits=3).loc[("personas", "n/a"), ("gss_spending", "Fro.")] == "n/a"
+    files = write_report(ev, tmp_path)
+    assert not any("correlations_" in f.name for f in files)
+
+
+def test_report_header_lists_what_was_applied_and_labels_the_sample(tmp_path):
+    with pytest.warns(UserWarning, match="value 2021 never occurs"):
+        anes = load_study("anes_partytherms", {"filters": {"year": [2012, 2021]}}).sample(300, seed=0)
+    ev = evaluate(anes, _humans_as_personas(anes), n_boot=0, n_splits=5, subgroups=["party"])
+    text = (tmp_path / "summary.md").read_text() if write_report(ev, tmp_path, plots=False) else ""
+    head = text.split("## Conditions")[0]
+    assert "- filters: year in [2012, 2021] (5914 of 33830 rows kept)" in head
+    assert "- **warning**: analysis/studies/anes_partytherms.yaml: filters.year: value 2021 never occurs in column 'year'" in head
+    assert "- weights: none (each respondent counts once)" in head
+    assert "- respondents: 300, a random sample of 300 of the 5914 respondents (human.sample, seed 0)" in head
+    assert "- subgroups: party; groups with fewer than 20 respondents are skipped (min_group_size)" in head
+    assert "full sample" not in text and "Human alpha (all respondents compared, as in the header): anes_partytherms" in text
+    assert "(n = 300)" in text

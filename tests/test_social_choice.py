@@ -275,3 +275,41 @@ def test_bootstrap_interval_covers_the_gap_and_is_seeded():
 def test_disagreement_is_the_mean_pairwise_distance():
     assert disagreement([1.0, 4.0, 7.0]) == pytest.approx((3 + 6 + 3) / 3)
     assert disagreement([5.0, 5.0]) == 0.0 and disagreement([3.0]) == 0.0
+
+
+# ------------------------------------------------------------------ input checks (issue 26)
+def test_input_is_checked_as_the_habermas_machine_checks_it():
+    from mechanisms.social_choice import SocialChoiceError
+
+    # A row of -1 is a voter who did not rank (the Habermas Machine's mock ballot): left out.
+    with_mock = schulze(np.array([[0, 1, 2], [-1, -1, -1], [0, 2, 1]]), seed=3)
+    assert with_mock.order.tolist() == schulze(np.array([[0, 1, 2], [0, 2, 1]]), seed=3).order.tolist()
+    bad = [
+        (np.array([[0, -1, 1]]), r"rankings\[0\]: a partial ballot"),
+        (np.array([[0, 1], [-2, 0]]), r"ranks must be >= 0"),
+        ([[0, 1], [0]], r"all rows of the same length"),
+        (np.array([[[0, 1]]]), r"expected shape \(voters, candidates\)"),
+        (np.zeros((0, 3)), r"no voters"),
+        (np.full((4, 3), -1), r"no voters"),  # the Habermas Machine returns a seed-dependent order here
+    ]
+    for rankings, message in bad:
+        with pytest.raises(SocialChoiceError, match=message):
+            schulze(rankings)
+    for d, message in ((np.array([[1, 2], [0, 0]]), "diagonal must be 0"), (np.ones((2, 3)), "square")):
+        with pytest.raises(SocialChoiceError, match=message):
+            strongest_paths(d)
+
+
+def test_tbrc_shuffles_ballots_as_the_habermas_machine_and_documents_the_difference():
+    import mechanisms.social_choice as sc
+
+    # The Habermas Machine shuffles a copy of the ballots with default_rng(seed).shuffle; the
+    # first ballot separating a tie decides. Same seed, same ballot order here.
+    r = np.array([[1, 2], [2, 1], [2, 1], [1, 2], [2, 1]])
+    for seed in range(20):
+        shuffled = r.copy()
+        np.random.default_rng(seed).shuffle(shuffled)
+        assert schulze(r[:4], seed=seed).order.tolist() == np.argsort(r[:4][np.random.default_rng(seed).permutation(4)][0], kind="stable").tolist()
+        assert shuffled.tolist() == r[np.random.default_rng(seed).permutation(5)].tolist()
+    doc = sc.__doc__
+    assert "Habermas Machine" in doc and "the last, random step differs" in doc and "winners (rank 1 here, 0 there) are the same set" in doc

@@ -221,8 +221,11 @@ def test_silent_server_times_out_one_line():
 def test_requests_spread_across_endpoints(vllm_server):
     port = vllm_server.port
     urls = [f"http://127.0.0.1:{port}/v1", f"http://localhost:{port}/v1"]  # two spellings, one server
-    e = OpenAIEngine(vllm_server.name, urls, concurrency=4)
-    res = e.option_probs(option_requests() + option_requests())
+    # One prompt per HTTP request, so the spread is visible request by request
+    # (identical prompts in a batch are asked once: two personas, not one twice).
+    e = OpenAIEngine(vllm_server.name, urls, concurrency=4, prompts_per_request=1)
+    reqs = option_requests() + option_requests(prefix="I am a retired nurse from Ohio.\n\n")
+    res = e.option_probs(reqs)
     counts = e.endpoint_counts()
     e.close()
     assert len(res) == 2 * len(QUESTIONS)

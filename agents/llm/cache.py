@@ -50,6 +50,20 @@ class ResponseStore(Protocol):
     def release(self, owner: str) -> None: ...
 
 
+def _shared_text(request) -> dict:
+    """Which leading part of a request is a persona's long text (its backstory
+    or transcript so far, shared with its other requests), so the store keeps
+    that text once and the request refers to it (``Store.put_responses``). The
+    cache key is computed from the whole request, as always."""
+    if isinstance(request, OptionRequest):
+        return {"text_field": "prefix", "text_len": len(request.prefix)}
+    if isinstance(request, GenerateRequest) and request.prefix_len:
+        return {"text_field": "prompt", "text_len": request.prefix_len}
+    if isinstance(request, LoglikRequest):
+        return {"text_field": "context", "text_len": len(request.context)}
+    return {}
+
+
 class CachedEngine(Engine):
     POLL_SECONDS = 0.2  # how often a run waiting for another run's answers looks again
 
@@ -121,7 +135,7 @@ class CachedEngine(Engine):
                 rows = []
                 for key, req, ans in zip(mine, todo, answers):
                     found[key] = encode(ans)
-                    rows.append({"key": key, "engine": self.kind, "op": op, "request": req.key(), "response": found[key]})
+                    rows.append({"key": key, "engine": self.kind, "op": op, "request": req.key(), "response": found[key], **_shared_text(req)})
                 self.store.put_responses(rows)
             else:
                 time.sleep(self.POLL_SECONDS)

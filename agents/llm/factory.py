@@ -33,6 +33,8 @@ class EngineConfig(StrictModel):
     concurrency: int = Field(8, gt=0)
     timeout: float = Field(120.0, gt=0)
     retries: int = Field(3, ge=0)
+    # openai: prompts sent in one HTTP request (vLLM takes a list); answers do not depend on it
+    prompts_per_request: int = Field(32, gt=0)
     provider: str | None = None  # langchain: e.g. "openai", "anthropic"
     sampling_k: int = Field(20, gt=0)  # langchain: answers sampled when no logprobs
     lora: str | None = None  # path to a LoRA adapter (fine-tuned representative)
@@ -121,6 +123,7 @@ def make_engine(cfg: EngineConfig) -> Engine:
             concurrency=cfg.concurrency,
             timeout=cfg.timeout,
             max_retries=max(1, cfg.retries),
+            prompts_per_request=cfg.prompts_per_request,
         )
     if cfg.kind == "langchain":
         from .langchain_engine import LangChainEngine

@@ -4,9 +4,13 @@
   ``logprobs=k``: the top-k next-token log-probabilities at the answer
   position; the variants of each letter ("A", " A") are summed, renormalised over
   the options, and the mass left outside the options is reported.
-* ``generate``: ``/v1/completions`` with max_tokens, temperature, stop, seed.
+* ``generate``: ``/v1/completions`` with max_tokens, temperature, stop, seed
+  (and ``n`` for consecutive seeds of one prompt: see ``generate``).
 * ``loglikelihood``: ``/v1/completions`` with ``echo=True, max_tokens=0`` (the
   prompt's own token log-probabilities, a vLLM feature).
+
+Each HTTP request carries up to ``prompts_per_request`` prompts (a list, as
+vLLM accepts), so the client is not what limits a GPU server.
 
 Several base URLs may be given (vLLM replicas, or one server per machine): each
 request goes to the endpoint with the fewest requests in flight (ties in turn),
@@ -106,13 +110,15 @@ class OpenAIEngine(Engine):
         max_retries: int = 3,
         backoff: float = 0.5,
         top_logprobs: int = 20,
+        prompts_per_request: int = 32,
     ) -> None:
         """``max_retries`` counts tries in all (3 = one try and two retries);
         ``backoff`` is the first wait, doubled after each failed try (with jitter).
         ``top_logprobs`` is how many next-token candidates the server returns
-        (vLLM allows 20 by default; OpenAI's completions endpoint allows 5)."""
+        (vLLM allows 20 by default; OpenAI's completions endpoint allows 5).
+        ``prompts_per_request`` caps the prompts (times ``n`` samples) sent in one
+        HTTP request; 1 sends one request per prompt."""
         super().__init__()
-        import httpx
         import openai
 
         if isinstance(base_urls, str):
@@ -125,9 +131,12 @@ class OpenAIEngine(Engine):
         self.backoff = float(backoff)
         self.top_logprobs = int(top_logprobs)
         self.concurrency = max(1, int(concurrency))
+        self.prompts_per_request = max(1, int(prompts_per_request))
+        self.http_requests: dict[str, int] = {}  # HTTP requests per operation (first tries)
         # A local vLLM accepts any key; the client insists on one being set.
         key = api_key or os.environ.get("PERSONAE_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        http_timeout = httpx.Timeout(self.timeout, connect=min(10.0, self.timeout))
+        # The client's own timeout type: openai 3.x wraps httpx2, and an httpx.Timeout breaks it.
+        http_timeout = openai.Timeout(self.timeout, connect=min(10.0, self.timeout))
         self.endpoints = [
             Endpoint(url=u.rstrip("/"), client=openai.AsyncOpenAI(base_url=u.rstrip("/"), api_key=key, timeout=http_timeout, max_retries=0))
             for u in base_urls
@@ -158,12 +167,13 @@ class OpenAIEngine(Engine):
         least = [e for e in pool if e.inflight == low]
         return least[next(self._turn) % len(least)]
 
-    async def _call(self, fn):
+    async def _call(self, fn, op: str = "other"):
         """Run ``fn(client)`` with bounded concurrency, retries and backoff; return the response."""
         import openai
 
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.concurrency)
+        self.http_requests[op] = self.http_requests.get(op, 0) + 1
         async with self._sem:
             # (endpoint, reason, outage): an outage is no answer at all (refused,
             # lost, timed out), worded "unreachable" whatever the reason.
@@ -242,74 +252,168 @@ class OpenAIEngine(Engine):
         self.stats.cached_prompt_tokens += cached
         self.stats.generated_tokens += int(usage.completion_tokens or 0)
 
-    def _batch(self, op: str, coros: list) -> list:
+    def _batch(self, op: str, n: int, coros: list) -> list:
+        """Run the HTTP calls of one batched operation of ``n`` requests."""
         t0 = time.perf_counter()
         try:
             return self._run(self._gather(coros))
         finally:
             self.stats.seconds += time.perf_counter() - t0
-            self.stats.record(op, len(coros))
+            self.stats.record(op, n)
 
     # ------------------------------------------------------------ operations
+    # Several prompts travel in one HTTP request (vLLM's completions API takes a
+    # list; choices come back in prompt order, ``index`` = prompt x n + sample), so
+    # the client's per-request cost is paid once per ``prompts_per_request``
+    # prompts and a GPU server gets whole batches. Small batches are spread over
+    # the ``concurrency`` slots (and so over the endpoints) rather than packed.
+
+    def _sizes(self, n: int) -> int:
+        return max(1, min(self.prompts_per_request, math.ceil(n / self.concurrency)))
+
+    @staticmethod
+    def _by_index(resp, want: int, what: str, model: str) -> list:
+        """The response's choices in ``index`` order; one line if any is missing."""
+        out = [None] * want
+        for ch in resp.choices or ():
+            if 0 <= ch.index < want:
+                out[ch.index] = ch
+        if any(ch is None for ch in out):
+            got = sum(ch is not None for ch in out)
+            raise EngineError(f"engine openai: the server returned {got} of {want} {what} for model '{model}'")
+        return out
 
     def option_probs(self, requests: list[OptionRequest]) -> list[OptionResult]:
         if not requests:
             return []
-        return self._batch("option_probs", [self._option(r) for r in requests])
+        slot: dict[str, int] = {}  # one distribution per distinct prompt (greedy: options only relabel it)
+        where = [slot.setdefault(r.prompt, len(slot)) for r in requests]
+        prompts = list(slot)
+        size = self._sizes(len(prompts))
+        chunks = [prompts[i : i + size] for i in range(0, len(prompts), size)]
+        tops = [t for part in self._batch("option_probs", len(requests), [self._options(c) for c in chunks]) for t in part]
+        out = []
+        for req, i in zip(requests, where):
+            top = tops[i]
+            mass = [sum(math.exp(top[v]) for v in letter_variants(o) if v in top) for o in req.options]
+            probs, outside = renormalise(mass)
+            out.append(OptionResult(probs=probs, outside_mass=outside, method="logprobs"))
+        return out
 
-    async def _option(self, req: OptionRequest) -> OptionResult:
+    async def _options(self, prompts: list[str]) -> list[dict]:
+        """The top log-probabilities at the answer position of each prompt."""
         resp = await self._call(lambda c: c.completions.create(
-            model=self.model, prompt=req.prompt, max_tokens=1, temperature=0.0, logprobs=self.top_logprobs,
-        ))
+            model=self.model, prompt=prompts if len(prompts) > 1 else prompts[0], max_tokens=1, temperature=0.0,
+            logprobs=self.top_logprobs,
+        ), "option_probs")
         self._count_usage(resp.usage)
-        lp = resp.choices[0].logprobs if resp.choices else None
-        if lp is None or not lp.top_logprobs or lp.top_logprobs[0] is None:
-            raise EngineError(f"engine openai: the server returned no logprobs for model '{self.model}'")
-        top = lp.top_logprobs[0]
-        mass = [sum(math.exp(top[v]) for v in letter_variants(o) if v in top) for o in req.options]
-        probs, outside = renormalise(mass)
-        return OptionResult(probs=probs, outside_mass=outside, method="logprobs")
+        tops = []
+        for ch in self._by_index(resp, len(prompts), "distributions", self.model):
+            lp = ch.logprobs
+            if lp is None or not lp.top_logprobs or lp.top_logprobs[0] is None:
+                raise EngineError(f"engine openai: the server returned no logprobs for model '{self.model}'")
+            tops.append(lp.top_logprobs[0])
+        return tops
 
     def generate(self, requests: list[GenerateRequest]) -> list[Generation]:
+        """Seeds: a request (prompt, seed s) is what vLLM answers to that prompt
+        with ``seed=s`` -- alone, or in a list of prompts sharing seed s (every
+        prompt of a list gets the request's seed). ``n`` samples of a prompt with
+        seed s are vLLM's child requests with seeds s, s+1, ..., s+n-1, so
+        requests for one prompt with consecutive seeds travel as one prompt with
+        ``n``; the answer to each request stays a function of the request alone,
+        whatever else was batched with it, and a run replays identically. At
+        temperature 0 the seed changes nothing: equal prompts are asked once."""
         if not requests:
             return []
-        return self._batch("generate", [self._generate(r) for r in requests])
+        # (prompt, max_tokens, temperature, stop) -> the seeds asked for (None: greedy)
+        wanted: dict[tuple, set] = {}
+        for r in requests:
+            wanted.setdefault((r.prompt, r.max_tokens, r.temperature, r.stop), set()).add(r.seed if r.temperature > 0 else None)
+        # Runs of consecutive seeds become one prompt with n; prompts sharing
+        # (parameters, first seed, n) become one HTTP request.
+        groups: dict[tuple, list[str]] = {}
+        for (prompt, max_tokens, temperature, stop), seeds in wanted.items():
+            if None in seeds:
+                groups.setdefault((max_tokens, temperature, stop, None, 1), []).append(prompt)
+                continue
+            run: list[int] = []
+            for s in sorted(seeds):
+                if run and (s != run[-1] + 1 or len(run) >= self.prompts_per_request):
+                    groups.setdefault((max_tokens, temperature, stop, run[0], len(run)), []).append(prompt)
+                    run = []
+                run.append(s)
+            groups.setdefault((max_tokens, temperature, stop, run[0], len(run)), []).append(prompt)
+        calls, keys = [], []
+        total = sum(len(v) * k[4] for k, v in groups.items())
+        size = self._sizes(total)
+        for (max_tokens, temperature, stop, seed, n), prompts in groups.items():
+            per = max(1, size // n)
+            for i in range(0, len(prompts), per):
+                part = prompts[i : i + per]
+                calls.append(self._generate(part, max_tokens, temperature, stop, seed, n))
+                keys.append((part, max_tokens, temperature, stop, seed, n))
+        got: dict[tuple, Generation] = {}
+        for (part, max_tokens, temperature, stop, seed, n), gens in zip(keys, self._batch("generate", len(requests), calls)):
+            for k, g in enumerate(gens):
+                prompt, j = part[k // n], k % n
+                got[(prompt, max_tokens, temperature, stop, None if seed is None else seed + j)] = g
+        return [got[(r.prompt, r.max_tokens, r.temperature, r.stop, r.seed if r.temperature > 0 else None)] for r in requests]
 
-    async def _generate(self, req: GenerateRequest) -> Generation:
-        kwargs = dict(model=self.model, prompt=req.prompt, max_tokens=req.max_tokens, temperature=req.temperature, seed=req.seed)
-        if req.stop:
-            kwargs["stop"] = list(req.stop)
-        resp = await self._call(lambda c: c.completions.create(**kwargs))
+    async def _generate(self, prompts: list[str], max_tokens: int, temperature: float, stop: tuple, seed: int | None, n: int) -> list[Generation]:
+        kwargs: dict = dict(model=self.model, prompt=prompts if len(prompts) > 1 else prompts[0], max_tokens=max_tokens, temperature=temperature)
+        if seed is not None:
+            kwargs["seed"] = seed
+        if n > 1:
+            kwargs["n"] = n
+        if stop:
+            kwargs["stop"] = list(stop)
+        several = len(prompts) * n > 1
+        if several:
+            # usage counts tokens per request; each answer's own count comes from
+            # its sampled tokens' logprobs (grows with the answer, not the prompt)
+            kwargs["logprobs"] = 0
+        resp = await self._call(lambda c: c.completions.create(**kwargs), "generate")
         self._count_usage(resp.usage)
-        choice = resp.choices[0]
-        n = int(resp.usage.completion_tokens) if resp.usage else 0
-        return Generation(text=choice.text, finish_reason="length" if choice.finish_reason == "length" else "stop", n_tokens=n)
+        out = []
+        for ch in self._by_index(resp, len(prompts) * n, "generations", self.model):
+            if several:
+                k = len(ch.logprobs.tokens) if ch.logprobs is not None and ch.logprobs.tokens is not None else 0
+            else:
+                k = int(resp.usage.completion_tokens) if resp.usage else 0
+            out.append(Generation(text=ch.text, finish_reason="length" if ch.finish_reason == "length" else "stop", n_tokens=k))
+        return out
 
     def loglikelihood(self, requests: list[LoglikRequest]) -> list[float]:
         if not requests:
             return []
-        return self._batch("loglikelihood", [self._loglik(r) for r in requests])
+        size = self._sizes(len(requests))
+        chunks = [requests[i : i + size] for i in range(0, len(requests), size)]
+        return [x for part in self._batch("loglikelihood", len(requests), [self._loglik(c) for c in chunks]) for x in part]
 
-    async def _loglik(self, req: LoglikRequest) -> float:
-        """Sum of the continuation's token log-probabilities given the context.
+    async def _loglik(self, reqs: list[LoglikRequest]) -> list[float]:
+        """Sum of each continuation's token log-probabilities given its context.
 
         Tokens are attributed by their character offset in the echoed prompt: a
         token that starts inside the context counts as context (with the usual
         continuation " word" the boundary falls between tokens)."""
-        text = req.context + req.continuation
+        texts = [r.context + r.continuation for r in reqs]
         resp = await self._call(lambda c: c.completions.create(
-            model=self.model, prompt=text, max_tokens=0, echo=True, logprobs=0, temperature=0.0,
-        ))
+            model=self.model, prompt=texts if len(texts) > 1 else texts[0], max_tokens=0, echo=True, logprobs=0, temperature=0.0,
+        ), "loglikelihood")
         self._count_usage(resp.usage)
-        lp = resp.choices[0].logprobs if resp.choices else None
-        if lp is None or lp.token_logprobs is None or lp.text_offset is None:
-            raise EngineError(f"engine openai: the server returned no prompt logprobs (echo) for model '{self.model}'")
-        start, end = len(req.context), len(text)
-        total = 0.0
-        for off, val in zip(lp.text_offset, lp.token_logprobs):
-            if start <= off < end and val is not None:
-                total += float(val)
-        return total
+        out = []
+        for req, text, ch in zip(reqs, texts, self._by_index(resp, len(texts), "scores", self.model)):
+            lp = ch.logprobs
+            if lp is None or lp.token_logprobs is None or lp.text_offset is None:
+                raise EngineError(f"engine openai: the server returned no prompt logprobs (echo) for model '{self.model}'")
+            start, end = len(req.context), len(text)
+            total = 0.0
+            for off, val in zip(lp.text_offset, lp.token_logprobs):
+                if start <= off < end and val is not None:
+                    total += float(val)
+            out.append(total)
+        return out
 
     # ------------------------------------------------------------ bookkeeping
 

@@ -177,22 +177,48 @@ def _rows_invariant(k: int, n: int, m: int, gen: torch.Generator) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class RowPolicy:
+    """How products are made batch-invariant on this machine: every product
+    gets at least ``rows`` rows; the ``(in, out)`` shapes in ``one_thread``
+    also run on one thread."""
+
+    rows: int
+    one_thread: frozenset
+
+
 @functools.lru_cache(maxsize=None)  # once per process and model shape set
-def _invariant_rows(shapes: tuple[tuple[int, int], ...], threads: int) -> int | None:
+def _invariant_rows(shapes: tuple[tuple[int, int], ...], may_serialise: tuple[tuple[int, int], ...], threads: int) -> RowPolicy | None:
     gen = torch.Generator().manual_seed(0)
     for m in ROW_CANDIDATES:
-        if all(_rows_invariant(k, min(n, PROBE_COLUMNS), m, gen) for k, n in shapes):
-            return m
+        serial = []
+        for k, n in shapes:
+            if _rows_invariant(k, min(n, PROBE_COLUMNS), m, gen):
+                continue
+            # Some libraries split a long reduction across threads when there
+            # are few rows (MKL on AVX-512 Xeons does for k=1536 below 256
+            # rows): on one thread the order is fixed again, at a lower cost
+            # than padding every product to hundreds of rows.
+            if (k, n) in may_serialise:
+                with _one_thread():
+                    if _rows_invariant(k, min(n, PROBE_COLUMNS), m, gen):
+                        serial.append((k, n))
+                        continue
+            break
+        else:
+            return RowPolicy(rows=m, one_thread=frozenset(serial))
     return None
 
 
-def invariant_rows(shapes) -> int | None:
+def invariant_rows(shapes, may_serialise=()) -> RowPolicy | None:
     """The smallest row count in ``ROW_CANDIDATES`` from which this machine's
     products give every row the same bits whatever the row count and the row's
-    position, for every ``(in_features, out_features)`` in ``shapes``; ``None``
-    if no candidate holds (then results may depend on the batch). Checked with
-    the current thread count, which the library may also key its path on."""
-    return _invariant_rows(tuple(sorted(set(shapes))), torch.get_num_threads())
+    position, for every ``(in_features, out_features)`` in ``shapes`` — the
+    shapes in ``may_serialise`` (the model's linear layers) may get there on
+    one thread; ``None`` if no candidate holds (then results may depend on the
+    batch). Checked with the current thread count, which the library may also
+    key its path on."""
+    return _invariant_rows(tuple(sorted(set(shapes))), tuple(sorted(set(may_serialise))), torch.get_num_threads())
 
 
 def pad_rows_linear(linear: torch.nn.Linear) -> None:

@@ -137,18 +137,21 @@ class TransformersEngine(Engine):
             # result does not depend on what else is in the batch. The row count
             # from which products are invariant is checked on this machine.
             head_dim = self.hf.config.hidden_size // self.hf.config.num_attention_heads
-            shapes = [(m.in_features, m.out_features) for m in self.hf.modules() if isinstance(m, torch.nn.Linear)]
-            shapes += [(head_dim, packed_attention.BLOCK), (packed_attention.BLOCK, head_dim + 1)]  # attention's products
-            rows = packed_attention.invariant_rows(shapes)
-            if rows is None:
+            linear = [(m.in_features, m.out_features) for m in self.hf.modules() if isinstance(m, torch.nn.Linear)]
+            shapes = linear + [(head_dim, packed_attention.BLOCK), (packed_attention.BLOCK, head_dim + 1)]  # attention's products
+            policy = packed_attention.invariant_rows(shapes, may_serialise=linear)
+            if policy is None:
                 warnings.warn(f"engine transformers: no row count in {packed_attention.ROW_CANDIDATES} makes this CPU's matrix "
                               "products batch-invariant; a resumed run may differ from an uninterrupted one in the last digits",
                               stacklevel=2)
-                rows = packed_attention.ROW_CANDIDATES[-1]
-            packed_attention.MIN_ROWS = rows
+                policy = packed_attention.RowPolicy(rows=packed_attention.ROW_CANDIDATES[-1], one_thread=frozenset())
+            packed_attention.MIN_ROWS = policy.rows
+            self.row_policy = policy
             for module in self.hf.modules():
                 if isinstance(module, torch.nn.Linear):
                     packed_attention.pad_rows_linear(module)
+                    if (module.in_features, module.out_features) in policy.one_thread:
+                        packed_attention.on_one_thread(module)
                 for name in ("act_fn", "rotary_emb"):
                     if isinstance(getattr(module, name, None), torch.nn.Module):
                         packed_attention.on_one_thread(getattr(module, name))

