@@ -20,6 +20,9 @@ ANTHOLOGY_PROMPT = (
     "Question: Tell me about yourself. How old are you? Where did you grow up? What events made you who you are? "
     "What matters to you and what do you enjoy?\nAnswer:"
 )
+# Named variants: "cued" is the public Anthology code's prompt (above); "plain" is the
+# bare question the Anthology blog and the higher-order-binding talk show.
+ANTHOLOGY_PROMPTS = {"cued": ANTHOLOGY_PROMPT, "plain": "Question: Tell me about yourself.\nAnswer:"}
 CITIZEN_QUESTION = "\n\nQuestion: Are you a US citizen?\nAnswer:"
 
 # American Voices Project (2021) life-history questions, as listed in the
@@ -61,6 +64,16 @@ ANSWER_WEIGHTS = (5, 3, 2, 2, 1, 2, 2, 1, 1, 1)
 TOKENS_PER_WORD = 1.33
 
 
+def answer_words(conditioning: str) -> int:
+    """Words the persona itself wrote: the text after each ``Answer:`` up to the
+    next ``Question:`` (an interview's answers, an Anthology backstory's story),
+    or every word of a text with no ``Answer:`` (rule-based personas). The
+    interview's ``interview_words`` is a budget; this is what was realized."""
+    if "Answer:" not in conditioning:
+        return len(conditioning.split())
+    return sum(len(part.split("Question:")[0].split()) for part in conditioning.split("Answer:")[1:])
+
+
 def answer_budgets(words: int, n_questions: int, explicit: tuple[int, ...] | None = None) -> list[int]:
     """Per-answer token budgets for the first ``n_questions`` questions:
     ``explicit`` if given (the last value repeats), else ``words`` split by
@@ -84,6 +97,11 @@ class GenerationParams:
     consistency_rounds: int = 1  # consistency-critic rounds over the whole transcript (0 = off)
     consistency_threshold: float = 0.5
     consistency_max_flags: int = 3  # answers flagged per transcript and round, at most
+    anthology_prompt: str = "cued"  # a key of ANTHOLOGY_PROMPTS
+
+    def __post_init__(self):
+        if self.anthology_prompt not in ANTHOLOGY_PROMPTS:
+            raise ValueError(f"anthology_prompt must be one of {sorted(ANTHOLOGY_PROMPTS)}, got {self.anthology_prompt!r}")
 
     def budgets(self) -> list[int]:
         return answer_budgets(self.interview_words, self.interview_questions, self.answer_tokens)
@@ -127,19 +145,19 @@ def _gen(engine: Engine, prompts: list[tuple[str, int]], params: GenerationParam
     return [g.text.strip() for g in _generations(engine, prompts, params, prefix_lens, stop)]
 
 
-def dp_prompt(profile: dict) -> str:
+def dp_prompt(profile: dict, variant: str = "cued") -> str:
     """Anthology (DP): the backstory prompt carries the respondent's demographics
     (first-person, as the answer's opening), so the story is written for them."""
     from .baselines import bio
 
-    return f"{ANTHOLOGY_PROMPT} {bio(profile).strip()}"
+    return f"{ANTHOLOGY_PROMPTS[variant]} {bio(profile).strip()}"
 
 
 def anthology(engine: Engine, drafts: list[Draft], params: GenerationParams) -> None:
     """Fill each draft with an Anthology backstory (citizenship-filtered if asked)."""
     pending = list(drafts)
     while pending:
-        heads = [dp_prompt(d.profile) if d.profile is not None else ANTHOLOGY_PROMPT for d in pending]
+        heads = [dp_prompt(d.profile, params.anthology_prompt) if d.profile is not None else ANTHOLOGY_PROMPTS[params.anthology_prompt] for d in pending]
         texts = _gen(engine, [(h, derive_seed(d.seed, "backstory", d.attempts)) for h, d in zip(heads, pending)], params)
         verdicts = [True] * len(pending)
         if params.citizenship_filter:

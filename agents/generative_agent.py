@@ -1,6 +1,6 @@
 """The Generative Agent baseline (Park et al. 2024, as run in the
-higher-order-binding talk): expert personas -- a psychologist, a political
-scientist... -- each write a reflection on what a persona's backstory says
+higher-order-binding talk): expert personas -- Park et al.'s psychologist,
+behavioural economist, political scientist and demographer by default -- each write a reflection on what a persona's backstory says
 about its worldview; the persona answers a survey question after
 chain-of-thought reasoning over its backstory and those reflections. The
 option distribution is read after the reasoning, so the same metrics apply as
@@ -31,6 +31,11 @@ EXPERTS = {
         "As a political scientist, describe in a few sentences this person's political identity, how strongly they "
         "are attached to a party, and how they feel about people of the other party.",
     ),
+    "behavioral_economist": (
+        "Behavioral economist",
+        "As a behavioral economist, describe in a few sentences how this person weighs costs, risks and fairness, "
+        "whom they trust, and how they decide when their interests and their group's pull apart.",
+    ),
     "sociologist": (
         "Sociologist",
         "As a sociologist, describe in a few sentences the communities this person belongs to and the social forces "
@@ -41,6 +46,9 @@ EXPERTS = {
         "As a demographer, state this person's likely age group, gender, race, education, income, region and party.",
     ),
 }
+# Park et al. (2024), "Generative Agent Simulations of 1,000 People": the expert
+# reflection module's four experts.
+PARK2024_EXPERTS = ("psychologist", "behavioral_economist", "political_scientist", "demographer")
 REFLECTIONS_HEAD = "Expert reflections on the person above:\n"
 REFLECTION_ASK = "\n{instruction}\n{title}:"
 REASONING_ASK = (
@@ -51,7 +59,7 @@ REASONING_ASK = (
 
 @dataclass(frozen=True)
 class GenerativeAgentSettings:
-    experts: tuple[str, ...] = ("psychologist", "political_scientist")
+    experts: tuple[str, ...] = PARK2024_EXPERTS
     reflection_tokens: int = 96
     reasoning_tokens: int = 64
     temperature: float = 0.7

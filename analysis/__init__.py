@@ -13,7 +13,8 @@ Typical use::
 Modules: :mod:`~analysis.human_data` (study YAML and data),
 :mod:`~analysis.matching`, :mod:`~analysis.metrics`,
 :mod:`~analysis.lower_bound`, :mod:`~analysis.subgroups` (evaluation, whole
-sample and per subgroup), :mod:`~analysis.report`.
+sample and per subgroup), :mod:`~analysis.individual` (each persona against
+its own respondent, baselines and the test-retest ceiling), :mod:`~analysis.report`.
 """
 from analysis.human_data import HumanStudy, StudyError, builtin_studies, load_study
 from analysis.lower_bound import LowerBound, human_lower_bound

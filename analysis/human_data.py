@@ -47,6 +47,17 @@ YAML schema
                                         #   labels     the data hold the option labels
     scales:                             # optional: items forming a scale, for alpha
       trust: {items: [trstprl, trstlgl, distrust], reverse: [distrust]}
+    retest:                             # optional: the same questions asked again of the
+                                        # same people (the individual-level ceiling,
+                                        # analysis.individual); per question, either
+      questions:
+        trstprl: trstprl_w2             #   a column of the same row (wide data), or
+        stfdem: {wave: 2}               #   the same column in the respondent's row of
+                                        #   another wave (long data; the study's filters
+                                        #   keep the test wave)
+      id: [idno]                        # long data: the columns naming a respondent
+      wave: wave                        # long data: the column naming the wave
+      interval: "two weeks"             # optional, in words, for the report
     x-agree: &agree [Disagree, Neutral, Agree]   # top-level x-* keys are ignored:
                                         # a place for YAML anchors (options: *agree)
     demographics:                       # traits personas are surveyed on
@@ -67,6 +78,9 @@ YAML schema
         values: {1: 0, 0: 1, -1: 2}     # optional raw -> option index or label
         missing: [8, 9]                 # optional raw codes to drop
         bins: {count: 5, range: [0, 100]}   # or bins: 5 with range: [0, 100]
+    nominal: [vote]                     # optional: questions whose options have no order
+                                        # (individual level: only exact agreement counts;
+                                        # the others are ordinal: distances count)
 
 How a raw value becomes an option index (questions and traits alike):
 
@@ -218,6 +232,23 @@ class QuestionSpec(_ItemSpec):
     positions: list[Number] | None = None
 
 
+class RetestItemSpec(StrictModel):
+    """Where a question's re-test answer is: ``column`` of the same row, or of the
+    respondent's row in ``wave`` (long data; default column: the question's own)."""
+
+    column: str | None = None
+    wave: Scalar | None = None
+
+
+class RetestSpec(StrictModel):
+    """The same questions asked again of the same people (test-retest)."""
+
+    questions: dict[str, str | RetestItemSpec] = Field(min_length=1)
+    id: str | list[str] | None = None
+    wave: str | None = None
+    interval: str | None = None
+
+
 class FilterSpec(StrictModel):
     """``{min: 18}``, ``{max: 65}``, ``{not: [FR, DE]}`` (bounds included; combinable)."""
 
@@ -259,6 +290,8 @@ class StudySpec(StrictModel):
     demographics: list[TraitSpec] = []
     questions: list[QuestionSpec] = Field(min_length=1)
     partisans: PartisansSpec | None = None
+    retest: RetestSpec | None = None
+    nominal: list[str] = []
 
 
 # ---------------------------------------------------------------------------
@@ -273,6 +306,7 @@ class Question:
     options: tuple[str, ...]
     positions: tuple[float, ...]
     column: str | None = None
+    nominal: bool = False  # listed under nominal: -- only exact agreement counts at the individual level
 
     @property
     def n_options(self) -> int:
@@ -318,6 +352,9 @@ class HumanStudy:
     bound possible), ``weighted`` counts, or ``shares`` (no group merging).
     ``warnings``: things that loaded but deserve a look (one line each).
     ``filters`` / ``n_loaded`` / ``sample_note``: what was applied, for the report header.
+    ``retest``: the re-test answers of the questions the study's ``retest:``
+    names (rows as ``responses``, option index or NaN), None without one;
+    ``retest_note``: how they were measured, in words.
     """
 
     name: str
@@ -340,6 +377,8 @@ class HumanStudy:
     filters: tuple[str, ...] = ()  # the filters applied, in words, with the rows each kept
     n_loaded: int = -1  # respondents after filters, before any subset (-1: as n)
     sample_note: str = ""  # how the respondents were sampled ("" = all of them)
+    retest: pd.DataFrame | None = None
+    retest_note: str = ""
 
     # -- shape ---------------------------------------------------------
     @property
@@ -456,6 +495,7 @@ class HumanStudy:
             weights=self.weights[idx],
             demographics=self.demographics.iloc[idx].reset_index(drop=True),
             row_ids=self.row_ids[idx],
+            retest=None if self.retest is None else self.retest.iloc[idx].reset_index(drop=True),
         )
 
     def sample(self, n: int | None, seed: int) -> HumanStudy:
@@ -488,7 +528,10 @@ class HumanStudy:
         qs = [self.question(qid) for qid in question_ids]
         agg = None if self.aggregate is None else self.aggregate[self.aggregate["question"].isin(list(question_ids))]
         scales = tuple(s for s in self.scales if all(i in question_ids for i in s.items))
-        return replace(self, questions=qs, responses=self.responses[list(question_ids)].copy(), aggregate=agg, scales=scales)
+        retest = None
+        if self.retest is not None and any(q in self.retest.columns for q in question_ids):
+            retest = self.retest[[q for q in question_ids if q in self.retest.columns]].copy()
+        return replace(self, questions=qs, responses=self.responses[list(question_ids)].copy(), aggregate=agg, scales=scales, retest=retest)
 
     def option_codes(self, trait: str, options: str | Sequence[str]) -> list[int]:
         """Option indices of ``options`` (labels) of ``trait``; an unknown label is an error."""
@@ -709,6 +752,23 @@ def _check_spec(spec: StudySpec, label: str) -> None:
         twice = [o for o in dict.fromkeys(item.options) if item.options.count(o) > 1]
         if twice:
             raise StudyError(f"{label}: {where}.options: option {twice[0]!r} is listed twice (labels must be unique)")
+    for qid in spec.nominal:
+        if qid not in seen:
+            raise StudyError(f"{label}: nominal: no question '{qid}' (expected question ids: {', '.join(seen)})")
+    if spec.retest is not None:
+        if spec.source.kind == "aggregate":
+            raise StudyError(f"{label}: retest: needs individual respondents, but source.kind is 'aggregate'")
+        for qid, target in spec.retest.questions.items():
+            if qid not in seen:
+                raise StudyError(f"{label}: retest.questions.{qid}: no question '{qid}' (expected a question id: {', '.join(seen)})")
+            if isinstance(target, RetestItemSpec) and target.wave is not None and not (spec.retest.wave and spec.retest.id):
+                missing = "wave" if not spec.retest.wave else "id"
+                raise StudyError(
+                    f"{label}: retest.{missing}: required when a question names a wave (retest.questions.{qid}.wave): "
+                    "expected the column naming the wave (wave:) and the columns naming a respondent (id:)"
+                )
+            if isinstance(target, RetestItemSpec) and target.wave is None and not target.column:
+                raise StudyError(f"{label}: retest.questions.{qid}: expected a column or a wave (e.g. {{wave: 2}})")
     reversed_in: dict[str, tuple[str, bool]] = {}
     for name, scale in spec.scales.items():
         where = f"{label}: scales.{name}"
@@ -920,7 +980,22 @@ def _needed_columns(spec: StudySpec) -> list[str]:
         cols.append(spec.partisans.column)
     if spec.weight:
         cols.append(spec.weight)
+    if spec.retest is not None:
+        cols += _retest_columns(spec)
     return list(dict.fromkeys(cols))
+
+
+def _retest_ids(spec: StudySpec) -> list[str]:
+    ids = spec.retest.id if spec.retest is not None else None
+    return [] if ids is None else [ids] if isinstance(ids, str) else list(ids)
+
+
+def _retest_columns(spec: StudySpec) -> list[str]:
+    """Every column ``retest:`` reads: re-test columns, the wave and id columns."""
+    r = spec.retest
+    own = {q.id: q.column for q in spec.questions}
+    cols = [t if isinstance(t, str) else (t.column or own[qid]) for qid, t in r.questions.items()]
+    return cols + ([r.wave] if r.wave else []) + _retest_ids(spec)
 
 
 def _read_table(path: Path, label: str) -> pd.DataFrame:
@@ -1010,6 +1085,16 @@ def _check_all_columns(spec: StudySpec, columns: Sequence[str], label: str, labe
         _check_column(frame, t.column, f"{label}: demographics[{i}].column", labels)
     if spec.weight:
         _check_column(frame, spec.weight, f"{label}: weight", labels)
+    if spec.retest is not None:
+        r = spec.retest
+        own = {q.id: q.column for q in spec.questions}
+        for qid, t in r.questions.items():
+            column = t if isinstance(t, str) else (t.column or own[qid])
+            _check_column(frame, column, f"{label}: retest.questions.{qid}", labels)
+        if r.wave:
+            _check_column(frame, r.wave, f"{label}: retest.wave", labels)
+        for column in _retest_ids(spec):
+            _check_column(frame, column, f"{label}: retest.id", labels)
 
 
 def _apply_filters(df: pd.DataFrame, spec: StudySpec, label: str, notes: list[str]) -> tuple[pd.DataFrame, tuple[str, ...]]:
@@ -1129,7 +1214,7 @@ def load_study(
             raise StudyError(f"{where}.column: column '{q.column}' has no valid answers after filters and missing codes")
         _check_filtered_out(unfiltered, df, q, spec, where, notes)
         responses[q.id] = codes.to_numpy(float)
-        questions.append(Question(q.id, q.text, tuple(q.options), _question_positions(spec, q), q.column))
+        questions.append(Question(q.id, q.text, tuple(q.options), _question_positions(spec, q), q.column, q.id in spec.nominal))
 
     traits, demo = [], {}
     for i, t in enumerate(spec.demographics):
@@ -1146,6 +1231,7 @@ def load_study(
         traits.append(Trait(t.trait, t.question, tuple(t.options), t.column))
     partisans = _apply_partisans(spec, df, demo, label)
     weights = _weights(df, spec, label)
+    retest, retest_note = _load_retest(spec, unfiltered, df, label, notes)
     _warn(notes)
 
     return HumanStudy(
@@ -1166,7 +1252,60 @@ def load_study(
         warnings=tuple(notes),
         filters=applied,
         n_loaded=len(df),
+        retest=retest,
+        retest_note=retest_note,
     )
+
+
+def _load_retest(spec: StudySpec, unfiltered: pd.DataFrame, df: pd.DataFrame, label: str, notes: list[str]) -> tuple[pd.DataFrame | None, str]:
+    """The re-test answers of the kept rows, coded like the test answers.
+
+    Wide data: another column of the same row. Long data: the respondent's row
+    (same ``retest.id`` values) in ``wave``, looked up in the unfiltered data so
+    that the filters which select the test wave do not remove it; a respondent
+    without that row has no re-test (NaN), said in a warning.
+    """
+    r = spec.retest
+    if r is None:
+        return None, ""
+    by_id = {q.id: q for q in spec.questions}
+    ids = _retest_ids(spec)
+    out: dict[str, np.ndarray] = {}
+    described = []
+    for qid, target in r.questions.items():
+        q = by_id[qid]
+        where = f"{label}: retest.questions.{qid}"
+        column = target if isinstance(target, str) else (target.column or q.column)
+        wave = None if isinstance(target, str) else target.wave
+        if wave is None:
+            raw = df[column]
+            described.append(f"{qid}: column {column}")
+        else:
+            waves = unfiltered[r.wave].map(_key)
+            if (df[r.wave].map(_key) == _key(wave)).any():
+                raise StudyError(
+                    f"{where}.wave: the study's rows include wave {_fmt(_key(wave))} itself; "
+                    f"expected filters that keep only the test wave (e.g. filters: {{{r.wave}: <test wave>}})"
+                )
+            later = unfiltered[(waves == _key(wave)).to_numpy()]
+            if later.empty:
+                present = ", ".join(_fmt(v) for v in pd.unique(waves))
+                raise StudyError(f"{where}.wave: no row has {r.wave} = {_fmt(_key(wave))} (waves in the data: {present})")
+            keys = later[ids].astype(str).agg("\x1f".join, axis=1)
+            if keys.duplicated().any():
+                dup = keys[keys.duplicated()].iloc[0].replace("\x1f", ", ")
+                raise StudyError(f"{where}.wave: respondent ({dup}) has several rows in wave {_fmt(_key(wave))}; expected retest.id to name one respondent per wave")
+            lookup = pd.Series(later[column].to_numpy(object), index=keys.to_numpy())
+            mine = df[ids].astype(str).agg("\x1f".join, axis=1)
+            raw = pd.Series(lookup.reindex(mine.to_numpy()).to_numpy(object), index=df.index)
+            absent = int((~mine.isin(lookup.index)).sum())
+            if absent:
+                notes.append(f"{where}.wave: {absent} of {len(df)} respondents have no row in wave {_fmt(_key(wave))}: no re-test for them")
+            described.append(f"{qid}: {column} in wave {r.wave} = {_fmt(_key(wave))}")
+        item = q.model_copy(update={"column": column})
+        out[qid] = _code_series(raw, item, spec.default_missing, where, spec.codes, None).to_numpy(float)
+    note = "re-test " + "; ".join(described) + (f" ({r.interval} later)" if r.interval else "")
+    return pd.DataFrame(out, columns=list(out)), note
 
 
 def _check_filtered_out(unfiltered: pd.DataFrame, df: pd.DataFrame, item: _ItemSpec, spec: StudySpec, where: str, notes: list[str]) -> None:
@@ -1289,7 +1428,7 @@ def _load_aggregate(spec: StudySpec, df: pd.DataFrame, label: str, origin: str) 
         if not (part["trait"] == "").any():
             part = pd.concat([part, _derived_whole_sample(part, spec, where, q.id, shares, notes)], ignore_index=True)
         frames.append(part)
-        questions.append(Question(q.id, q.text, tuple(q.options), _question_positions(spec, q), q.column))
+        questions.append(Question(q.id, q.text, tuple(q.options), _question_positions(spec, q), q.column, q.id in spec.nominal))
     table = pd.concat(frames, ignore_index=True)
     table["option"] = table["option"].astype(np.int64)
     table["group"] = table["group"].astype(np.int64)

@@ -56,7 +56,6 @@ from benchmarks.synthetic_studies import PUBLISHED_N, UNSHIPPABLE, SyntheticStud
 
 PAPER = ROOT / "scenarios" / "paper"
 DEFAULT_KILL = "hostility_kang2025"  # real (ANES) data, a survey, a few minutes at 0.02
-KILL_CHUNK = 8  # personas per store commit in the killed run (see kill_and_resume)
 
 
 def presets() -> list[str]:
@@ -313,14 +312,15 @@ class KillResume:
 
 
 def kill_and_resume(plan: Plan, clean: RunOutcome, clean_work: Path, work: Path, ports: tuple[int, int],
-                    log=print) -> KillResume:
+                    log=print, chunk: int | None = None) -> KillResume:
     """Kill ``plan`` once its store holds half the clean run's answers, resume it,
     compare prompts and report files with the clean run."""
     shutil.rmtree(work, ignore_errors=True)
     half = max(1, clean.rows // 2)
-    # Small chunks: the store commits per chunk, so with the preset's 256 the kill could only land
-    # on a few commit points. population.chunk changes batching only (not the run id nor any answer).
-    plan = Plan(**{**asdict(plan), "sets": [*plan.sets, f"population.chunk={KILL_CHUNK}"]})
+    # The store commits per chunk: a smaller population.chunk lets the kill land nearer half-way.
+    # Off by default: at 0.02 a chunk of 8 changed the run id and the prompts (see the issue-24 report).
+    if chunk:
+        plan = Plan(**{**asdict(plan), "sets": [*plan.sets, f"population.chunk={chunk}"]})
     k = run_once(plan, work, ports, kill_at_rows=half, log=log)
     saved = store_rows(work / "store.db")
     r = run_once(plan, work, ports, log=log)
@@ -398,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--population", type=int, default=None, help="population.size for every preset run (e.g. 1000/10000/40000)")
     ap.add_argument("--kill-preset", default=DEFAULT_KILL, help=f"preset killed half-way and resumed (default {DEFAULT_KILL})")
     ap.add_argument("--no-kill", action="store_true", help="skip the kill-and-resume check")
+    ap.add_argument("--kill-chunk", type=int, default=None, help="population.chunk of the killed and resumed runs (default: the preset's)")
     ap.add_argument("--keep", action="store_true", help="keep each preset's store and report (work/)")
     a = ap.parse_args(argv)
     names = a.only or presets()
@@ -423,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
             done[key] = rec
             print(table([rec]).splitlines()[-1 if rec["completed"] else -2])
             if name == a.kill_preset and not a.no_kill and o.completed:
-                kr = kill_and_resume(plan, o, work, out / "work" / (key.replace("/", "_") + "-killed"), ports)
+                kr = kill_and_resume(plan, o, work, out / "work" / (key.replace("/", "_") + "-killed"), ports, chunk=a.kill_chunk)
                 krec = {"key": "kill:" + key, **asdict(kr)}
                 append_record(results, krec)
                 done[krec["key"]] = krec

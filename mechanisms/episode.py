@@ -85,6 +85,13 @@ class Participant:
     # A fine-tuned representative speaks through its own engine (base model +
     # adapter); None = the episode's engine.
     engine: Engine | None = field(default=None, compare=False, hash=False, repr=False)
+    # Salt of this actor's sampling seeds: "" = the slot's own seeds; the null
+    # row's stand-in (the original re-played as itself) samples under other seeds.
+    seed_salt: str = ""
+
+
+def _salt(actor: Participant) -> tuple[str, ...]:
+    return (actor.seed_salt,) if actor.seed_salt else ()
 
 
 @dataclass
@@ -288,7 +295,7 @@ class Episode:
             prompt, plen = prompts.opinion_prompt(a.conditioning, q.question, self.config.prompt_format)
             greqs.append(
                 GenerateRequest(
-                    prompt, self.config.budget.opinion, self.config.temperature, prompts.STOP, self._seed(0, "opinion", i), plen
+                    prompt, self.config.budget.opinion, self.config.temperature, prompts.STOP, self._seed(0, "opinion", i, *_salt(a)), plen
                 )
             )
             metas.append(dict(round=0, phase="opinions", act="opinion", participant=i, actor=a.id))
@@ -305,7 +312,7 @@ class Episode:
             )
             reqs.append(
                 GenerateRequest(
-                    prompt, self.config.budget.critique, self.config.temperature, prompts.STOP, self._seed(r, "critique", i), plen
+                    prompt, self.config.budget.critique, self.config.temperature, prompts.STOP, self._seed(r, "critique", i, *_salt(a)), plen
                 )
             )
             metas.append(dict(round=r, phase="critiques", act="critique", participant=i, actor=a.id))

@@ -25,6 +25,16 @@ How participants rank the K candidates (``ranking=``):
   reasoning and a strict arrow ranking (``B > A > C``) of the candidates
   shuffled for them; see :class:`HabermasMediator` for retries and fallback.
 
+Who ranks (``ranker=``):
+
+* ``"words"`` (the Habermas Machine's): an assistant ranks for each participant
+  from what they said -- the question, their opinion and, in a revision round,
+  the statement under revision and their critique -- with no persona or record
+  in the prompt. The mechanism is then a black box over participants' words,
+  so a digital representative changes the outcome only through what it wrote.
+* ``"persona"``: each participant ranks as itself, its conditioning (backstory,
+  or the stand-in's record when the rank act is represented) in the prompt.
+
 This module also holds the :class:`Transcript` every engine call of an episode
 goes through, so each utterance lands in the episode log.
 """
@@ -304,6 +314,7 @@ class LLMMediator(Mediator):
 
 
 RANKINGS = ("rating", "choice", "cot")
+RANKERS = ("words", "persona")
 COT_STOP = ("</answer>", "<|im_end|>", "<|im_start|>")
 
 
@@ -334,11 +345,14 @@ class HabermasMediator(Mediator):
         cot_tokens: int = 256,
         cot_retries: int = 1,
         cot_temperature: float = 0.7,
+        ranker: str = "persona",
     ):
         if num_candidates < 1:
             raise ValueError("num_candidates must be >= 1")
         if ranking not in RANKINGS:
             raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
+        if ranker not in RANKERS:
+            raise ValueError(f"ranker must be one of {RANKERS}, got {ranker!r}")
         if ranking in ("choice", "cot") and num_candidates > 26:
             raise ValueError(f"ranking={ranking!r} lists candidates as letters: at most 26")
         self.num_candidates = num_candidates
@@ -351,12 +365,18 @@ class HabermasMediator(Mediator):
         self.cot_tokens = cot_tokens
         self.cot_retries = cot_retries
         self.cot_temperature = cot_temperature
+        self.ranker = ranker
+
+    # The public Habermas Machine code (google-deepmind/habermas_machine,
+    # machine.py): 16 candidates, ``num_retries_on_error`` 8 for both the
+    # statement and the ranking model, a CoT ranking model that sees the
+    # question, opinion, previous winner and critique, Schulze aggregation.
+    HM_SETTINGS = {"num_candidates": 16, "ranking": "cot", "retries": 8, "cot_retries": 8, "ranker": "words", "method": "schulze"}
 
     @classmethod
     def habermas_machine(cls, **overrides) -> "HabermasMediator":
-        """The Habermas Machine's settings: 16 candidates, chain-of-thought
-        ranking, up to 8 retries of a failed generation or ranking."""
-        return cls(**{"num_candidates": 16, "ranking": "cot", "retries": 8, "cot_retries": 8, **overrides})
+        """The Habermas Machine's settings (:attr:`HM_SETTINGS`)."""
+        return cls(**{**cls.HM_SETTINGS, **overrides})
 
     def describe(self) -> dict:
         out = {
@@ -368,6 +388,7 @@ class HabermasMediator(Mediator):
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "retries": self.retries,
+            "ranker": self.ranker,
         }
         if self.ranking == "cot":
             out.update(cot_tokens=self.cot_tokens, cot_retries=self.cot_retries, cot_temperature=self.cot_temperature)
@@ -404,6 +425,15 @@ class HabermasMediator(Mediator):
         out = MediationOutput(candidates[social.winner], candidates, rankings, social, social.winner, ranking_fallbacks=fallbacks)
         return self._select(t, inp, out)
 
+    @property
+    def voice(self) -> str:
+        return "participant" if self.ranker == "persona" else "observer"
+
+    def _ranker_prefix(self, inp: MediationInput, i: int) -> str:
+        """The cacheable head of slot i's ranking prompt: its conditioning
+        (persona ranker) or the fixed assistant header (words ranker)."""
+        return prompts.participant_prefix(inp.actor_conditionings[i]) if self.ranker == "persona" else prompts.RANKER_HEADER
+
     def _rate(self, t: Transcript, inp: MediationInput, candidates: list[str], slots: Sequence[int] | None = None) -> np.ndarray:
         """Expected agreement of each ranker (``slots``, default all) with each candidate."""
         slots = list(range(len(inp.opinions))) if slots is None else list(slots)
@@ -411,10 +441,10 @@ class HabermasMediator(Mediator):
         for i in slots:
             crit = inp.critiques[i] if inp.critiques else None
             # Conditioning + question + own opinion/critique: one cached prefix per participant.
-            prefix = prompts.participant_prefix(inp.actor_conditionings[i]) + prompts.agreement_head(inp.question, inp.opinions[i], crit, inp.previous)
+            prefix = self._ranker_prefix(inp, i) + prompts.agreement_head(inp.question, inp.opinions[i], crit, inp.previous, self.voice)
             rev = inp.reversed_flags[i]
             for c, cand in enumerate(candidates):
-                reqs.append(likert_request(prefix, lambda opts, cand=cand: prompts.agreement_tail(cand, opts), rev))
+                reqs.append(likert_request(prefix, lambda opts, cand=cand: prompts.agreement_tail(cand, opts, self.voice), rev))
                 flags.append(rev)
                 metas.append(dict(round=inp.round, phase=inp.phase, act="rank", participant=i, actor=inp.actor_ids[i], candidate=c))
         answers = t.likert(reqs, flags, metas)
@@ -427,8 +457,8 @@ class HabermasMediator(Mediator):
             perm = np.random.default_rng(derive_seed(inp.seed, inp.round, "choice_order", i)).permutation(k)
             shown = [candidates[j] for j in perm]
             crit = inp.critiques[i] if inp.critiques else None
-            suffix = prompts.choice_rank_suffix(inp.question, inp.opinions[i], shown, crit, inp.previous)
-            reqs.append(OptionRequest(prompts.participant_prefix(inp.actor_conditionings[i]), suffix, option_letters(k)))
+            suffix = prompts.choice_rank_suffix(inp.question, inp.opinions[i], shown, crit, inp.previous, self.voice)
+            reqs.append(OptionRequest(self._ranker_prefix(inp, i), suffix, option_letters(k)))
             listed.append(shown)
             perms.append(perm)
             metas.append(dict(round=inp.round, phase=inp.phase, act="rank", participant=i, actor=inp.actor_ids[i], extra={"order": perm.tolist()}))
@@ -447,8 +477,8 @@ class HabermasMediator(Mediator):
             perm = np.random.default_rng(derive_seed(inp.seed, inp.round, "cot_order", i)).permutation(k)
             shown = [candidates[j] for j in perm]
             crit = inp.critiques[i] if inp.critiques else None
-            task = prompts.cot_rank_task(inp.question, inp.opinions[i], shown, inp.previous, crit)
-            prompt, plen = prompts.text_prompt(prompts.participant_prefix(inp.actor_conditionings[i]), task, "Answer", inp.fmt)
+            task = prompts.cot_rank_task(inp.question, inp.opinions[i], shown, inp.previous, crit, self.voice)
+            prompt, plen = prompts.text_prompt(self._ranker_prefix(inp, i), task, "Answer", inp.fmt)
             reqs.append(GenerateRequest(prompt, self.cot_tokens, self.cot_temperature, COT_STOP, derive_seed(inp.seed, inp.round, "cot", i), plen))
             perms.append(perm)
             metas.append(dict(round=inp.round, phase=inp.phase, act="rank", participant=i, actor=inp.actor_ids[i], extra={"order": perm.tolist(), "ranking": "cot"}))

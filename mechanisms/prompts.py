@@ -86,24 +86,40 @@ def position_suffix(question: str, statement: str, scale: Sequence[str]) -> str:
     )
 
 
-def agreement_head(question: str, opinion: str | None = None, critique: str | None = None, previous: str | None = None) -> str:
+# Voices of a ranking prompt: the participant ranks for itself ("participant",
+# second person, after its conditioning), or an assistant ranks for it from its
+# words alone ("observer", the Habermas Machine's ranking model, third person).
+VOICES = ("participant", "observer")
+
+# The observer ranker's fixed prefix (cacheable; no persona, no record).
+RANKER_HEADER = (
+    "You are an assistant who predicts how a participant in a group discussion would judge statements, "
+    "using only what that participant wrote.\n\n"
+)
+
+
+def agreement_head(
+    question: str, opinion: str | None = None, critique: str | None = None, previous: str | None = None, voice: str = "participant"
+) -> str:
     """What precedes the statement in an agreement question. It is the same for
     every statement one participant rates, so callers put it in the request's
     prefix (cached once per participant, only the statement part is new).
     Rankers in a revision round also see the statement under revision and
     their critique of it (as in the Habermas Machine's ranking prompt)."""
     head = f"The group discussed the question: {question}\n"
+    own = "Your" if voice == "participant" else "The participant's"
     if opinion:
-        head += f"Your opinion was: {opinion}\n"
+        head += f"{own} opinion was: {opinion}\n"
     if previous:
         head += f'The statement under revision was: "{previous}"\n'
     if critique:
-        head += f"Your critique of it: {critique}\n"
+        head += f"{own} critique of it: {critique}\n"
     return head
 
 
-def agreement_tail(statement: str, scale: Sequence[str]) -> str:
-    return f'The group statement is: "{statement}"\n' + choice_block("How much do you agree with the group statement?", scale)
+def agreement_tail(statement: str, scale: Sequence[str], voice: str = "participant") -> str:
+    ask = "How much do you agree with the group statement?" if voice == "participant" else "How much would this participant agree with the group statement?"
+    return f'The group statement is: "{statement}"\n' + choice_block(ask, scale)
 
 
 def agreement_suffix(
@@ -116,31 +132,43 @@ def agreement_suffix(
 
 
 def choice_rank_suffix(
-    question: str, opinion: str, statements: Sequence[str], critique: str | None = None, previous: str | None = None
+    question: str, opinion: str, statements: Sequence[str], critique: str | None = None, previous: str | None = None, voice: str = "participant"
 ) -> str:
     """One multiple-choice question over all candidates (the ``"choice"`` ranking)."""
-    head = agreement_head(question, opinion, critique, previous)
-    return head + choice_block("Which group statement do you agree with most?", statements)
+    head = agreement_head(question, opinion, critique, previous, voice)
+    ask = "Which group statement do you agree with most?" if voice == "participant" else "Which group statement would this participant agree with most?"
+    return head + choice_block(ask, statements)
 
 
 def cot_rank_task(
-    question: str, opinion: str, statements: Sequence[str], previous: str | None = None, critique: str | None = None
+    question: str, opinion: str, statements: Sequence[str], previous: str | None = None, critique: str | None = None, voice: str = "participant"
 ) -> str:
     """The chain-of-thought ranking task (the ``"cot"`` ranking): reason step by
     step, then a strict arrow ranking between ``<sep>`` and ``</answer>``; the
-    same template the Habermas Machine's ranking model answers (own wording)."""
+    same template the Habermas Machine's ranking model answers (own wording).
+    ``voice="observer"``: ranked for the participant from their words only
+    (question, opinion, statement under revision, critique), as that model does."""
     letters = option_letters(len(statements))
     example = " > ".join(reversed(letters[: min(3, len(letters))]))
-    task = (
-        "Rank the statements below from the one you would agree with most to the one you would agree with least, "
-        "as the participant described here. Think step by step about your opinion"
-        + (" and your critique of the statement under revision" if previous else "")
+    if voice == "participant":
+        who, own = "as the participant described here. Think step by step about your opinion", "your critique"
+        labels = ("Your opinion", "Your critique of it")
+        task = "Rank the statements below from the one you would agree with most to the one you would agree with least, " + who
+    else:
+        own = "their critique"
+        labels = ("Participant's opinion", "Participant's critique of it")
+        task = (
+            "Rank the statements below in the order this participant would most likely agree with them, from most to least, "
+            "based only on what they wrote. Think step by step about their opinion"
+        )
+    task += (
+        (f" and {own} of the statement under revision" if previous else "")
         + ", then give the ranking in arrow notation: letters joined by '>' (\"preferred to\"), every letter once, no ties.\n"
         f"Answer in this format:\n<answer>\n[your reasoning]\n<sep>\n[ranking, e.g. {example}]\n</answer>\n\n"
-        f"Question: {question}\nYour opinion: {opinion}\n"
+        f"Question: {question}\n{labels[0]}: {opinion}\n"
     )
     if previous:
-        task += f'Statement under revision: "{previous}"\nYour critique of it: {critique or ""}\n'
+        task += f'Statement under revision: "{previous}"\n{labels[1]}: {critique or ""}\n'
     task += "Statements to rank:\n" + "".join(f"{l}. {s}\n" for l, s in zip(letters, statements))
     return task
 

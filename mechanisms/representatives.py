@@ -19,10 +19,13 @@ final payoffs of the *original* participants when some of them are played by
 representatives with those when everyone plays themselves, over R seeded
 rollouts (the same seeds on both sides):
 
-    gap = mean_{i in substituted} | mean_r payoff_i^r(with representatives) - mean_r payoff_i^r(originals) |
+    d_i = mean_r payoff_i^r(with representatives) - mean_r payoff_i^r(originals)
+    gap = mean_{i in substituted} |d_i|        signed gap = mean_{i in substituted} d_i
 
-on the 1..7 agreement scale (0 = value-equivalent), with a percentile
-bootstrap interval over rollouts. Payoffs are always judged by the originals
+on the 1..7 agreement scale (0 = value-equivalent). One episode's report
+bootstraps its rollouts; pooled figures over groups (cluster bootstrap) and
+the null row (each original re-played as its own representative under other
+seeds) come from :mod:`mechanisms.value_equivalence`. Payoffs are always judged by the originals
 (see :mod:`mechanisms.episode`), so only the representatives' actions differ
 (by default their critiques only, the paper's setting). Reported for
 substituting one participant (each slot in turn, pooled) and all of them, per
@@ -46,6 +49,7 @@ from core.seeds import derive_seed
 
 from .mediators import Mediator
 from .payoff import LIKERT7
+from .value_equivalence import NULL_SET, pooled_gap
 
 PARTS = "DOCP"
 # Every subset of D, O, C, P in a fixed order: "", "D", "O", ..., "DOCP".
@@ -143,14 +147,16 @@ def require_parts(records: Sequence[ParticipantRecord], subsets: Sequence[str], 
                 )
 
 
-def conditioning(record: ParticipantRecord, subset: str = "DOCP", max_items: int = 3) -> str:
+def conditioning(record: ParticipantRecord, subset: str = "DOCP", max_items: int = 3, skip: int = 0) -> str:
     """Conditioning text of a representative from the ``subset`` of the record
     (letters of ``DOCP``, any order), laid out as the paper's Table 2: D as
     "You represent a participant with the following demographic profile.
     Trait: value. ...", then one block per past question (at most
     ``max_items``) with the participant's opinion (O), critique (C) and
     position (P) on it. A part this participant lacks leaves no empty block;
-    :func:`require_parts` stops when the whole data set lacks it."""
+    :func:`require_parts` stops when the whole data set lacks it. ``skip``
+    leaves out the first (oldest) ``skip`` of those blocks: how a prompt too
+    long for training is shortened, history first, the rest kept."""
     check_subset(subset)
     parts = ["You represent a participant in a group discussion. Answer as this participant would."]
     if "D" in subset and record.demographics:
@@ -164,7 +170,7 @@ def conditioning(record: ParticipantRecord, subset: str = "DOCP", max_items: int
             for q, _ in items:
                 if q not in questions:
                     questions.append(q)
-    for n, q in enumerate(questions[:max_items], start=1):
+    for n, q in enumerate(questions[skip:max_items], start=1):
         lines = [f"Question {n} from a past debate: {q}"]
         if "O" in subset:
             lines += [f"Opinion of the participant about question {n}: {t}" for qq, t in record.opinions if qq == q]
@@ -203,21 +209,11 @@ def expected_payoff_gap(substituted: np.ndarray, original: np.ndarray, axis: int
 
 
 def bootstrap_gap(substituted: np.ndarray, original: np.ndarray, seed: int, level: float = 0.95, n_resamples: int = 2000) -> tuple[float, float]:
-    """Percentile bootstrap interval of :func:`expected_payoff_gap`, resampling
-    rollouts (paired: a rollout's seed is shared by both arrays). NaN with
-    fewer than 2 rollouts."""
-    if len(substituted) < 2:
-        return float("nan"), float("nan")
-    from scipy.stats import bootstrap
-
-    ci = bootstrap(
-        (np.asarray(substituted, float), np.asarray(original, float)),
-        # scipy hands the samples as (participants, [resamples,] rollouts)
-        lambda a, b, axis=-1: expected_payoff_gap(a, b, axis=axis),
-        paired=True, vectorized=True, axis=0, method="percentile",
-        confidence_level=level, n_resamples=n_resamples, random_state=seed,
-    ).confidence_interval
-    return float(ci.low), float(ci.high)
+    """Interval of :func:`expected_payoff_gap` over one episode's rollouts
+    (paired resamples; NaN with fewer than 2 rollouts): the one-group case of
+    :func:`mechanisms.value_equivalence.pooled_gap`."""
+    est = pooled_gap([(substituted, original)], seed, level, n_resamples)
+    return est.abs_low, est.abs_high
 
 
 @dataclass
@@ -225,7 +221,7 @@ class RepresentativityReport:
     subset: str
     mode: str  # "one" (each slot substituted alone, pooled) or "all"
     gap: float  # discrepancy in expected payoff over substituted participants (1..7 scale), eq. 21
-    ci_low: float  # bootstrap interval over rollouts (NaN with one rollout)
+    ci_low: float  # bootstrap interval over this episode's rollouts (NaN with one rollout)
     ci_high: float
     rollouts: int
     per_slot: dict[int, float]  # |expected payoff difference| per substituted slot
@@ -234,6 +230,12 @@ class RepresentativityReport:
     acts: tuple[str, ...] = ("critique",)  # what the representatives did
     payoff_source: str = "self-rating"
     win_rate: float | None = None  # consensus autorater (eq. 22); None = no judge
+    signed_gap: float = float("nan")  # mean over substituted participants of d_i (signed)
+    signed_ci_low: float = float("nan")
+    signed_ci_high: float = float("nan")
+    wins: tuple[float, ...] = ()  # the judge's preference per substituted rollout (eq. 22)
+    substituted: np.ndarray | None = field(default=None, repr=False)  # (R, J) payoffs, columns = per_slot's keys
+    original: np.ndarray | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
         return {
@@ -242,6 +244,9 @@ class RepresentativityReport:
             "gap": self.gap,
             "ci_low": self.ci_low,
             "ci_high": self.ci_high,
+            "signed_gap": self.signed_gap,
+            "signed_ci_low": self.signed_ci_low,
+            "signed_ci_high": self.signed_ci_high,
             "rollouts": self.rollouts,
             "acts": list(self.acts),
             "payoff_source": self.payoff_source,
@@ -258,6 +263,12 @@ def rollout_config(config: EpisodeConfig, r: int) -> EpisodeConfig:
     a function of (episode seed, r) alone, so a resumed run asks the same
     requests and the store answers them."""
     return config if r == 0 else replace(config, seed=derive_seed(config.seed, "rollout", r))
+
+
+def null_stand_in(original: Participant) -> Participant:
+    """The original as its own representative, sampling under other seeds: what a
+    perfect representative would do, so its gap is the estimator's noise floor."""
+    return Participant(f"null:{original.id}", original.conditioning, original.engine, seed_salt=NULL_SET)
 
 
 @dataclass(frozen=True)
@@ -284,13 +295,19 @@ def substitutions(
     max_items: int = 3,
     rep_engine: Engine | None = None,
     tag: str = "rep",
+    null: Sequence[Participant] | None = None,
 ) -> list[Substitution]:
     """Every substituted episode of a representativity measurement, per
     subset and mode (one: each slot of ``one_slots`` in turn; all: everyone);
-    representatives see the records minus ``question`` itself."""
+    representatives see the records minus ``question`` itself. ``null``: the
+    originals, played again as their own stand-ins under other seeds (the
+    null row, subset :data:`NULL_SET`), after the sets."""
     out = []
-    for subset in subsets:
-        reps = {i: representative(rec.without_question(question.question), subset, max_items, rep_engine, tag) for i, rec in enumerate(records)}
+    for subset in [*subsets, *([NULL_SET] if null is not None else [])]:
+        if subset == NULL_SET:
+            reps = {i: null_stand_in(p) for i, p in enumerate(null)}
+        else:
+            reps = {i: representative(rec.without_question(question.question), subset, max_items, rep_engine, tag) for i, rec in enumerate(records)}
         for mode in modes:
             if mode not in ("one", "all"):
                 raise ValueError(f"mode must be 'one' or 'all', got {mode!r}")
@@ -310,20 +327,22 @@ def report_from_rollouts(
     acts: Sequence[str] = ("critique",),
     payoff_source: str = "self-rating",
     win_rate: float | None = None,
+    wins: Sequence[float] = (),
 ) -> RepresentativityReport:
     """One (subset, mode) report from paired rollouts: ``base_pay[r, i]`` the
     originals' final payoffs, ``runs[key] = (substituted slots, pay[r, i])``
-    with representatives; the gap (eq. 21) pools the substituted slots of
-    every run, the interval bootstraps rollouts with ``seed``."""
+    with representatives; the gaps (eq. 21) pool the substituted slots of
+    every run, the intervals bootstrap rollouts with ``seed``
+    (:func:`mechanisms.value_equivalence.pooled_gap` on one group)."""
     sub = np.concatenate([pay[:, slots] for slots, pay in runs.values()], axis=1)
     orig = np.concatenate([base_pay[:, slots] for slots, _ in runs.values()], axis=1)
     seen = [s for slots, _ in runs.values() for s in slots]
     per_slot = dict(zip(seen, np.abs(sub.mean(axis=0) - orig.mean(axis=0)).round(6).tolist()))
-    low, high = bootstrap_gap(sub, orig, seed)
+    est = pooled_gap([(sub, orig)], seed)
     return RepresentativityReport(
-        subset, mode, float(expected_payoff_gap(sub, orig)), low, high, len(base_pay), per_slot,
+        subset, mode, est.absolute, est.abs_low, est.abs_high, len(base_pay), per_slot,
         base_pay.mean(axis=0).round(6).tolist(), {key: pay.mean(axis=0).round(6).tolist() for key, (_, pay) in runs.items()},
-        tuple(acts), payoff_source, win_rate,
+        tuple(acts), payoff_source, win_rate, est.signed, est.signed_low, est.signed_high, tuple(wins), sub, orig,
     )
 
 
@@ -348,6 +367,7 @@ def representativity(
     rollouts: int = 1,
     judge: Engine | None = None,
     on_episode: Callable[[EpisodeResult], None] | None = None,
+    null: bool = False,
 ) -> tuple[EpisodeResult, list[RepresentativityReport]]:
     """Run the originals ``rollouts`` times (seeded), then each substitution
     as many times with the same seeds; return the first baseline episode and
@@ -358,6 +378,8 @@ def representativity(
     about ``question`` itself are dropped. ``rep_engine``: the representatives'
     own engine (a fine-tuned adapter); which acts they perform is
     ``config.represented_acts``. ``on_episode`` is called after every episode.
+    ``null``: also the null row (subset :data:`NULL_SET`: each original as its
+    own stand-in under other seeds), the estimator's noise floor.
     (The consensus scenario plays the same episodes as Mesa steps, many at a
     time, and assembles them with :func:`report_from_rollouts`.)"""
     if len(records) != len(participants):
@@ -375,7 +397,7 @@ def representativity(
 
     bases = [baseline if (r == 0 and baseline is not None) else play(r) for r in range(rollouts)]
     base_pay = np.array([b.final_payoffs for b in bases])  # (R, n)
-    plan = substitutions(question, records, subsets, modes, one_slots, max_items, rep_engine, tag)
+    plan = substitutions(question, records, subsets, modes, one_slots, max_items, rep_engine, tag, participants if null else None)
     reports = []
     for subset in dict.fromkeys(s.subset for s in plan):
         for mode in dict.fromkeys(s.mode for s in plan if s.subset == subset):
@@ -387,8 +409,9 @@ def representativity(
                     ConsensusPair(question.question, tuple(b.opinions), res.final_statement, b.final_statement)
                     for res, b in zip(results, bases)
                 ]
-            win = consensus_win_rate(judge, pairs).win_rate if judge is not None else None
+            judged = consensus_win_rate(judge, pairs) if judge is not None else None
             reports.append(
-                report_from_rollouts(subset, mode, base_pay, runs, bootstrap_seed(config, question, subset, mode), config.represented_acts, win_rate=win)
+                report_from_rollouts(subset, mode, base_pay, runs, bootstrap_seed(config, question, subset, mode), config.represented_acts,
+                                     win_rate=judged.win_rate if judged else None, wins=judged.per_pair if judged else ())
             )
     return bases[0], reports

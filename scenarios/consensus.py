@@ -11,8 +11,14 @@ and minimum agreement per round, each participant's position before and after
 deliberation with the group's disagreement, and the representativity:
 representatives (by default critiquing only, the paper's setting) substitute
 one participant and all of them, per conditioning subset, over ``rollouts``
-seeded rollouts -- the discrepancy in expected payoff (eq. 21) with a bootstrap
-interval, and the consensus autorater's win rate (eq. 22).
+seeded rollouts -- the signed and absolute discrepancy in expected payoff
+(eq. 21) and the consensus autorater's win rate (eq. 22), pooled over groups
+with cluster-bootstrap intervals beside the null row (each original re-played
+as its own representative under other seeds), by
+:mod:`mechanisms.value_equivalence`. With representatives the mediator's
+candidates are ranked from what participants said only (``ranker: words``, the
+Habermas Machine's ranking model); ``options.finetuned`` adds sets played by
+fine-tuned representatives (their adapters' engines).
 
 The representatives' episodes are Mesa steps too: after the main phases, one
 step per (rollout, conditioning subset) plays every group's substituted
@@ -32,7 +38,7 @@ make no repeated LLM call; every utterance is in the episode log.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +49,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from core.config import StrictModel
 from core.errors import PersonaeError, validation_line
+from core.seeds import derive_seed
 
 from agents.persona import PersonaAgent
 from mechanisms.autorater import ConsensusPair, consensus_win_rate
@@ -52,10 +59,13 @@ from mechanisms.lockstep import run_together
 from mechanisms.mediators import HabermasMediator, LLMMediator, OpinionMediator
 from agents import demographics as demo
 from agents.llm.factory import EngineConfig, cached_engine
+from mechanisms.value_equivalence import NULL_SET, PayoffSample, pooled_table
 from mechanisms.representatives import (
     ParticipantRecord,
     Substitution,
+    ConditioningError,
     bootstrap_seed,
+    check_subset,
     expected_payoff_gap,
     most_probable_profile,
     records_from_episodes,
@@ -85,7 +95,28 @@ class ConsensusOptions(StrictModel):
     acts: list[Literal["critique", "opinion", "ranking", "position"]] = ["critique"]
     rollouts: int = Field(2, ge=1)  # seeded rollouts per episode for the expected-payoff gap and its CI
     ranking: Literal["rating", "choice", "cot"] = "rating"  # how participants rank candidates (HM: cot)
-    retries: int = Field(8, ge=0)  # re-generations of an unusable candidate (HM: 8)
+    # Who ranks: "words" = an assistant from each participant's words only (question,
+    # opinion, statement under revision, critique; the Habermas Machine's ranking
+    # model), "persona" = each participant as itself (its backstory in the prompt).
+    # None: words when representatives are evaluated, else persona.
+    ranker: Literal["words", "persona"] | None = None
+    retries: int = Field(8, ge=0)  # re-generations of an unusable candidate, and re-asks of an unparsed CoT ranking (HM: 8)
+    null_row: bool = True  # the null row: each original re-played as its own representative under other seeds
+    # Fine-tuned representatives beside the prompted ones: conditioning set -> the
+    # engine of that set's adapter, in process ({kind: transformers, model: embedded,
+    # lora: runs/represent_demo/adapters/OC}) or served ({kind: openai, model: rep-OC,
+    # endpoints: [...]}); reported as "OC (fine-tuned)".
+    finetuned: dict[str, EngineConfig] = {}
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether representatives are evaluated at all."""
+        return bool(self.representatives or self.finetuned)
+
+    @property
+    def sets(self) -> list[str]:
+        """Row labels of the evaluated sets: prompted, then fine-tuned (null row apart)."""
+        return [*self.representatives, *(finetuned_label(s) for s in self.finetuned)]
     judge: EngineConfig | None = None  # consensus autorater (eq. 22); None = the scenario's model, with a warning
     # Payoffs of the value-equivalence gap: the originals' own agreement
     # ratings, or a trained payoff model's scores (mechanisms.payoff_model).
@@ -103,6 +134,10 @@ class ConsensusOptions(StrictModel):
         if twice:
             raise ValueError(f"conditioning set(s) {twice} listed twice")
         return v
+
+
+def finetuned_label(subset: str) -> str:
+    return f"{subset or 'none'} (fine-tuned)"
 
 
 def questions_path(o: ConsensusOptions) -> Path:
@@ -143,10 +178,12 @@ class RepOutcome:
     self_ratings: np.ndarray  # the originals' agreement with the final statement (1-7)
     model_scores: np.ndarray | None = None  # the payoff model's scores of it per original (1-7)
     win: float | None = None  # the judge's preference for it over the originals' statement of the same rollout (eq. 22)
+    fallbacks: dict[str, int] | None = None  # mediation_fallbacks of the episode
 
     def to_json(self) -> dict:
         return {"statement": self.statement, "self_ratings": self.self_ratings.round(6).tolist(),
-                "model_scores": None if self.model_scores is None else self.model_scores.round(6).tolist(), "win": self.win}
+                "model_scores": None if self.model_scores is None else self.model_scores.round(6).tolist(), "win": self.win,
+                "fallbacks": self.fallbacks}
 
 
 def surveyed_profiles(engine, store: Store, people: list[dict], method: str = "probs", progress=None, *, chunk: int = demo.CHUNK) -> dict[str, dict[str, str]]:
@@ -158,6 +195,30 @@ def surveyed_profiles(engine, store: Store, people: list[dict], method: str = "p
     surveyed = demo.survey(engine, store, people, traits, "consensus-ATP_W92", method=method, chunk=chunk, progress=cb)
     options = {t.trait: [*t.options, demo.REFUSAL] for t in traits}
     return {p["persona_id"]: most_probable_profile(surveyed[p["persona_id"]], options, demo.REFUSAL) for p in people}
+
+
+def resolved_ranker(o: ConsensusOptions) -> str:
+    """``options.ranker``, or its default: words when representatives are evaluated."""
+    return o.ranker or ("words" if o.evaluated else "persona")
+
+
+def build_mediator(o: ConsensusOptions):
+    """The mediator ``options`` describe (a fresh one per episode)."""
+    if o.mediator == "habermas":
+        return HabermasMediator(num_candidates=o.candidates, max_tokens=o.budget.statement, ranking=o.ranking, retries=o.retries,
+                                cot_retries=o.retries, ranker=resolved_ranker(o))
+    if o.mediator == "llm":
+        return LLMMediator(max_tokens=o.budget.statement, retries=o.retries)
+    return OpinionMediator()
+
+
+def mediation_fallbacks(results) -> dict[str, int]:
+    """Counts over episodes' mediations: statements that are no ranked candidate
+    (every candidate unusable after the retries) and participants' CoT rankings
+    replaced by ratings (unparsed after the retries)."""
+    meds = [m for res in results for m in res.mediations]
+    return {"mediations": len(meds), "statement_fallbacks": sum(bool(m.fallback) for m in meds),
+            "ranking_fallbacks": sum(len(m.ranking_fallbacks) for m in meds)}
 
 
 class ConsensusModel(ScenarioModel):
@@ -203,7 +264,12 @@ class ConsensusModel(ScenarioModel):
             if not (folder / "adapter_config.json").is_file() or not (folder / RECORD).is_file():
                 raise ConfigError(f"options.payoff_model: {folder}: no trained payoff model (expected adapter_config.json and {RECORD}; "
                                   "run 'python run.py represent payoff CONFIG')")
-        return [o.judge] if o.judge is not None and o.representatives else []
+        for subset in o.finetuned:
+            try:
+                check_subset(subset)
+            except ConditioningError as exc:
+                raise ConfigError(f"options.finetuned: {exc}") from None
+        return ([o.judge] if o.judge is not None and o.evaluated else []) + list(o.finetuned.values())
 
     def __init__(self, cfg: ScenarioConfig, engine, store: Store, run_id: str, *, progress=None) -> None:
         super().__init__(cfg, engine, store, run_id, progress=progress)
@@ -233,7 +299,7 @@ class ConsensusModel(ScenarioModel):
             represented_acts=tuple("rank" if a == "ranking" else a for a in self.opts.acts),
         )
         demographics = {}
-        if any("D" in s for s in self.opts.representatives):
+        if any("D" in s for s in [*self.opts.representatives, *self.opts.finetuned]):
             demographics = surveyed_profiles(engine, store, people, cfg.population.demographics, progress, chunk=cfg.population.chunk)
         # Records for representatives: the history episodes, run in setup.
         self.records = {}
@@ -247,13 +313,14 @@ class ConsensusModel(ScenarioModel):
                 self.records.setdefault(a.persona_id, ParticipantRecord(a.persona_id, dict(demographics.get(a.persona_id, {}))))
         if self.opts.representatives:
             require_parts([self.records[a.persona_id] for a in self.agent_list], self.opts.representatives, "options.representatives")
+        if self.opts.finetuned:
+            require_parts([self.records[a.persona_id] for a in self.agent_list], list(self.opts.finetuned), "options.finetuned")
         self.episodes = [Episode(engine, grp["question"], self.participants(grp), self.mediator(), self.episode_config) for grp in self.groups]
         self.main_steps = len(self.episodes[0].phases)
-        self.judge_engine, self.judge_alert = self.judge() if self.opts.representatives else (None, "")
-        self.substitutions = {
-            g: substitutions(grp["question"], [self.records[p.id] for p in self.participants(grp)], self.opts.representatives)
-            for g, grp in enumerate(self.groups)
-        }
+        self.judge_engine, self.judge_alert = self.judge() if self.opts.evaluated else (None, "")
+        replay = getattr(engine, "_factory", True) is None  # a replay engine answers from the store only
+        self.ft_engines = {s: cached_engine(c, store, replay=replay) for s, c in self.opts.finetuned.items()}
+        self.substitutions = {g: self.group_substitutions(grp) for g, grp in enumerate(self.groups)}
         self.rep_plan = self.representatives_plan()
         self.item_list = [Item(ph, ph, ()) for ph in self.episodes[0].phases] + [item for item, _ in self.rep_plan]
         self.statements: dict[int, list[str]] = {}
@@ -273,12 +340,7 @@ class ConsensusModel(ScenarioModel):
 
     # ------------------------------------------------------------ parts
     def mediator(self):
-        o = self.opts
-        if o.mediator == "habermas":
-            return HabermasMediator(num_candidates=o.candidates, max_tokens=o.budget.statement, ranking=o.ranking, retries=o.retries)
-        if o.mediator == "llm":
-            return LLMMediator(max_tokens=o.budget.statement, retries=o.retries)
-        return OpinionMediator()
+        return build_mediator(self.opts)
 
     @staticmethod
     def participants(grp) -> list[Participant]:
@@ -299,6 +361,23 @@ class ConsensusModel(ScenarioModel):
         except PersonaeError as exc:
             raise ConfigError(f"options.payoff_model: {exc}") from None
 
+    @property
+    def rep_sets(self) -> list[str]:
+        """The conditioning sets played, then the null row (when on)."""
+        o = self.opts
+        return [*o.sets, *([NULL_SET] if o.null_row and o.evaluated else [])]
+
+    def group_substitutions(self, grp) -> list[Substitution]:
+        """A group's substituted episodes: prompted sets (and the null row), then
+        each fine-tuned set, its representatives speaking through its engine."""
+        o, q = self.opts, grp["question"]
+        parts = self.participants(grp)
+        records = [self.records[p.id] for p in parts]
+        subs = substitutions(q, records, o.representatives, null=parts if o.null_row and o.evaluated else None)
+        for subset, eng in self.ft_engines.items():
+            subs += [replace(s, subset=finetuned_label(subset)) for s in substitutions(q, records, [subset], rep_engine=eng, tag="ft")]
+        return subs
+
     def representatives_plan(self) -> list[tuple[Item, list[RepEpisode]]]:
         """The representatives phase as steps: per rollout, per conditioning
         subset, every group's substituted episodes (one slot at a time, all),
@@ -307,11 +386,12 @@ class ConsensusModel(ScenarioModel):
         o = self.opts
         plan = []
         for r in range(o.rollouts):
-            for k, subset in enumerate(o.representatives):
+            for k, subset in enumerate(self.rep_sets):
                 eps = [RepEpisode(g, r) for g in range(o.groups)] if r and not k else []
                 eps += [RepEpisode(g, r, sub) for g in range(o.groups) for sub in self.substitutions[g] if sub.subset == subset]
                 name = subset or "none"
-                plan.append((Item(f"representatives r{r + 1} {name}", f"rollout {r + 1}/{o.rollouts}, representatives conditioned on {name}: {len(eps)} episodes", ()), eps))
+                about = "the originals as their own representatives (null row)" if subset == NULL_SET else f"representatives conditioned on {name}"
+                plan.append((Item(f"representatives r{r + 1} {name}", f"rollout {r + 1}/{o.rollouts}, {about}: {len(eps)} episodes", ()), eps))
         return plan
 
     # ------------------------------------------------------------ stepping
@@ -365,14 +445,21 @@ class ConsensusModel(ScenarioModel):
         for g, ep in enumerate(self.episodes):
             if RepEpisode(g, 0) not in self.rep_outcomes:
                 res = ep.result()
-                base[RepEpisode(g, 0)] = RepOutcome(res.final_statement, tuple(res.opinions), res.final_payoffs.copy())
+                base[RepEpisode(g, 0)] = RepOutcome(res.final_statement, tuple(res.opinions), res.final_payoffs.copy(), fallbacks=mediation_fallbacks([res]))
         if base:
             self._finish_outcomes(base)
         base_events = [{"kind": "representatives", "agent": "", "payload": {**e.to_json(), **out.to_json()}} for e, out in base.items()]
         for start in range(0, len(eps), step):
             part = eps[start : start + step]
-            results: dict[RepEpisode, EpisodeResult] = dict(zip(part, run_together(self.engine, [play(e) for e in part])))
-            fresh = {e: RepOutcome(res.final_statement, tuple(res.opinions), res.final_payoffs.copy()) for e, res in results.items()}
+            # A fine-tuned stand-in speaks through its own engine: such episodes run one
+            # by one in this thread (the merged batches serve one engine from worker threads).
+            alone = [e for e in part if e.substitution is not None and any(p.engine is not None for p in e.substitution.stand_ins.values())]
+            merged = [e for e in part if e not in alone]
+            results: dict[RepEpisode, EpisodeResult] = dict(zip(merged, run_together(self.engine, [play(e) for e in merged])))
+            results.update({e: play(e)(self.engine) for e in alone})
+            results = {e: results[e] for e in part}
+            fresh = {e: RepOutcome(res.final_statement, tuple(res.opinions), res.final_payoffs.copy(), fallbacks=mediation_fallbacks([res]))
+                     for e, res in results.items()}
             self._finish_outcomes(fresh)
             self.rep_done += len(part)
             self._report_progress(total)
@@ -500,9 +587,9 @@ class ConsensusModel(ScenarioModel):
                         "statement": statement.replace("\n", " "),
                     }
                 )
-        tables = {"consensus": pd.DataFrame(rounds), "positions": self.positions_table()}
-        if self.opts.representatives:
-            tables["representativity"] = self.representativity_table()
+        tables = {"consensus": pd.DataFrame(rounds), "positions": self.positions_table(), "mediation": self.mediation_table()}
+        if self.opts.evaluated:
+            tables["representativity"], tables["representativity_by_group"] = self.representativity_tables()
         acts = ", ".join(self.opts.acts)
         source = (
             f"payoffs = the trained payoff model's scores ({self.opts.payoff_model}) of the final statement for each original "
@@ -516,11 +603,16 @@ class ConsensusModel(ScenarioModel):
             "deliberation and after it (recalling their opinion and the group's final statement); change = after - before; "
             "disagreement = mean |p_i - p_j| over pairs of participants.",
             f"representativity: representatives act in: {acts}" + (" (the paper's setting)" if self.opts.acts == ["critique"] else "")
-            + f". payoff_gap = mean over substituted participants of |E[final payoff with representatives] - E[final payoff "
-            f"of the originals]| (eq. 21; {source}), expectations over "
-            f"{self.opts.rollouts} seeded rollouts, ci = 95% percentile bootstrap over rollouts; one = each participant "
+            + f". d_i = E[final payoff of participant i with representatives] - E[... of the originals] ({source}), expectations "
+            f"over {self.opts.rollouts} seeded rollouts; signed_gap = mean d_i, payoff_gap = mean |d_i| (eq. 21) over the "
+            "substituted participants of all groups; ci = 95% expanded-percentile bootstrap resampling groups (the column "
+            "interval says when a single group forces rollouts instead); null = each original re-played as its own "
+            "representative under other seeds: null_gap is the estimator's noise floor (|d_i| > 0 from rollout noise alone), "
+            "excess_over_null = payoff_gap - null_gap with its own cluster-bootstrap interval; one = each participant "
             "substituted alone, all = everyone; win_rate = the judge's preference for the representatives' final statement "
-            "over the originals' (eq. 22; 0.5 = indistinguishable).",
+            "over the originals' (eq. 22; 0.5 = indistinguishable), averaged per group, then over groups. "
+            "representativity_by_group: the same per group, ci over its rollouts.",
+            self.ranking_note(),
         ]
         # Every episode (history and main) as training data for fine-tuned
         # representatives: python run.py represent ... with data.path = episodes.jsonl
@@ -528,34 +620,80 @@ class ConsensusModel(ScenarioModel):
         episodes += [{"group": f"g{g}", **ep.result().to_json()} for g, ep in enumerate(self.episodes)]
         return ScenarioReport(tables=tables, notes=notes, jsonl={"episodes": episodes}, alerts=[self.judge_alert] if self.judge_alert else [])
 
-    def representativity_table(self) -> pd.DataFrame:
-        """Per group, conditioning subset and mode: the gap over rollouts with
-        its interval and the win rate, from the outcomes the steps computed."""
+    def representativity_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(pooled, by group). Pooled: per conditioning set (and the null row)
+        and mode, eq. 21's signed and absolute gap over every group's substituted
+        participants with cluster-bootstrap intervals (groups resampled), the
+        null row's gap beside it and the excess over it, and eq. 22's win rate
+        the same way (:func:`mechanisms.value_equivalence.pooled_table`). By
+        group: the same gaps per group, intervals over its rollouts."""
         o = self.opts
         sources = [o.payoff] + (["self_rating"] if o.payoff == "model" else [])
-        rows = []
+        rows, samples = [], {src: [] for src in sources}
         for g, grp in enumerate(self.groups):
-            for subset in o.representatives:
+            for subset in self.rep_sets:
                 for mode in ("one", "all"):
                     subs = [s for s in self.substitutions[g] if s.subset == subset and s.mode == mode]
                     reports = []
                     for source in sources:
-                        runs = {}
+                        runs, wins = {}, []
                         for sub in subs:
                             _, base, with_reps = self._rollouts(g, sub, source)
                             runs[sub.key] = (sub.slots, with_reps)
+                            won = tuple(w for w in (self.rep_outcomes[RepEpisode(g, r, sub)].win for r in range(o.rollouts)) if w is not None)
+                            wins += won
+                            samples[source].append(PayoffSample(f"g{g}", subset or "none", mode, with_reps[:, sub.slots], base[:, sub.slots], won))
                         seed = bootstrap_seed(self.episode_config, grp["question"], subset, mode)
-                        wins = [self.rep_outcomes[RepEpisode(g, r, s)].win for s in subs for r in range(o.rollouts)]
                         reports.append(report_from_rollouts(subset, mode, base, runs, seed, self.episode_config.represented_acts,
-                                                            PAYOFF_SOURCES[source], float(np.mean(wins))))
+                                                            PAYOFF_SOURCES[source], float(np.mean(wins)) if wins else float("nan")))
                     rep = reports[0]
-                    row = {"group": g, "subset": subset or "none", "mode": mode, "payoff_gap": rep.gap, "ci_low": rep.ci_low,
-                           "ci_high": rep.ci_high, "rollouts": rep.rollouts, "win_rate": rep.win_rate,
+                    row = {"group": g, "subset": subset or "none", "mode": mode, "signed_gap": rep.signed_gap, "payoff_gap": rep.gap,
+                           "ci_low": rep.ci_low, "ci_high": rep.ci_high, "rollouts": rep.rollouts, "win_rate": rep.win_rate,
                            "n_substituted": len(rep.per_slot), "payoff_source": rep.payoff_source}
                     if len(reports) > 1:
-                        row.update(self_rating_gap=reports[1].gap, self_rating_ci_low=reports[1].ci_low, self_rating_ci_high=reports[1].ci_high)
+                        row.update(self_rating_gap=reports[1].gap, self_rating_signed_gap=reports[1].signed_gap)
                     rows.append(row)
-        return pd.DataFrame(rows)
+        seed = derive_seed(self.cfg.seed, "representativity", "pooled")
+        pooled = pd.DataFrame([r.to_json() for r in pooled_table(samples[o.payoff], seed)])
+        pooled["payoff_source"] = PAYOFF_SOURCES[o.payoff]
+        pooled["ranker"] = resolved_ranker(o) if o.mediator == "habermas" else "n/a"
+        if o.payoff == "model":
+            other = pd.DataFrame([r.to_json() for r in pooled_table(samples["self_rating"], seed)])
+            for col in ("signed_gap", "signed_ci_low", "signed_ci_high", "payoff_gap", "ci_low", "ci_high", "null_gap"):
+                pooled[f"self_rating_{col}"] = other[col].to_numpy()
+        return pooled, pd.DataFrame(rows)
+
+    def representativity_table(self) -> pd.DataFrame:
+        """The pooled table (see :meth:`representativity_tables`)."""
+        return self.representativity_tables()[0]
+
+    def ranking_note(self) -> str:
+        """Which ranker ran, and the mediator's retry settings, for the report."""
+        o = self.opts
+        if o.mediator != "habermas":
+            return f"ranking: the {o.mediator} mediator ranks no candidates."
+        who = resolved_ranker(o)
+        text = (f"ranking: ranker = {who}: " + (
+            "an assistant ranks the candidates for each participant from their words only (question, opinion, statement under "
+            "revision, critique; the Habermas Machine's ranking model), no backstory or record in the prompt" if who == "words" else
+            "each participant ranks as itself, its backstory (or a stand-in's record, if ranking is represented) in the prompt"))
+        text += f"; {o.ranking} ranking of {o.candidates} candidates; an unusable candidate is generated again up to {o.retries} times"
+        if o.ranking == "cot":
+            text += f", an unparsed chain-of-thought ranking is asked again up to {o.retries} times, then replaced by ratings"
+        return text + " (mediation: the fallbacks counted per phase)."
+
+    def mediation_table(self) -> pd.DataFrame:
+        """Per phase of the run, the mediator's fallbacks: statements that are no
+        ranked candidate and CoT rankings replaced by ratings, with the settings."""
+        phases = {
+            "history": mediation_fallbacks([res for _, res in self.history_results]),
+            "main": mediation_fallbacks([ep.result() for ep in self.episodes]),
+        }
+        rep = [out.fallbacks for e, out in self.rep_outcomes.items() if out.fallbacks and not (e.substitution is None and e.rollout == 0)]
+        phases["representatives"] = {k: sum(f[k] for f in rep) for k in ("mediations", "statement_fallbacks", "ranking_fallbacks")}
+        med = self.mediator().describe()
+        settings = {k: med.get(k) for k in ("name", "num_candidates", "ranking", "ranker", "retries", "cot_retries")}
+        return pd.DataFrame([{"phase": ph, **counts, **settings} for ph, counts in phases.items()])
 
     def positions_table(self) -> pd.DataFrame:
         rows = []

@@ -59,7 +59,29 @@ class PartisanModel(SurveyModel):
     def select_humans(self, study):
         if "party" not in [t.name for t in study.traits]:
             raise ConfigError(f"human.study: '{study.name}' has no 'party' trait; partisan scenarios need one")
-        return study.subset(study.group_mask("party", list(PARTIES)))
+        # Kept before human.sample: the individual-level demographic-cell baseline reads every partisan.
+        self.reference_study = study.subset(study.group_mask("party", list(PARTIES)))
+        return self.reference_study
+
+    def individual_answers(self, study, items: list, which: str = "responses") -> np.ndarray | None:
+        """``[study.n, Q]``: each partisan's own answer to each item -- the study's
+        question of that id, or the one ``human_questions`` names for the
+        respondent's party (``which``: ``responses`` or ``retest``); NaN where the
+        study holds none with the item's options. None when it holds none at all."""
+        table = study.responses if which == "responses" else study.retest
+        if table is None or not study.is_individual:
+            return None
+        options = study.trait("party").options
+        codes = study.demographics["party"].to_numpy(np.int64)
+        out = np.full((study.n, len(items)), np.nan)
+        for j, item in enumerate(items):
+            for party in PARTIES:
+                qid = item.id if item.id in study.question_ids else self.human_questions.get(item.id, {}).get(party)
+                if qid is None or qid not in table.columns or party not in options or study.question(qid).n_options != len(item.options):
+                    continue
+                rows = codes == options.index(party)
+                out[rows, j] = table[qid].to_numpy(float)[rows]
+        return out if np.isfinite(out).any() else None
 
     @property
     def estimator(self) -> estimators.Estimator:
@@ -263,6 +285,7 @@ class PartisanModel(SurveyModel):
 
     def partisan_report(self, tables: dict[str, pd.DataFrame], notes: list[str], plots: dict | None = None) -> ScenarioReport:
         from .binding import add_diagnostics
+        from .survey import add_individual_level
 
         report = ScenarioReport(
             tables=tables,
@@ -270,6 +293,7 @@ class PartisanModel(SurveyModel):
             estimator=self.estimator.describe() + (f"; {self.study.partisans}" if self.study is not None and self.study.partisans else ""),
             plots=plots or {},
         )
+        add_individual_level(self, report)
         return add_diagnostics(self, report)
 
     def gap_table(self, rows: list[dict]) -> pd.DataFrame:

@@ -68,6 +68,7 @@ def bank_name(cfg: ScenarioConfig, condition: str) -> str:
     if condition in banks.GENERATED:
         bs = cfg.population.backstories
         tag = f"t{bs.temperature}-m{bs.max_tokens}" + ("-cit" if bs.citizenship_filter and condition == "anthology" else "")
+        tag += "-plain" if bs.anthology_prompt == "plain" and condition != "interview" else ""  # the cued prompt keeps its historical name
         if condition == "interview":
             p = bs.params()
             budget = "-".join(str(b) for b in p.budgets())
@@ -228,7 +229,11 @@ def critic_and_spread(model) -> pd.DataFrame:
     variance of the sampled option positions rescaled to [0, 1]
     (``Var[(s - 1) / (K - 1)]``); ``extreme_share``: share of sampled answers at
     the first or last option (the talk: the Generative Agent "rarely produces
-    extreme responses")."""
+    extreme responses"). ``backstory_words``: mean realized words each persona
+    wrote in its backstory or interview (agents.backstories.answer_words; the
+    interview's length setting is only a budget)."""
+    from agents.backstories import answer_words
+
     rows = []
     for p_i, population in enumerate(model.populations):
         flagged, fixed = population.critic_shares()
@@ -242,6 +247,7 @@ def critic_and_spread(model) -> pd.DataFrame:
             {
                 "condition": population.label,
                 "personas": len(population.personas),
+                "backstory_words": float(np.mean([answer_words(p.get("conditioning") or "") for p in population.personas])) if population.personas else float("nan"),
                 "critic_flagged": flagged,
                 "critic_fixed": fixed,
                 "answer_variance": float(np.mean(variances)) if variances else float("nan"),

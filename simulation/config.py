@@ -54,6 +54,8 @@ class BackstoryConfig(StrictModel):
     consistency_rounds: int = Field(1, ge=0)
     consistency_threshold: float = Field(0.5, ge=0, le=1)
     consistency_max_flags: int = Field(3, gt=0)  # answers flagged per transcript and round, most probable first
+    # Anthology's prompt: "cued" (the public code's) or "plain" ("Tell me about yourself.", the blog and talk).
+    anthology_prompt: Literal["cued", "plain"] = "cued"
 
     @field_validator("answer_tokens")
     @classmethod
@@ -73,7 +75,9 @@ class GenerativeAgentConfig(StrictModel):
     condition's backstories, chain-of-thought before each answer."""
 
     source: Literal["interview", "anthology"] = "interview"
-    experts: list[Literal["psychologist", "political_scientist", "sociologist", "demographer"]] = ["psychologist", "political_scientist"]
+    # Park et al. 2024's four experts (agents.generative_agent.PARK2024_EXPERTS); sociologist also available.
+    experts: list[Literal["psychologist", "behavioral_economist", "political_scientist", "sociologist", "demographer"]] = [
+        "psychologist", "behavioral_economist", "political_scientist", "demographer"]
     reflection_tokens: int = Field(96, gt=0)
     reasoning_tokens: int = Field(64, gt=0)
     temperature: float = Field(0.7, ge=0)

@@ -4,7 +4,9 @@ One YAML (see mechanisms/finetuned_representatives/demo.yaml) describes the stud
 data (a Habermas Machine parquet file, a Personae ``episodes.jsonl``, or a set
 played by personas), the leak-free split, LoRA training and the evaluation.
 Everything lands in ``<output>/<name>/``: the data (when generated),
-``split.json``, ``adapter/`` (with ``training_record.json``), ``payoff_model/``
+``split.json``, ``adapters/<set>/`` (one representative per conditioning set of
+``eval.subsets``, each with its ``training_record.json``; ``none`` = the base
+information only), ``payoff_model/``
 (the payoff model's adapter, ``payoff_model.csv``: held-out MAE / correlation
 vs a constant baseline) and ``eval/`` (summary.md, CSV tables, representatives.png).
 """
@@ -42,6 +44,9 @@ class GenerateSettings(StrictModel):
 
 class DataSettings(StrictModel):
     path: str | None = None  # .parquet (HM layout) or episodes .jsonl; None = generate
+    # P on the public HM release: its hm_all_position_statement_ratings.parquet
+    # (the comparisons file holds no positions).
+    positions: str | None = None
     generate: GenerateSettings = GenerateSettings()
 
 
@@ -50,8 +55,12 @@ class SplitSettings(StrictModel):
 
 
 class EvalSettings(StrictModel):
-    subsets: list[str] = ["", "OC"]  # conditioning subsets compared (letters of DOCP)
-    finetuned_engine: EngineConfig | None = None  # e.g. a vLLM server serving the adapter
+    # Conditioning sets compared (letters of DOCP); represent train fits one adapter per set.
+    subsets: list[str] = ["", "OC"]
+    # Served adapters instead of in-process ones, e.g. a vLLM server: "{set}" in its model
+    # name becomes each set's name (rep-{set} -> rep-none, rep-OC); without it every set is
+    # scored with the one served adapter, and the report says so.
+    finetuned_engine: EngineConfig | None = None
     judge: EngineConfig | None = None  # autorater (eqs. 20, 22); default: the base engine, with a warning
     temperature: float = Field(0.8, ge=0)
     payoff_episodes: int = Field(1, ge=0)  # held-out episodes replayed for the payoff gap
@@ -92,18 +101,34 @@ class RepresentConfig(StrictModel):
     def folder(self) -> Path:
         return Path(self.output) / self.name
 
-    @property
-    def adapter(self) -> Path:
-        return self.folder / "adapter"
+    def adapter(self, subset: str) -> Path:
+        """The representative fine-tuned on conditioning set ``subset``."""
+        return self.folder / "adapters" / set_name(subset)
 
     @property
     def payoff_adapter(self) -> Path:
         return self.folder / "payoff_model"
 
 
+def set_name(subset: str) -> str:
+    return subset or "none"
+
+
+def finetuned_config(cfg: RepresentConfig, subset: str) -> tuple[EngineConfig, str]:
+    """(engine config, what it is) of set ``subset``'s representative: its own
+    adapter in process, or the served one (``{set}`` in the model name)."""
+    served = cfg.eval.finetuned_engine
+    if served is None:
+        return cfg.engine.model_copy(update={"lora": str(cfg.adapter(subset))}), str(cfg.adapter(subset))
+    if "{set}" in served.model:
+        model = served.model.replace("{set}", set_name(subset))
+        return served.model_copy(update={"model": model}), f"served {model}"
+    return served, f"served {served.model} (one adapter for every set)"
+
+
 def load_data(cfg: RepresentConfig, store: Store, console: RunConsole) -> dl.Deliberations:
     if cfg.data.path:
-        return dl.load(cfg.data.path)
+        return dl.load(cfg.data.path, cfg.data.positions)
     path = cfg.folder / "deliberations.parquet"
     g = cfg.data.generate
     engine = cached_engine(cfg.engine, store)
@@ -125,22 +150,44 @@ def load_split(cfg: RepresentConfig, data: dl.Deliberations) -> Split:
     return split
 
 
+def trained_already(adapter: Path, settings: TrainSettings, fingerprint: str) -> dict | None:
+    """The finished training record in ``adapter`` for these settings and data, or None."""
+    path = adapter / RECORD
+    if not path.is_file() or not (adapter / "adapter_config.json").is_file():
+        return None
+    rec = json.loads(path.read_text())
+    same = rec.get("settings") == settings.model_dump() and rec.get("data", {}).get("fingerprint") == fingerprint
+    return rec if same else None
+
+
 def cmd_train(cfg: RepresentConfig, console: RunConsole) -> int:
+    """One representative per conditioning set of ``eval.subsets`` (the paper
+    fine-tunes each variant on its own conditioning; App. B, Fig. 4), each
+    resumable from its checkpoints; a set already trained with these settings on
+    this data is skipped."""
     store = Store(cfg.store)
     data = load_data(cfg, store, console)
-    data.require([cfg.train.subset])
+    data.require(cfg.eval.subsets)
     split = load_split(cfg, data)
     console.line(
         f"split: {len(split.train)} training / {len(split.validation)} validation examples "
         f"({len(split.train_participants)}/{len(split.validation_participants)} participants, "
         f"{len(split.train_questions)}/{len(split.validation_questions)} questions; {len(split.dropped)} dropped to avoid leakage)"
     )
-    rec = train(data, split, cfg.adapter, cfg.train.model_copy(update={"seed": cfg.seed}))
-    console.line(
-        f"adapter written to {cfg.adapter}/: best step {rec['best_step']}, validation perplexity "
-        f"{_ppl(rec['initial_val_loss'])} -> {rec['best_val_perplexity']:.2f}; {rec['steps_per_second']} steps/s"
-        + (f"; resumed from step {rec['resumed_from_step']}" if rec["resumed_from_step"] else "")
-    )
+    for k, subset in enumerate(cfg.eval.subsets, start=1):
+        settings = cfg.train.model_copy(update={"seed": cfg.seed, "subset": subset})
+        adapter = cfg.adapter(subset)
+        rec = trained_already(adapter, settings, data.fingerprint())
+        if rec is not None:
+            console.line(f"set {k}/{len(cfg.eval.subsets)} {set_name(subset)}: trained already ({adapter}/, best step {rec['best_step']})")
+            continue
+        rec = train(data, split, adapter, settings)
+        console.line(
+            f"set {k}/{len(cfg.eval.subsets)} {set_name(subset)}: adapter written to {adapter}/: best step {rec['best_step']}, validation perplexity "
+            f"{_ppl(rec['initial_val_loss'])} -> {rec['best_val_perplexity']:.2f}; {rec['steps_per_second']} steps/s; "
+            f"{rec['truncated_examples']} example(s) truncated"
+            + (f"; resumed from step {rec['resumed_from_step']}" if rec["resumed_from_step"] else "")
+        )
     return 0
 
 
@@ -179,12 +226,14 @@ def cmd_eval(cfg: RepresentConfig, console: RunConsole) -> int:
     store = Store(cfg.store)
     data = load_data(cfg, store, console)
     split = load_split(cfg, data)
-    if not (cfg.adapter / "adapter_config.json").exists() and cfg.eval.finetuned_engine is None:
-        raise dl.DeliberationError(f"{cfg.adapter}: no trained adapter (run 'python run.py represent train' first, or set eval.finetuned_engine)")
+    if cfg.eval.finetuned_engine is None:
+        for subset in cfg.eval.subsets:
+            if not (cfg.adapter(subset) / "adapter_config.json").exists():
+                raise dl.DeliberationError(f"{cfg.adapter(subset)}: no trained adapter for set '{set_name(subset)}' "
+                                           "(run 'python run.py represent train' first, or set eval.finetuned_engine)")
     vanilla = cached_engine(cfg.engine, store)
-    ft_cfg = cfg.eval.finetuned_engine or cfg.engine.model_copy(update={"lora": str(cfg.adapter)})
-    finetuned = cached_engine(ft_cfg, store)
-    data.require([*cfg.eval.subsets, cfg.train.subset])
+    ft_cfg = finetuned_config(cfg, cfg.eval.subsets[0])[0] if cfg.eval.subsets else cfg.engine
+    data.require(cfg.eval.subsets)
     judge = cached_engine(cfg.eval.judge, store) if cfg.eval.judge else vanilla
     judge_model = (cfg.eval.judge or cfg.engine).model_name()
     if judge_model in (cfg.engine.model_name(), ft_cfg.model_name()):
@@ -197,26 +246,41 @@ def cmd_eval(cfg: RepresentConfig, console: RunConsole) -> int:
     tok = AutoTokenizer.from_pretrained(base_model_path(cfg.train.base_model))
     val = split.validation
     examples = [data.examples[i] for i in val]
-    nll_rows, judge_rows, payoff_rows = [], [], []
-    for subset in cfg.eval.subsets:
+    nll_rows, judge_rows = [], []
+    samples: dict[str, list] = {"vanilla": [], "fine-tuned": []}
+    for k, subset in enumerate(cfg.eval.subsets):
+        ft_cfg, adapter = finetuned_config(cfg, subset)
+        finetuned = cached_engine(ft_cfg, store)  # this set's own representative
         for label, engine in (("vanilla", vanilla), ("fine-tuned", finetuned)):
             nll = ev.critique_nll(engine, data, val, subset, tok, cfg.train.max_items)
-            nll_rows.append({"subset": subset or "none", "model": label, "examples": len(val), "nll_per_token": nll.mean, "perplexity": nll.perplexity})
+            nll_rows.append({"subset": subset or "none", "model": label, "adapter": adapter if label == "fine-tuned" else "",
+                             "examples": len(val), **nll.to_json()})
             sampled = ev.sample_critiques(engine, data, val, subset, cfg.seed, cfg.budget.critique, cfg.eval.temperature, cfg.train.max_items)
             won = ev.autorater(judge, examples, sampled)
             judge_rows.append({"subset": subset or "none", "model": label, "win_rate": won["win_rate"], "wins": won["wins"]})
-            rows = ev.payoff_discrepancy(
+            # the null row (originals as their own representatives) does not depend on the set: played once
+            samples[label] += ev.payoff_discrepancy(
                 vanilla, None if label == "vanilla" else finetuned, data, val, [subset], cfg.seed, cfg.eval.mediator,
                 cfg.eval.payoff_episodes, cfg.train.max_items, "vanilla" if label == "vanilla" else "ft",
                 cfg.budget,
-                cfg.eval.rollouts, judge, payoff_model, cfg.eval.temperature,
+                cfg.eval.rollouts, judge, payoff_model, cfg.eval.temperature, null=k == 0,
             )
-            payoff_rows += [{"model": label, **r, "subset": r["subset"] or "none"} for r in rows]
             console.line(f"  {subset or 'none':>5} {label:>10}: NLL/token {nll.mean:.3f} (perplexity {nll.perplexity:.2f}), autorater win rate {won['win_rate']:.3f}")
+    source = "payoff model" if cfg.eval.payoff == "model" else "self-rating"
+    payoff_rows = [{"model": label, **r, "subset": r["subset"] or "none"} for label, got in samples.items() for r in ev.discrepancy_rows(got, cfg.seed, source)]
     out = cfg.folder / "eval"
     files = write_eval_report(out, cfg, split, pd.DataFrame(nll_rows), pd.DataFrame(judge_rows), pd.DataFrame(payoff_rows))
     console.line(f"report written to {out}/ ({', '.join(f.name for f in files)})")
     return 0
+
+
+def _mediator_note(cfg: RepresentConfig) -> str:
+    """Which mediator replayed the episodes and who ranked its candidates."""
+    med = "llm" if cfg.eval.payoff == "model" else cfg.eval.mediator  # the payoff-model replay revises with the LLM mediator
+    if med == "habermas":
+        return ("\n> mediator: habermas; candidates ranked by an assistant from each participant's words only (question, opinion, "
+                "statement under revision, critique; the Habermas Machine's ranker).\n")
+    return f"\n> mediator: {med}; nothing ranked.\n"
 
 
 def write_eval_report(out: Path, cfg: RepresentConfig, split: Split, nll: pd.DataFrame, judge: pd.DataFrame, payoff: pd.DataFrame) -> list[Path]:
@@ -226,9 +290,7 @@ def write_eval_report(out: Path, cfg: RepresentConfig, split: Split, nll: pd.Dat
     files = []
     tables = {"critique_nll": nll, "autorater": judge}
     if len(payoff):
-        tables["payoff_discrepancy"] = payoff.groupby(["subset", "model", "mode", "payoff_source"], as_index=False, sort=True)[
-            ["gap", "ci_low", "ci_high", "win_rate"]
-        ].mean()
+        tables["payoff_discrepancy"] = payoff
     text = [f"# {cfg.name}: digital representatives, vanilla vs fine-tuned\n"]
     text.append(
         f"\nHeld out: {len(split.validation)} critiques by {len(split.validation_participants)} participants on "
@@ -243,11 +305,15 @@ def write_eval_report(out: Path, cfg: RepresentConfig, split: Split, nll: pd.Dat
         "\n> critique NLL: mean over held-out critiques of -(1/T) sum_t log p(c_t | prompt, c_<t); perplexity = exp(mean).\n"
         "\n> autorater: the judge's probability of preferring the representative's sampled critique over the real one, "
         "both orders averaged; 0.5 = indistinguishable.\n"
-        f"\n> payoff discrepancy (eq. 21): mean over the substituted participants, who critique through the representative "
-        f"(one at a time, or all), of |E[payoff with representatives] - E[payoff of the originals]| (1-7 agreement, "
-        f"{PAYOFF_SOURCES[cfg.eval.payoff]}), expectations over {cfg.eval.rollouts} seeded rollouts; ci = 95% bootstrap over rollouts "
-        "(mean over episodes); win_rate = consensus autorater (eq. 22), the judge's preference for the final statement "
-        "reached with representatives over the originals' (0.5 = indistinguishable).\n"
+        "\n> payoff discrepancy (eq. 21): d_i = E[payoff with representatives] - E[payoff of the originals] for each substituted "
+        f"participant, who critiques through the representative (one at a time, or all) (1-7 agreement, {PAYOFF_SOURCES[cfg.eval.payoff]}), "
+        f"expectations over {cfg.eval.rollouts} seeded rollouts; signed_gap = mean d_i, gap = mean |d_i| over every held-out "
+        "episode's substituted participants; ci = 95% expanded-percentile bootstrap resampling held-out groups (column interval); "
+        "the 'self (null)' row re-plays the originals as their own representatives under other seeds: null_gap is the "
+        "estimator's noise floor and excess_over_null = gap - null_gap; win_rate = consensus autorater (eq. 22), the judge's "
+        "preference for the final statement reached with representatives over the originals' (0.5 = indistinguishable), "
+        "pooled the same way. The estimator is the consensus scenario's (mechanisms.value_equivalence).\n"
+        + _mediator_note(cfg)
     )
     summary = out / "summary.md"
     summary.write_text("".join(text), encoding="utf-8")

@@ -64,7 +64,7 @@ def run_sweep(cfg: ScenarioConfig, label: str, *, console=None) -> Path:
     for row in results:
         if not row.get("headline"):
             continue
-        df = _with_wd(pd.read_csv(row["headline"]), Path(row["headline"]))
+        df = _with_words(_with_individual(_with_wd(pd.read_csv(row["headline"]), Path(row["headline"])), Path(row["headline"])), Path(row["headline"]))
         for k in cfg.sweep:
             v = row[_key(k)]
             df.insert(0, k, json.dumps(v) if isinstance(v, (list, dict)) else v)
@@ -98,11 +98,41 @@ def _with_wd(df: pd.DataFrame, headline: Path) -> pd.DataFrame:
     return df
 
 
+def _with_words(df: pd.DataFrame, headline: Path) -> pd.DataFrame:
+    """Each condition's realized backstory length (mean words the personas wrote,
+    ``critic_and_spread.csv``), so a length sweep (H2) shows what its budgets gave."""
+    path = headline.parent / "critic_and_spread.csv"
+    if not path.exists() or "condition" not in df.columns:
+        return df
+    words = pd.read_csv(path)
+    if "backstory_words" not in words.columns:
+        return df
+    return df.drop(columns=["backstory_words"], errors="ignore").merge(words[["condition", "backstory_words"]], on="condition", how="left")
+
+
+def _with_individual(df: pd.DataFrame, headline: Path) -> pd.DataFrame:
+    """Each condition's individual-level agreement (persona vs its own
+    respondent, analysis.individual) with its bootstrap CI, from the run's
+    ``individual_level.jsonl``; unchanged when the run has none."""
+    path = headline.parent / "individual_level.jsonl"
+    if not path.exists() or "condition" not in df.columns:
+        return df
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ind = pd.DataFrame(
+        [{"condition": r["condition"], "individual_agreement": r["agreement"], "individual_agreement_low": r["agreement_low"],
+          "individual_agreement_high": r["agreement_high"], "individual_vs_cell": r["vs_cell"]} for r in records]
+    )
+    if ind.empty:
+        return df
+    return df.drop(columns=[c for c in ind.columns if c != "condition" and c in df.columns]).merge(ind, on="condition", how="left")
+
+
 def plot_factor(table: pd.DataFrame, sweep: dict, out: Path) -> Path | None:
-    """WD and the gaps against the swept factor (the first non-seed sweep key;
-    ``seed`` values are repetitions), one line per condition and party.
-    Gap bars: the report's bootstrap CI (``persona_ci_low/high``), averaged over
-    seeds; WD bars: 95% normal interval over seeds (none with one seed)."""
+    """WD, the gaps and the individual-level agreement against the swept
+    factor (the first non-seed sweep key; ``seed`` values are repetitions), one
+    line per condition and party (per condition for the agreement, which is
+    not split by party). Gap and agreement bars: the report's bootstrap CI,
+    averaged over seeds; WD bars: 95% normal interval over seeds (none with one seed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,27 +140,38 @@ def plot_factor(table: pd.DataFrame, sweep: dict, out: Path) -> Path | None:
     import numpy as np
 
     factor = next((k for k in sweep if k != "seed"), None)
-    metrics = [m for m in ("persona_delta", "wd") if m in table.columns]
+    metrics = [m for m in ("persona_delta", "wd", "individual_agreement") if m in table.columns and table[m].notna().any()]
     if factor is None or not metrics or factor not in table.columns:
         return None
     series = [c for c in ("condition", "party") if c in table.columns]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
     xs = {v: i for i, v in enumerate(dict.fromkeys(table[factor]))}
+    ci = {"persona_delta": ("persona_ci_low", "persona_ci_high"), "individual_agreement": ("individual_agreement_low", "individual_agreement_high")}
     for ax, metric in zip(axes[0], metrics):
-        for name, g in table.groupby(series, sort=False) if series else [("", table)]:
+        # The agreement is per condition: one line each, not one per party.
+        by = [c for c in series if c != "party"] if metric == "individual_agreement" else series
+        data = table.drop_duplicates(["run_id", *by]) if metric == "individual_agreement" and "run_id" in table.columns else table
+        for name, g in data.groupby(by, sort=False) if by else [("", data)]:
             pts = g.groupby(factor, sort=False)
             x = np.array([xs[v] for v in pts.groups])
             mean = pts[metric].mean().to_numpy(dtype=float)
-            if metric == "persona_delta" and {"persona_ci_low", "persona_ci_high"} <= set(g.columns):
-                low, high = pts["persona_ci_low"].mean().to_numpy(dtype=float), pts["persona_ci_high"].mean().to_numpy(dtype=float)
+            if metric in ci and set(ci[metric]) <= set(g.columns):
+                low, high = pts[ci[metric][0]].mean().to_numpy(dtype=float), pts[ci[metric][1]].mean().to_numpy(dtype=float)
             else:
                 half = (1.96 * pts[metric].sem()).fillna(0).to_numpy(dtype=float)
                 low, high = mean - half, mean + half
             err = np.vstack([np.clip(mean - low, 0, None), np.clip(high - mean, 0, None)])
             ax.errorbar(x, mean, yerr=np.nan_to_num(err), marker="o", capsize=3, label=" / ".join(map(str, name if isinstance(name, tuple) else (name,))))
-        ax.set_xticks(list(xs.values()), [str(v) for v in xs])
-        ax.set_xlabel(factor)
-        ax.set_ylabel({"persona_delta": "gap (persona delta, 95% CI)", "wd": "Wasserstein distance"}[metric])
+        if "backstory_words" in table.columns and table["backstory_words"].notna().any():
+            # A length budget is not a length: each level's realized mean words under it.
+            realized = table.groupby(factor, sort=False)["backstory_words"].mean()
+            ax.set_xticks(list(xs.values()), [f"{v}\n({realized[v]:.0f} words)" for v in xs])
+            ax.set_xlabel(f"{factor} (realized words per persona)")
+        else:
+            ax.set_xticks(list(xs.values()), [str(v) for v in xs])
+            ax.set_xlabel(factor)
+        ax.set_ylabel({"persona_delta": "gap (persona delta, 95% CI)", "wd": "Wasserstein distance",
+                       "individual_agreement": "agreement with own respondent (95% CI)"}[metric])
         ax.legend(fontsize=7)
     fig.tight_layout()
     path = out / "factor.png"

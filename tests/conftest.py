@@ -36,10 +36,17 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def engine():
-    """The embedded SmolLM2-135M-Instruct on transformers, shared by the session."""
-    from agents.llm.transformers_engine import TransformersEngine
+    """The embedded SmolLM2-135M-Instruct on transformers, shared by the session:
+    the same loaded model that in-process runs with the default engine
+    configuration use (``agents.llm.factory.shared_engine``), so a test process
+    loads it once."""
+    return embedded_engine()
 
-    return TransformersEngine.embedded()
+
+def embedded_engine():
+    from agents.llm.factory import EngineConfig, shared_engine
+
+    return shared_engine(EngineConfig())
 
 
 @pytest.fixture()

@@ -43,4 +43,6 @@ def test_consistency_ablation_runs_through_batch_run_and_plots_wd_and_gaps(tmp_p
     critic = {r: pd.read_csv(Path(cfg.output) / rid / "critic_and_spread.csv").iloc[0]
               for r, rid in table.groupby(ROUNDS)["run_id"].first().items()}
     assert np.isnan(critic[0]["critic_flagged"]) and np.isfinite(critic[1]["critic_flagged"])
+    # The realized interview length (words the personas wrote) beside the factor: a budget is not a length.
+    assert (table["backstory_words"] > 0).all()
     assert f"sweep over {ROUNDS}" in (out / "summary.md").read_text() and "![factor](factor.png)" in (out / "summary.md").read_text()

@@ -79,12 +79,19 @@ def sample_csv(n: int | None, folder: Path, seed: int = 0) -> Path:
     return path
 
 
+# Traits whose Bio sentence keys the planted truth (each states one of the respondent's answers).
+KEY_TRAITS = ("party", "ideology", "race", "age", "education")
+
+
 def planted_rules(study, blind: bool = False) -> list[dict]:
-    """Per item, the answer distribution of each party's respondents (the fact
-    a Bio text states), keyed on the option text so reversed orders map back;
-    ``blind``: the whole sample's distribution for everyone."""
-    party = next(t for t in study.traits if t.name == "party")
-    groups = study.demographics["party"].to_numpy()
+    """Per item, P(answer | stated traits) as naive Bayes on the sample itself:
+    the whole sample's distribution times, for each trait the persona's text
+    states, that trait group's distribution over the whole one (the fact's
+    weights). Keyed on the option text, so reversed option orders map back.
+    ``blind``: the whole sample's distribution for everyone (no facts)."""
+    from agents.baselines import bio
+
+    traits = [t for t in study.traits if t.name in KEY_TRAITS]
     rules = []
     for q in study.questions:
         answers = study.responses[q.id].to_numpy(float)
@@ -92,19 +99,19 @@ def planted_rules(study, blind: bool = False) -> list[dict]:
         def dist(mask):
             a = answers[mask & ~np.isnan(answers)].astype(int)
             c = np.bincount(a, minlength=q.n_options).astype(float) + EPS
-            return {o.lower(): float(w) for o, w in zip(q.options, c / c.sum())}
+            return c / c.sum()
 
-        everyone = np.ones(len(answers), bool)
-        facts = [] if blind else [
-            {"pattern": rf"consider myself an? {re.escape(label)}\b", "weights": dist(groups == g)}
-            for g, label in enumerate(party.options) if (groups == g).any()
-        ]
-        rules.append({
-            "question": re.escape(q.text),
-            # No party stated (refused): the refusers' own distribution, so the mixture is the sample's.
-            "weights": dist(everyone) if blind else dist(groups < 0) if (groups < 0).any() else dist(everyone),
-            "facts": facts, "combine": "first", "outside": 0.02,
-        })
+        everyone = dist(np.ones(len(answers), bool))
+        facts = []
+        for t in [] if blind else traits:
+            groups = study.demographics[t.name].to_numpy()
+            for g, label in enumerate(t.options):
+                if (groups == g).sum() >= 5:  # a group of a few says nothing
+                    sentence = bio({t.name: label}).strip()  # exactly what a Bio text says
+                    ratio = dist(groups == g) / everyone
+                    facts.append({"pattern": re.escape(sentence), "weights": {o.lower(): float(w) for o, w in zip(q.options, ratio)}})
+        rules.append({"question": re.escape(q.text), "weights": {o.lower(): float(w) for o, w in zip(q.options, everyone)},
+                      "facts": facts, "combine": "product", "outside": 0.02})
     return rules
 
 
@@ -122,7 +129,7 @@ def calibrate(mode: str, n: int | None, work: Path) -> Calibration:
     study = load_study("gss_spending", source)
     rules = None if mode == "hash" else planted_rules(study, blind=mode == "blind")
     with SimulatedServer(rules=rules) as srv:
-        sets = [f"store={work / 'store.db'}", f"output={work / 'runs'}", "engine.kind=openai", "engine.model=simulated",
+        sets = [f"store={work / 'store.db'}", f"output={work / 'runs'}", "engine.kind=openai", "engine.model=simulated", "population.size=8",
                 f"engine.endpoints=[{srv.base_url}]", "population.conditions=[bio]", "human.sample=null",
                 "human.overrides.source.kind=csv", f"human.overrides.source.path={data}", "human.subgroups=[]",
                 "analysis.persona_answers=samples", "analysis.samples=1", "analysis.position_bias_personas=3"]

@@ -415,7 +415,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_TINY = [
     "population.size=2",
     "population.conditions=[imported]",
-    "options={groups: 1, group_size: 2, rounds: 1, mediator: llm, history: 0, representatives: [''], rollouts: 2, "
+    "options={groups: 1, group_size: 2, rounds: 1, mediator: llm, history: 0, representatives: [''], rollouts: 2, null_row: false, "
     "budget: {opinion: 6, critique: 6, statement: 8}}",
 ]
 

@@ -146,8 +146,11 @@ def test_exact_instrument_preset_without_its_file_stops_in_one_line(tmp_path, pr
     assert "\n" not in str(err.value) and needle in str(err.value) and "source.path" in str(err.value)
 
 
+# The presets' pipelines (data, steps, comparators, report) on the fake engine:
+# every scenario they use runs on the real model in tests/test_scenarios.py, and
+# the served engine on a real vLLM server in tests/test_vllm.py.
 TINY = [
-    "engine.kind=transformers",
+    "engine.kind=fake",
     "engine.model=embedded",
     "engine.endpoints=[]",
     "engine.dtype=float32",
@@ -216,7 +219,8 @@ def test_representatives_preset_runs_tiny_with_the_papers_settings(tmp_path):
             "options.payoff=self_rating", "options.judge=null", "options.budget={opinion: 12, critique: 12, statement: 16}"]
     result = run(load_config(ROOT / "scenarios" / "paper" / "representatives.yaml", tiny + [f"store={tmp_path / 's.db'}", f"output={tmp_path / 'runs'}"]))
     reps = pd.read_csv(result.output_dir / "representativity.csv")
-    assert set(zip(reps["subset"], reps["mode"])) == {("none", "one"), ("none", "all"), ("OC", "one"), ("OC", "all")}
+    # the sets and the null row (originals as their own representatives), pooled over groups
+    assert set(zip(reps["subset"], reps["mode"])) == {(s, m) for s in ("none", "OC", "self (null)") for m in ("one", "all")}
     assert (reps["rollouts"] == 2).all() and reps["win_rate"].between(0, 1).all()
     assert ((reps["ci_low"] <= reps["payoff_gap"] + 1e-9) & (reps["payoff_gap"] <= reps["ci_high"] + 1e-9)).all()
     assert "representatives act in: critique (the paper's setting)" in (result.output_dir / "summary.md").read_text()

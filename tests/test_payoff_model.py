@@ -14,6 +14,7 @@ from mechanisms.finetuned_representatives import deliberations as dl
 from mechanisms.finetuned_representatives import evaluation as ev
 from mechanisms.finetuned_representatives.splits import split_examples
 from mechanisms.finetuned_representatives.training import TrainSettings
+from mechanisms.value_equivalence import INTERVAL_ROLLOUTS, NULL_SET
 from mechanisms.payoff_model import (
     PayoffItem,
     PayoffModel,
@@ -71,14 +72,18 @@ def test_payoff_model_trains_and_scores_heldout_groups(engine, tmp_path):
     assert tuned.score([item, item])[0] == pytest.approx(tuned.score([item])[0], abs=1e-9)
 
     # eq. 21 on human-format data (no persona to ask): payoffs from the payoff model
-    rows = ev.payoff_discrepancy(
+    samples = ev.payoff_discrepancy(
         engine, None, data, split.validation, [""], seed=0, max_episodes=1, budget=GenerationBudget(opinion=16, critique=16, statement=16),
         rollouts=2, judge=engine, payoff_model=tuned,
     )
-    assert {r["mode"] for r in rows} == {"one", "all"} and {r["payoff_source"] for r in rows} == {"payoff model"}
+    rows = ev.discrepancy_rows(samples, 0, "payoff model")
+    assert {(r["subset"], r["mode"]) for r in rows} == {(s, m) for s in ("", NULL_SET) for m in ("one", "all")}
+    assert {r["payoff_source"] for r in rows} == {"payoff model"}
     for r in rows:
         assert 0 <= r["gap"] <= 6 and r["ci_low"] <= r["gap"] + 1e-9 <= r["ci_high"] + 2e-9 and 0 <= r["win_rate"] <= 1
-    assert next(r for r in rows if r["mode"] == "all")["n_substituted"] == 3
+        assert r["signed_ci_low"] <= r["signed_gap"] <= r["signed_ci_high"] and abs(r["signed_gap"]) <= r["gap"] + 1e-9
+        assert r["interval"] == INTERVAL_ROLLOUTS  # one held-out episode: no groups to resample, and the row says so
+    assert next(r for r in rows if r["mode"] == "all" and r["subset"] == "")["n_substituted"] == 3
 
 
 def test_bad_payoff_input_is_one_line(engine, tmp_path):

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import yaml
 from killing import kill_on
-from vllm_fixtures import require_vllm_env
 
 from mechanisms.budget import GenerationBudget
 from mechanisms.finetuned_representatives import deliberations as dl
@@ -110,10 +109,10 @@ def trained(deliberation):
     tmp = d / "train"
     tmp.mkdir()
     cfg = config(tmp, path)
-    ckpts = tmp / "runs" / "rep" / "adapter" / "checkpoints"
+    ckpts = tmp / "runs" / "rep" / "adapters" / "C" / "checkpoints"
     first = ckpts / f"checkpoint-{TRAIN['eval_steps']}" / "trainer_state.json"
     alive = kill_on([sys.executable, "run.py", "represent", "train", str(cfg)], ROOT, first.exists, timeout=1200)
-    record_file = tmp / "runs" / "rep" / "adapter" / "training_record.json"
+    record_file = tmp / "runs" / "rep" / "adapters" / "C" / "training_record.json"
     killed_early = alive and not record_file.exists()
     r = represent("train", str(cfg))
     assert r.returncode == 0, r.stderr[-2000:]
@@ -129,6 +128,7 @@ def test_training_killed_midway_resumes_from_its_checkpoint(trained):
     assert steps == sorted(set(steps)) and steps[-1] == TRAIN["max_steps"]  # no step evaluated twice
     assert record["best_step"] in steps
     assert record["best_val_perplexity"] == min(e["val_perplexity"] for e in record["evaluations"])
+    assert record["settings"]["subset"] == "C" and record["truncated_examples"] == record["history_dropped_examples"] + record["tokens_cut_examples"]
     split = Split.from_json(record["split"])
     split.check()
 
@@ -139,7 +139,7 @@ def test_fine_tuning_lowers_heldout_critique_nll(trained, engine):
     tmp, _, record, _ = trained
     data = dl.load(record["data"]["source"])
     split = Split.from_json(record["split"])
-    tuned = TransformersEngine.embedded(lora=str(tmp / "runs" / "rep" / "adapter"))
+    tuned = TransformersEngine.embedded(lora=str(tmp / "runs" / "rep" / "adapters" / "C"))
     vanilla = ev.critique_nll(engine, data, split.validation, "C", engine.tok, 1)
     fine = ev.critique_nll(tuned, data, split.validation, "C", engine.tok, 1)
     print(f"held-out critique NLL/token: vanilla {vanilla.mean:.3f} (ppl {vanilla.perplexity:.2f}), fine-tuned {fine.mean:.3f} (ppl {fine.perplexity:.2f})")
@@ -157,13 +157,16 @@ def test_eval_writes_vanilla_vs_finetuned_report(trained):
     out = tmp / "runs" / "rep" / "eval"
     nll = pd.read_csv(out / "critique_nll.csv")
     assert set(nll["model"]) == {"vanilla", "fine-tuned"} and set(nll["subset"]) == {"C"}
+    assert (nll["sequence_loglik"] < 0).all() and (abs(nll["perplexity"] / nll["nll_per_token"].map(math.exp) - 1) < 1e-5).all()
+    assert nll.loc[nll["model"] == "fine-tuned", "adapter"].iloc[0].endswith("adapters/C")  # the set's own representative
     v, f = (float(nll[nll["model"] == m]["nll_per_token"].iloc[0]) for m in ("vanilla", "fine-tuned"))
     assert f < v
     judge = pd.read_csv(out / "autorater.csv")
     assert judge["win_rate"].between(0, 1).all() and len(judge) == 2
     pay = pd.read_csv(out / "payoff_discrepancy.csv")
     assert set(pay["mode"]) == {"one", "all"} and set(pay["model"]) == {"vanilla", "fine-tuned"}
-    assert set(pay["payoff_source"]) == {"self-rating"}
+    assert set(pay["payoff_source"]) == {"self-rating"} and set(pay["subset"]) == {"C", "self (null)"}  # beside the null row
+    assert ((pay["signed_ci_low"] <= pay["signed_gap"] + 1e-9) & (pay["signed_gap"] <= pay["signed_ci_high"] + 1e-9)).all()
     assert pay["gap"].between(0, 6).all()
     # R = 2 rollouts per episode: a bootstrap interval around each gap, and the
     # consensus autorater (eq. 22) judged by the base model -- with a warning.
@@ -231,36 +234,33 @@ def test_cards_are_seeded_and_distinct():
 
 
 @pytest.mark.vllm
-def test_vllm_serves_the_trained_adapter_like_the_inprocess_engine(trained, engine):
-    """A real vLLM server with the adapter (--enable-lora); critique
-    log-likelihoods agree with transformers + adapter within a bound derived
-    from float32 arithmetic (both sides float32: tests/tolerances.py), and
-    differ from the base model's."""
+def test_vllm_serves_the_trained_adapter_like_the_inprocess_engine(trained, engine, vllm_server):
+    """The test run's vLLM server takes the adapter at run time (--enable-lora,
+    /v1/load_lora_adapter); critique log-likelihoods agree with transformers +
+    adapter within a bound derived from float32 arithmetic (both sides float32:
+    tests/tolerances.py), and differ from the base model's."""
     from tolerances import nll_per_token_bound
-    from vllm_fixtures import VLLM_TEST_DTYPE
 
-    from agents.llm import vllm_server as vs
-    from agents.llm.embedded import EMBEDDED_NAME, hf_folder
+    from agents.llm.embedded import EMBEDDED_NAME
     from agents.llm.openai_engine import OpenAIEngine
     from agents.llm.transformers_engine import TransformersEngine
 
-    require_vllm_env()
     tmp, _, record, _ = trained
-    adapter = tmp / "runs" / "rep" / "adapter"
+    adapter = tmp / "runs" / "rep" / "adapters" / "C"
     data = dl.load(record["data"]["source"])
     split = Split.from_json(record["split"])
-    server = vs.serve(model=hf_folder(), name=EMBEDDED_NAME, timeout=600, extra_args=["--enforce-eager"], lora_modules={"rep": str(adapter)},
-                      dtype=VLLM_TEST_DTYPE)
+    name = f"rep-{tmp.name}"  # a name of its own: the server outlives this test
+    vllm_server.load_lora(name, adapter)
     try:
-        served = OpenAIEngine("rep", [server.base_url], concurrency=4)
-        base = OpenAIEngine(EMBEDDED_NAME, [server.base_url], concurrency=4)
+        served = OpenAIEngine(name, [vllm_server.base_url], concurrency=4)
+        base = OpenAIEngine(EMBEDDED_NAME, [vllm_server.base_url], concurrency=4)
         tuned = TransformersEngine.embedded(lora=str(adapter))
         idx = split.validation[:4]
         a = ev.critique_nll(served, data, idx, "C", engine.tok, 1)
         b = ev.critique_nll(tuned, data, idx, "C", engine.tok, 1)
         c = ev.critique_nll(base, data, idx, "C", engine.tok, 1)
     finally:
-        server.stop()
+        vllm_server.unload_lora(name)
     diff = [abs(x - y) for x, y in zip(a.per_token, b.per_token)]
     print(f"vLLM adapter vs in-process adapter NLL/token: max |diff| {max(diff):.4f}; base {c.mean:.3f} vs adapter {a.mean:.3f}")
     bounds = [nll_per_token_bound(data.examples[i].critique, n) for i, n in zip(idx, a.tokens)]

@@ -1,5 +1,6 @@
 """Every shipped scenario end to end on the embedded model (tiny sizes), replay,
-kill -9 and resume, bad YAML / overrides, plain console output."""
+bad YAML / overrides, plain console output. (Kill -9 and resume of a scenario
+run: tests/test_faults.py, which kills inside the question steps.)"""
 from __future__ import annotations
 
 import filecmp
@@ -13,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from killing import count, kill_when
 
 from simulation.config import ConfigError, load_config
 from simulation.runner import replay, run
@@ -123,6 +123,7 @@ def shared(tmp_path_factory):
     return d / "store.db", d / "runs"
 
 
+@pytest.mark.fast
 def test_every_shipped_scenario_is_covered():
     assert set(SCENARIOS) <= set(CASES), f"add a case for {set(SCENARIOS) - set(CASES)}"
 
@@ -175,29 +176,6 @@ def test_replay_reproduces_the_report_with_no_engine_calls(shared):
         assert filecmp.cmp(f, original.output_dir / f.relative_to(result.output_dir), shallow=False)
 
 
-def test_kill_then_resume_equals_clean_run(tmp_path):
-    args = ["human.sample=6", "population.conditions=[anthology, qa]", "human.lower_bound_splits=10",
-            "questionnaire.questions=[natspac, natenvir, natheal, natcity]"]
-    killed_db, clean_db = tmp_path / "killed.db", tmp_path / "clean.db"
-    sets = [x for a in tiny(killed_db, tmp_path / "runs-k", args) for x in ("--set", a)]
-    cmd = [sys.executable, str(ROOT / "run.py"), "scenarios/gss_spending.yaml", "--plain", *sets]
-    steps_done = kill_when(cmd, ROOT, killed_db, "select count(distinct step) from events", 1)
-    assert 1 <= steps_done < 4, "the kill must land in the middle of the run"
-    calls_before = count(killed_db, "select count(*) from responses")
-
-    resumed = run(load_config(ROOT / "scenarios" / "gss_spending.yaml", tiny(killed_db, tmp_path / "runs-k", args)))
-    assert resumed.resumed
-    assert count(killed_db, "select count(*) from responses") == calls_before + resumed.engine_calls
-
-    clean = run(load_config(ROOT / "scenarios" / "gss_spending.yaml", tiny(clean_db, tmp_path / "runs-c", args)))
-    # no finished engine call was repeated: both runs made the same calls in total
-    assert calls_before + resumed.engine_calls == clean.engine_calls
-    assert resumed.run_id == clean.run_id
-    for f in clean.files:
-        rel = f.relative_to(clean.output_dir)
-        assert filecmp.cmp(f, resumed.output_dir / rel, shallow=False), f"{rel} differs"
-
-
 @pytest.mark.parametrize(
     "text, overrides, message",
     [
@@ -210,19 +188,35 @@ def test_kill_then_resume_equals_clean_run(tmp_path):
         ("name: x\nscenario: gss_spending\nhuman: {study: nowhere_study}\n", [], r"nowhere_study"),
     ],
 )
-def test_bad_yaml_and_overrides_give_one_line_and_write_nothing(tmp_path, text, overrides, message):
+@pytest.mark.fast
+def test_bad_yaml_and_overrides_give_one_line_and_write_nothing(tmp_path, text, overrides, message, capsys):
+    """Through run.py's own entry point (in this process: a subprocess per case
+    cost seconds of imports each; the real command line is run below)."""
+    import run as cli
+
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     sets = [x for o in overrides + [f"store={tmp_path / 's.db'}", f"output={tmp_path / 'runs'}"] for x in ("--set", o)]
-    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), str(path), *sets], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2
-    err = proc.stderr.strip()
+    assert cli.main([str(path), *sets]) == 2
+    err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert re.search(message, err), err
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in err
     assert not (tmp_path / "runs").exists()  # nothing half-written
 
 
+@pytest.mark.fast
+def test_bad_yaml_on_the_real_command_line_is_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nscenario: gss_spending\npopulation: {sise: 3}\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), str(path), "--set", f"output={tmp_path / 'runs'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert re.fullmatch(r"error: \S*bad\.yaml: population\.sise: unknown field.*\n", proc.stderr), proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.fast
 def test_unknown_field_error_in_load_config(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("name: x\nscenario: gss_spending\nmatching: [best]\n")

@@ -117,12 +117,10 @@ def engine(inprocess_run, vllm_server):
 @pytest.fixture(scope="module")
 def reference():
     """Distributions and log-likelihoods from the in-process transformers engine (float32)."""
-    from agents.llm.transformers_engine import TransformersEngine
+    from conftest import embedded_engine
 
-    ref = TransformersEngine.embedded()
-    out = {"option_probs": ref.option_probs(option_requests()), "loglikelihood": ref.loglikelihood(LOGLIK)}
-    ref.close()
-    return out
+    ref = embedded_engine()  # the session's model (float32), not a second load
+    return {"option_probs": ref.option_probs(option_requests()), "loglikelihood": ref.loglikelihood(LOGLIK)}
 
 
 # ------------------------------------------------------------------ distributions

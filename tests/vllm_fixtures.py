@@ -59,8 +59,10 @@ def require_vllm_env() -> None:
 @pytest.fixture(scope="session")
 def vllm_server():
     """The embedded SmolLM2 (HF folder) served by vLLM on 127.0.0.1 in float32
-    (with prefix caching, as runs use it); stopped at session end. An external
-    server (PERSONAE_VLLM_URL) must be started with --dtype float32 too."""
+    (with prefix caching, as runs use it) and run-time LoRA loading (the base
+    name is served through a zero adapter: see agents/llm/vllm_lora.RAW_SUFFIX);
+    stopped at session end. An external server (PERSONAE_VLLM_URL) must be
+    started with --dtype float32 --runtime-lora too."""
     from agents.llm import vllm_server as vs
     from agents.llm.embedded import EMBEDDED_NAME, hf_folder
 
@@ -71,8 +73,10 @@ def vllm_server():
     require_vllm_env()
     t0 = time.monotonic()
     try:
+        # runtime_lora: the LoRA tests load their adapters into this same server
+        # (one vLLM load per test run: a second server cost ~2 minutes and 6.5 GB).
         server = vs.serve(model=hf_folder(), name=EMBEDDED_NAME, timeout=VLLM_START_TIMEOUT, dtype=VLLM_TEST_DTYPE,
-                          extra_args=["--enforce-eager"] if VLLM_TEST_EAGER else [])
+                          extra_args=["--enforce-eager"] if VLLM_TEST_EAGER else [], runtime_lora=True)
     except vs.ServerError as e:
         pytest.fail(f"vLLM server did not start: {e}", pytrace=False)
     print(f"\n[vllm] server ready at {server.base_url} in {time.monotonic() - t0:.0f} s")

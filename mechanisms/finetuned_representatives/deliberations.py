@@ -14,7 +14,11 @@ Two sources, one :class:`Deliberations`:
   iteration; ``iteration_index`` 0 holds the opinion, 1 the critique of the
   draft. D (demographics) comes from any ``demographics.<trait>`` columns the
   file holds (the public HM release has none, so D is refused there); P from a
-  ``position`` column (expected agreement 1..7 with the affirming statement). The draft is ``top_candidate.text`` of the critique row when present,
+  ``position`` column (expected agreement 1..7 with the affirming statement),
+  or -- the public release's way -- from its position-statement ratings file
+  (``hm_all_position_statement_ratings.parquet``, ``data.positions``): each
+  participant's agreement with the question's affirming statement, or 8 minus
+  their agreement with the negating one (:func:`position_ratings`). The draft is ``top_candidate.text`` of the critique row when present,
   else the Schulze winner of the round's first candidates
   (``candidates.text`` ranked by ``rankings.numerical_ranks``, 0 = best).
   Agreement ratings, when the file has ``ratings.agreement``: per row a list
@@ -104,6 +108,14 @@ class Deliberations:
         cond = conditioning(rec.without_question(ex.question), subset, max_items)
         return prompts.critique_prompt(cond, ex.question, ex.opinion, ex.draft, None, fmt)
 
+    def prompt_variants(self, ex: CritiqueExample, subset: str = "OC", max_items: int = 3, fmt: str = "chatml") -> list[str]:
+        """The prompt, then shorter ones with the oldest past-question blocks
+        left out one at a time (the last has no past question: the base
+        information, plus D); training takes the first that fits."""
+        rec = self.records.get(ex.participant, ParticipantRecord(ex.participant)).without_question(ex.question)
+        return [prompts.critique_prompt(conditioning(rec, subset, max_items, skip), ex.question, ex.opinion, ex.draft, None, fmt)[0]
+                for skip in range(max_items + 1)]
+
     def fingerprint(self) -> str:
         h = hashlib.sha256()
         for ex in self.examples:
@@ -124,8 +136,69 @@ class Deliberations:
         return sorted({e.question_id for e in self.examples})
 
 
-def load(path: str | Path) -> Deliberations:
-    """Load a parquet file (HM layout) or a JSONL of episode results."""
+POSITIONS_FILE = "hm_all_position_statement_ratings.parquet"
+STATEMENT_COLUMNS = ("candidates.text", "statement.text", "position_statement.text")
+
+
+def position_ratings(df: pd.DataFrame, source: str) -> dict[tuple[str, str], float]:
+    """P from the Habermas Machine's position-statement ratings: per (worker,
+    question text), the mean over that worker's ratings of the question's
+    position statements, each oriented to the affirming statement
+
+        p = rating                  (the affirming statement)
+        p = 8 - rating              (the negating statement)
+
+    on 1..7. Ratings may be lists aligned with a list of statements (the
+    comparisons layout) or one per row; a statement that is neither position
+    statement is skipped. The layout is the release's as documented in the HM
+    repository (worker_id, question.*, the rated statement, ratings.agreement);
+    a missing column stops with one line."""
+    stmt = next((c for c in STATEMENT_COLUMNS if c in df.columns), None)
+    need = ["worker_id", "question.text", "question.affirming_statement", "question.negating_statement", "ratings.agreement"]
+    missing = [c for c in need if c not in df.columns] + ([] if stmt else [" or ".join(STATEMENT_COLUMNS)])
+    if missing:
+        raise DeliberationError(f"{source}: missing column(s) {', '.join(missing)} (expected the Habermas Machine's position-statement ratings layout)")
+    sums: dict[tuple[str, str], list[float]] = {}
+    for _, r in df.iterrows():
+        texts, rated = r[stmt], r["ratings.agreement"]
+        if texts is None or rated is None or isinstance(texts, float) or isinstance(rated, float):
+            continue
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        rated = [rated] if isinstance(rated, str) or np.isscalar(rated) else list(rated)
+        if len(texts) != len(rated):
+            raise DeliberationError(f"{source}: worker {r['worker_id']}: ratings.agreement has {len(rated)} value(s) for {len(texts)} statements")
+        aff, neg = str(r["question.affirming_statement"]).strip(), str(r["question.negating_statement"]).strip()
+        for text, value in zip(texts, rated):
+            v = likert_value(value, source)
+            text = str(text).strip()
+            if v is None or text not in (aff, neg):
+                continue
+            sums.setdefault((str(r["worker_id"]), str(r["question.text"])), []).append(v if text == aff else 8 - v)
+    return {k: float(np.mean(v)) for k, v in sums.items()}
+
+
+def add_positions(data: "Deliberations", path: str | Path) -> "Deliberations":
+    """Add P to every participant's record from a position-statement ratings file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeliberationError(f"{path}: file not found (expected the Habermas Machine's {POSITIONS_FILE})")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DeliberationError(f"{path}: not a readable parquet file ({first})") from None
+    for (worker, question), p in sorted(position_ratings(df, str(path)).items()):
+        rec = data.records.get(worker)
+        if rec is not None and all(q != question for q, _ in rec.positions):
+            rec.positions.append((question, position_label(p)))
+    return data
+
+
+def load(path: str | Path, positions: str | Path | None = None) -> Deliberations:
+    """Load a parquet file (HM layout) or a JSONL of episode results; with
+    ``positions``, P from the HM position-statement ratings file."""
+    if positions:
+        return add_positions(load(path), positions)
     path = Path(path)
     if not path.exists():
         raise DeliberationError(f"{path}: file not found (expected a Habermas Machine parquet file or an episodes .jsonl)")

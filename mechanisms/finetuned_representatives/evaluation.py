@@ -1,12 +1,13 @@
 """Evaluate digital representatives, vanilla vs fine-tuned (Jarrett et al. §5).
 
-* Critique log-likelihood: for each held-out example,
+* Critique log-likelihood (eq. 19): for each held-out example, over the T
+  tokens of the participant's real critique c,
 
-      NLL/token = -(1/T) sum_t log p(c_t | prompt, c_<t)
+      log-likelihood = sum_t log p(c_t | prompt, c_<t)       NLL/token = -log-likelihood / T
 
-  over the T tokens of the participant's real critique c; reported as the mean
-  over examples and as perplexity exp(mean NLL/token) (the paper's early
-  stopping metric), per conditioning subset.
+  reported per conditioning subset as the mean sequence log-likelihood (eq. 19
+  as written), the mean NLL/token, and perplexity = exp(mean NLL/token) -- the
+  one perplexity definition, also the training record's validation perplexity.
 * Autorater win rate: a judge model sees the participant's question and
   opinion and two critiques, the representative's (sampled) and the real one,
   and picks the one more likely written by the participant. Both orders are
@@ -18,13 +19,19 @@
   0.5 = indistinguishable from the ground truth.
 * Payoff discrepancy: a held-out episode is replayed R times (seeded) with
   the personas that played it; one participant, or all, critique through the
-  representative (the only act it performs, as in the paper), and
+  representative (the only act it performs, as in the paper), and per
+  substituted participant
 
-      gap = mean_{i substituted} | mean_r payoff_i^r(with representatives) - mean_r payoff_i^r(originals) |
+      d_i = mean_r payoff_i^r(with representatives) - mean_r payoff_i^r(originals)
 
-  on the 1..7 agreement scale, with a bootstrap interval over rollouts, plus
-  the consensus autorater's win rate (eq. 22) of the representatives' final
-  statements against the originals' (mechanisms.representatives.representativity).
+  on the 1..7 agreement scale, plus the consensus autorater's win rate (eq. 22)
+  of the representatives' final statements against the originals'
+  (mechanisms.representatives.representativity). The signed (mean d_i) and
+  absolute (mean |d_i|, eq. 21) gaps are pooled over the held-out episodes with
+  intervals from resampling groups, beside the null row (the originals as
+  their own representatives under other seeds), by
+  :func:`mechanisms.value_equivalence.pooled_table` -- the consensus
+  scenario's estimator.
   Payoffs are the personas' self-ratings, which needs the persona texts
   (``personae.conditioning``): persona-played data only.
 * Payoff discrepancy from a payoff model (:mod:`mechanisms.payoff_model`),
@@ -33,7 +40,9 @@
   representative, the others' are the real ones; the mediator revises the
   draft R times (seeded; the same seeds with the real critiques give the
   originals' outcome), and the payoff model scores each revision for each
-  substituted participant; the same gap, interval and consensus autorater.
+  substituted participant; the same estimator and consensus autorater. The
+  null row there: the real critiques, revised under other seeds (the
+  recorded critiques cannot be re-sampled; the mediator's noise is what is left).
 """
 from __future__ import annotations
 
@@ -50,7 +59,8 @@ from core.seeds import derive_seed
 from mechanisms.budget import GenerationBudget
 from mechanisms.autorater import ConsensusPair, consensus_win_rate
 from mechanisms.mediators import MediationInput, Transcript, make_mediator
-from mechanisms.representatives import ParticipantRecord, bootstrap_gap, expected_payoff_gap, representativity
+from mechanisms.representatives import ParticipantRecord, representativity
+from mechanisms.value_equivalence import NULL_SET, PayoffSample, pooled_table
 
 from .deliberations import CritiqueExample, Deliberations
 
@@ -68,6 +78,7 @@ class PayoffScorer(Protocol):
 class NLL:
     per_token: list[float]  # per example
     tokens: list[int]
+    loglik: list[float] | None = None  # per example: sum_t log p (eq. 19)
 
     @property
     def mean(self) -> float:
@@ -76,6 +87,14 @@ class NLL:
     @property
     def perplexity(self) -> float:
         return float(np.exp(self.mean))
+
+    @property
+    def sequence_loglik(self) -> float:
+        return float(np.mean(self.loglik)) if self.loglik else float("nan")
+
+    def to_json(self) -> dict:
+        return {"sequence_loglik": self.sequence_loglik, "nll_per_token": self.mean, "perplexity": self.perplexity,
+                "mean_tokens": float(np.mean(self.tokens)) if self.tokens else float("nan")}
 
 
 def critique_nll(engine: Engine, data: Deliberations, indices: Sequence[int], subset: str, tokenizer, max_items: int = 2) -> NLL:
@@ -87,7 +106,7 @@ def critique_nll(engine: Engine, data: Deliberations, indices: Sequence[int], su
         reqs.append(LoglikRequest(prompt, ex.critique))
         counts.append(len(tokenizer(ex.critique, add_special_tokens=False).input_ids))
     scores = engine.loglikelihood(reqs)
-    return NLL([-s / n for s, n in zip(scores, counts)], counts)
+    return NLL([-s / n for s, n in zip(scores, counts)], counts, [float(s) for s in scores])
 
 
 def sample_critiques(engine: Engine, data: Deliberations, indices: Sequence[int], subset: str, seed: int, max_tokens: int = GenerationBudget().critique, temperature: float = 0.8, max_items: int = 2) -> list[str]:
@@ -139,12 +158,17 @@ def payoff_discrepancy(
     judge: Engine | None = None,
     payoff_model: PayoffScorer | None = None,
     temperature: float = 0.8,
-) -> list[dict]:
+    null: bool = True,
+    ranker: str = "words",
+) -> list[PayoffSample]:
     """Replay up to ``max_episodes`` held-out episodes with the original personas
     and substitute representatives in the critique step (one / all), each
     ``rollouts`` times; with a ``judge`` also the consensus autorater (eq. 22).
     With a ``payoff_model`` the episodes are replayed from the data instead
-    (no persona needed; see the module docstring)."""
+    (no persona needed; see the module docstring). Returns one sample per
+    (episode, subset, mode) -- and the null row's with ``null`` -- for
+    :func:`discrepancy_rows`. ``ranker``: who ranks a Habermas mediator's
+    candidates (default: from participants' words only)."""
     episodes: dict[str, list[CritiqueExample]] = {}
     for i in indices:
         ex = data.examples[i]
@@ -152,11 +176,11 @@ def payoff_discrepancy(
             episodes.setdefault(ex.episode, []).append(ex)
     if payoff_model is not None:
         return _model_discrepancy(
-            engine, rep_engine, data, episodes, subsets, seed, payoff_model, max_episodes, max_items, tag, budget, rollouts, judge, temperature,
+            engine, rep_engine, data, episodes, subsets, seed, payoff_model, max_episodes, max_items, tag, budget, rollouts, judge, temperature, null,
         )
     if not data.conditionings:
         return []
-    rows = []
+    out: list[PayoffSample] = []
     config = EpisodeConfig(rounds=1, seed=seed, budget=budget, represented_acts=("critique",))
     for name in sorted(episodes)[:max_episodes]:
         members = sorted(episodes[name], key=lambda e: e.participant)
@@ -166,39 +190,47 @@ def payoff_discrepancy(
         question = Question(first.question_id, first.question, first.question)
         participants = [Participant(m.participant, data.conditionings[m.participant]) for m in members]
         records = [data.records[m.participant] for m in members]
-        med = make_mediator(mediator, **({"max_tokens": budget.statement} if mediator in ("llm", "habermas") else {}))
+        kwargs = {"max_tokens": budget.statement} if mediator in ("llm", "habermas") else {}
+        med = make_mediator(mediator, **kwargs, **({"ranker": ranker} if mediator == "habermas" else {}))
         _, reports = representativity(
             engine, question, participants, records, list(subsets), med, config,
-            max_items=max_items, rep_engine=rep_engine, tag=tag, rollouts=rollouts, judge=judge,
+            max_items=max_items, rep_engine=rep_engine, tag=tag, rollouts=rollouts, judge=judge, null=null,
         )
-        for rep in reports:
-            rows.append({
-                "episode": name, "subset": rep.subset, "mode": rep.mode, "gap": rep.gap, "ci_low": rep.ci_low,
-                "ci_high": rep.ci_high, "rollouts": rep.rollouts, "win_rate": rep.win_rate, "n_substituted": len(rep.per_slot),
-                "payoff_source": "self-rating",
-            })
+        out += [PayoffSample(first.group, rep.subset, rep.mode, rep.substituted, rep.original, rep.wins) for rep in reports]
+    return out
+
+
+def discrepancy_rows(samples: list[PayoffSample], seed: int, payoff_source: str) -> list[dict]:
+    """Eq. 21 / 22 pooled over the samples' clusters (held-out groups), one row
+    per (subset, mode) and the null row: the consensus scenario's estimator
+    (:func:`mechanisms.value_equivalence.pooled_table`); ``gap`` = mean |d_i|."""
+    rows = []
+    for r in pooled_table(samples, seed):
+        row = r.to_json()
+        row["gap"] = row.pop("payoff_gap")
+        rows.append({"subset": r.subset, "mode": r.mode, **row, "n_substituted": r.units, "payoff_source": payoff_source})
     return rows
 
 
 def _model_discrepancy(
     engine: Engine, rep_engine: Engine | None, data: Deliberations, episodes: dict[str, list[CritiqueExample]], subsets: Sequence[str],
     seed: int, payoff_model: PayoffScorer, max_episodes: int, max_items: int, tag: str, budget: GenerationBudget, rollouts: int,
-    judge: Engine | None, temperature: float,
-) -> list[dict]:
+    judge: Engine | None, temperature: float, null: bool = True,
+) -> list[PayoffSample]:
     """Eq. 21 on recorded episodes, payoffs from the payoff model (the LLM
     mediator revises: the recorded rankings cannot be replayed without the people)."""
     mediator = make_mediator("llm", max_tokens=budget.statement)
-    rows = []
+    out: list[PayoffSample] = []
     for name in sorted(episodes)[:max_episodes]:
         members = sorted(episodes[name], key=lambda e: e.participant)
         first, n = members[0], len(members)
         opinions, real = [m.opinion for m in members], [m.critique for m in members]
         judges = [payoff_model.participant(m.opinion, data.records.get(m.participant), m.question) for m in members]
 
-        def revise(critiques: list[str], r: int) -> str:
+        def revise(critiques: list[str], r: int, *salt: str) -> str:
             inp = MediationInput(
                 first.question, 1, "revision", opinions, critiques, first.draft, [m.participant for m in members], [""] * n, [False] * n,
-                derive_seed(seed, name, "rollout", r),
+                derive_seed(seed, name, "rollout", r, *salt),
             )
             return mediator.mediate(Transcript(engine), inp).statement
 
@@ -207,6 +239,13 @@ def _model_discrepancy(
 
         base = [revise(real, r) for r in range(rollouts)]
         base_pay = pay(base)
+        if null:  # the real critiques revised under other seeds: the same outcome in expectation
+            again = [revise(real, r, NULL_SET) for r in range(rollouts)]
+            again_pay = pay(again)
+            pairs = [ConsensusPair(first.question, tuple(opinions), s, b) for s, b in zip(again, base)]
+            wins = tuple(consensus_win_rate(judge, pairs).per_pair) if judge is not None else ()
+            out += [PayoffSample(first.group, NULL_SET, "one", again_pay, base_pay, wins),
+                    PayoffSample(first.group, NULL_SET, "all", again_pay, base_pay, wins)]
         for subset in subsets:
             reqs = []
             for r in range(rollouts):
@@ -226,10 +265,6 @@ def _model_discrepancy(
                     orig_cols.append(base_pay[:, slots])
                     pairs += [ConsensusPair(first.question, tuple(opinions), s, b) for s, b in zip(statements, base)]
                 sub, orig = np.concatenate(sub_cols, axis=1), np.concatenate(orig_cols, axis=1)
-                low, high = bootstrap_gap(sub, orig, derive_seed(seed, name, subset, mode, "bootstrap"))
-                rows.append({
-                    "episode": name, "subset": subset, "mode": mode, "gap": float(expected_payoff_gap(sub, orig)), "ci_low": low,
-                    "ci_high": high, "rollouts": rollouts, "win_rate": consensus_win_rate(judge, pairs).win_rate if judge is not None else None,
-                    "n_substituted": sub.shape[1], "payoff_source": "payoff model",
-                })
-    return rows
+                wins = tuple(consensus_win_rate(judge, pairs).per_pair) if judge is not None else ()
+                out.append(PayoffSample(first.group, subset, mode, sub, orig, wins))
+    return out

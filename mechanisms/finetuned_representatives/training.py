@@ -9,6 +9,16 @@ is the one kept (the paper fine-tunes all weights of 1B/30B models; LoRA on
 the embedded 135M model is what a laptop CPU affords, and the same code
 trains any HF causal LM on a GPU).
 
+A prompt too long for ``max_length`` loses whole past-question blocks of its
+conditioning, oldest first (the base information -- question, own opinion,
+draft -- and D always stay); only if that is not enough are tokens cut from the
+prompt's start. ``training_record.json`` counts both kinds.
+
+Validation perplexity is exp(mean over critiques of the per-token NLL): the
+evaluation batch holds one example, so the Trainer's eval_loss is that mean
+(the same definition as ``represent eval``'s critique NLL; the training target
+also holds the end-of-turn token).
+
 Resumable: checkpoints go to ``<adapter>/checkpoints``; a rerun continues from
 the last one (optimizer, scheduler and data order included). The adapter and
 ``training_record.json`` (settings, data fingerprint, split, validation
@@ -67,17 +77,29 @@ def _device_dtype(settings: TrainSettings):
     return cuda, getattr(torch, settings.dtype)
 
 
-def tokenize_example(tok, prompt: str, target: str, max_length: int) -> tuple[dict, bool]:
+FITS, HISTORY_DROPPED, TOKENS_CUT = "fits", "history dropped", "tokens cut"
+
+
+def tokenize_example(tok, prompt: str | list[str], target: str, max_length: int) -> tuple[dict, str]:
     """input_ids = prompt + target + end of turn; labels mask the prompt.
-    Too long: the prompt loses tokens from its start (the target is kept)."""
+    ``prompt``: one text, or variants from longest to shortest (see
+    :meth:`Deliberations.prompt_variants`): the first that fits is used
+    (``HISTORY_DROPPED`` if not the first); if none fits, the last loses tokens
+    from its start (``TOKENS_CUT``). The target is always kept."""
     end = tok.eos_token or ""
-    p = tok(prompt, add_special_tokens=False).input_ids
+    variants = [prompt] if isinstance(prompt, str) else list(prompt)
     t = tok(target + end, add_special_tokens=False).input_ids
-    truncated = len(p) + len(t) > max_length
-    if truncated:
+    status = FITS
+    for k, text in enumerate(variants):
+        p = tok(text, add_special_tokens=False).input_ids
+        if len(p) + len(t) <= max_length:
+            status = FITS if k == 0 else HISTORY_DROPPED
+            break
+    else:
         p = p[max(0, len(p) + len(t) - max_length) :]
+        status = TOKENS_CUT
     ids = p + t
-    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * len(p) + t}, truncated
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * len(p) + t}, status
 
 
 class _ListDataset:
@@ -106,12 +128,11 @@ def train(
     """Train (or resume training) a critique LoRA adapter; return the training record."""
     settings = settings or TrainSettings()
 
-    def pairs(indices: list[int]) -> list[tuple[str, str]]:
+    def pairs(indices: list[int]) -> list[tuple[list[str], str]]:
         out = []
         for i in indices:
             ex: CritiqueExample = data.examples[i]
-            prompt, _ = data.prompt(ex, settings.subset, settings.max_items)
-            out.append((prompt, ex.critique))
+            out.append((data.prompt_variants(ex, settings.subset, settings.max_items), ex.critique))
         return out
 
     about = {"data": {"source": data.source, "fingerprint": data.fingerprint(), "examples": len(data.examples)}, "split": split.to_json()}
@@ -119,8 +140,8 @@ def train(
 
 
 def fit(
-    train_pairs: list[tuple[str, str]],
-    val_pairs: list[tuple[str, str]],
+    train_pairs: list[tuple[str | list[str], str]],
+    val_pairs: list[tuple[str | list[str], str]],
     adapter: str | os.PathLike,
     settings: TrainSettings,
     about: dict,
@@ -150,13 +171,14 @@ def fit(
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
 
-    def rows(pairs: list[tuple[str, str]]) -> tuple[list[dict], int]:
-        out, cut = [], 0
+    def rows(pairs) -> tuple[list[dict], dict[str, int]]:
+        out, counts = [], {HISTORY_DROPPED: 0, TOKENS_CUT: 0}
         for prompt, target in pairs:
-            row, truncated = tokenize_example(tok, prompt, target, settings.max_length)
+            row, status = tokenize_example(tok, prompt, target, settings.max_length)
             out.append(row)
-            cut += truncated
-        return out, cut
+            if status in counts:
+                counts[status] += 1
+        return out, counts
 
     train_rows, cut_train = rows(train_pairs)
     val_rows, cut_val = rows(val_pairs)
@@ -172,7 +194,7 @@ def fit(
     args = TrainingArguments(
         output_dir=str(adapter / "checkpoints"),
         per_device_train_batch_size=settings.batch_size,
-        per_device_eval_batch_size=settings.batch_size,
+        per_device_eval_batch_size=1,  # eval_loss = mean over critiques of the per-token NLL (see the module docstring)
         gradient_accumulation_steps=settings.grad_accum,
         learning_rate=settings.learning_rate,
         lr_scheduler_type="constant",  # the paper: constant learning rate, AdamW
@@ -231,7 +253,11 @@ def fit(
         **about,
         "train_examples": len(train_rows),
         "validation_examples": len(val_rows),
-        "truncated_examples": cut_train + cut_val,
+        # Examples longer than max_length: shortened by dropping past-question blocks
+        # (oldest first), or -- when the base information alone is too long -- cut.
+        "truncated_examples": sum(cut_train.values()) + sum(cut_val.values()),
+        "history_dropped_examples": cut_train[HISTORY_DROPPED] + cut_val[HISTORY_DROPPED],
+        "tokens_cut_examples": cut_train[TOKENS_CUT] + cut_val[TOKENS_CUT],
         "initial_val_loss": initial.get("eval_loss"),
         "evaluations": evals,
         "best_step": best["step"] if best else None,
