@@ -21,7 +21,7 @@ run: setup
 ## the whole test suite; set-up and suite are timed apart.
 test: setup-test
 	$(VENV)/bin/lint-imports  # the layers (pyproject.toml [tool.importlinter]), so CI keeps them
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q
 
 ## The fast tier for development (under two minutes, no model, server or browser):
 ## lint, the import layers (pyproject.toml [tool.importlinter]), the tests marked `fast`.

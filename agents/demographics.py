@@ -17,7 +17,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from core.seeds import derive_seed
+from core.seeds import consecutive_seeds
 
 from .llm.base import Engine, GenerateRequest, option_letters
 from .questions import Question, display_order, map_back, option_request
@@ -135,7 +135,8 @@ def _survey_by_probs(engine, personas, traits, survey_name, orders) -> list[dict
 def sample_requests(prompt: str, prefix_len: int, persona_id: str, trait: str, n: int) -> list[GenerateRequest]:
     """The ``n`` seeded one-answer samples of one survey prompt, adjacent and
     sharing one prompt string (an engine may send them as one ``n``-sample request)."""
-    return [GenerateRequest(prompt=prompt, max_tokens=2, temperature=1.0, seed=derive_seed(persona_id, trait, k), prefix_len=prefix_len) for k in range(n)]
+    # Consecutive seeds: the n samples go to a served model as one request (see consecutive_seeds).
+    return [GenerateRequest(prompt=prompt, max_tokens=2, temperature=1.0, seed=seed, prefix_len=prefix_len) for seed in consecutive_seeds(n, persona_id, trait)]
 
 
 def _survey_by_sampling(engine, personas, traits, survey_name, n) -> list[dict]:

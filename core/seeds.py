@@ -13,3 +13,12 @@ def derive_seed(*parts) -> int:
     """
     digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def consecutive_seeds(n: int, *parts) -> list[int]:
+    """``n`` seeds for ``n`` samples of one prompt: ``derive_seed(*parts) + k``
+    (mod 2^31). Consecutive on purpose: a vLLM server draws them all in one
+    request (``n`` samples with ``seed``; its k-th sample uses ``seed + k``), so
+    the engine sends one request where distinct seeds would cost ``n``."""
+    base = derive_seed(*parts)
+    return [(base + k) & 0x7FFFFFFF for k in range(n)]
