@@ -57,11 +57,10 @@ class RecordingEngine(Engine):
 def engine():
     try:
         import torch
+        from conftest import embedded_engine
 
-        from agents.llm.transformers_engine import TransformersEngine
-
-        # float32: bf16 lets identical computations differ by cache path.
-        eng = TransformersEngine.embedded(dtype="float32")
+        # The session's model (float32: bf16 lets identical computations differ by cache path).
+        eng = embedded_engine()
     except (EngineError, ImportError) as exc:
         pytest.fail(f"embedded model unavailable: {exc} (run make setup)", pytrace=False)
     # One intra-op thread: on a 2-core machine shared with other jobs, OpenMP's
