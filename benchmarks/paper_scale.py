@@ -180,7 +180,9 @@ class RunOutcome:
         return self.rc == 0 and not self.killed
 
     def prompts(self) -> int:
-        return sum(s.get("prompts", 0) for s in self.stats.values())
+        """Answers the simulator computed: a prompt sampled ``n`` times in one
+        request counts ``n`` (each is one stored answer)."""
+        return sum(s.get("completions", 0) for s in self.stats.values())
 
     def requests(self) -> int:
         return sum(s.get("by_path", {}).get("/v1/completions", 0) + s.get("by_path", {}).get("/v1/chat/completions", 0)
@@ -368,7 +370,7 @@ def measure(name: str, scale: float, out: Path, data_dir: Path, ports: tuple[int
         "sizes": plan.sizes, "completed": o.completed, "error": o.error,
         "requests": o.requests(), "prompts": o.prompts(), "by_role": {r: {"requests": s.get("by_path", {}).get("/v1/completions", 0)
                                                                            + s.get("by_path", {}).get("/v1/chat/completions", 0),
-                                                                           "prompts": s.get("prompts", 0)} for r, s in o.stats.items()},
+                                                                           "prompts": s.get("completions", 0)} for r, s in o.stats.items()},
         "wall_s": round(o.wall_s, 2), "requests_per_s": round(o.requests() / o.wall_s, 1) if o.wall_s else 0.0,
         "peak_rss_mb": round(o.peak_rss_mb, 1), "store_mb": round(o.store_bytes / 2**20, 2), "report_s": round(o.report_s, 2),
         "store_rows": o.rows, "engine_calls": o.engine_calls,

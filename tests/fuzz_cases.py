@@ -131,20 +131,28 @@ def _damage(draw, spec: dict) -> dict:
     return spec
 
 
-def run_study_case(case, folder: Path) -> str:
-    spec, df, truth, filters = case
+def _write_and_load(spec, frame: pd.DataFrame, folder: Path, data_name: str):
+    """Write the case's data and study YAML, load it: ``(study, "")``, or
+    ``(None, outcome)`` when loading stopped (one line, or a traceback)."""
     folder.mkdir(parents=True, exist_ok=True)
-    df.to_csv(folder / "data.csv", index=False)
+    frame.to_csv(folder / data_name, index=False)
     path = folder / "study.yaml"
     path.write_text(yaml.dump(spec, Dumper=DUMPER, allow_unicode=True))
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         try:
-            study = load_study(path)
+            return load_study(path), ""
         except StudyError as e:
-            return _one_line_outcome(str(e), str(path))
+            return None, _one_line_outcome(str(e), str(path))
         except Exception:  # noqa: BLE001 -- the outcome being measured
-            return "traceback"
+            return None, "traceback"
+
+
+def run_study_case(case, folder: Path) -> str:
+    spec, df, truth, filters = case
+    study, stopped = _write_and_load(spec, df, folder, "data.csv")
+    if study is None:
+        return stopped
     said = " ".join(study.warnings)
     # A filter value no row holds, a trait with no valid value: loaded, but never silently.
     country = (filters or {}).get("country") if isinstance(filters, dict) else None
@@ -227,18 +235,9 @@ def aggregate_case(draw):
 
 def run_aggregate_case(case, folder: Path) -> str:
     spec, table, counts, trait_cell, extra_unknown, shares = case
-    folder.mkdir(parents=True, exist_ok=True)
-    table.to_csv(folder / "counts.csv", index=False)
-    path = folder / "study.yaml"
-    path.write_text(yaml.dump(spec, Dumper=DUMPER, allow_unicode=True))
-    with warnings.catch_warnings(record=True):
-        warnings.simplefilter("always")
-        try:
-            study = load_study(path)
-        except StudyError as e:
-            return _one_line_outcome(str(e), str(path))
-        except Exception:  # noqa: BLE001 -- the outcome being measured
-            return "traceback"
+    study, stopped = _write_and_load(spec, table, folder, "counts.csv")
+    if study is None:
+        return stopped
     said = " ".join(study.warnings)
     names = {t.name for t in study.traits} | {t.column for t in study.traits if t.column}
     cells = {c for c in table["trait"].fillna("").astype(str).str.strip() if c}

@@ -38,7 +38,8 @@ def command(work: Path, ports: tuple[int, int]) -> list[str]:
 
 
 def prompts(stats: dict) -> int:
-    return int(stats["prompts"])
+    """Answers computed (a prompt sampled n times in one request counts n)."""
+    return int(stats["completions"])
 
 
 def test_killed_endpoint_run_finishes_on_the_other_and_repeats_nothing(tmp_path):
