@@ -156,9 +156,9 @@ def setup_in_background() -> int | None:
     """Start :func:`setup` in a detached process (log: :func:`setup_log`) and return
     its pid, or None when the environment is already set up.
 
-    The test command builds this environment while the tests that do not need
-    it run (the vllm-marked tests run last and wait in :func:`wait_for_setup`):
-    ~2.5 minutes of pip work off the critical path.
+    For work that can go on meanwhile (``vllm_server setup --background``); the
+    vLLM tests wait in :func:`wait_for_setup`. The test command builds the
+    environment during set-up instead: from the lock it takes ~20 s.
     """
     if is_setup():
         return None
