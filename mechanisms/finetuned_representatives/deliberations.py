@@ -177,16 +177,20 @@ def position_ratings(df: pd.DataFrame, source: str) -> dict[tuple[str, str], flo
     return {k: float(np.mean(v)) for k, v in sums.items()}
 
 
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DeliberationError(f"{path}: not a readable parquet file ({first})") from None
+
+
 def add_positions(data: "Deliberations", path: str | Path) -> "Deliberations":
     """Add P to every participant's record from a position-statement ratings file."""
     path = Path(path)
     if not path.is_file():
         raise DeliberationError(f"{path}: file not found (expected the Habermas Machine's {POSITIONS_FILE})")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DeliberationError(f"{path}: not a readable parquet file ({first})") from None
+    df = _read_parquet(path)
     for (worker, question), p in sorted(position_ratings(df, str(path)).items()):
         rec = data.records.get(worker)
         if rec is not None and all(q != question for q, _ in rec.positions):
@@ -206,11 +210,7 @@ def load(path: str | Path, positions: str | Path | None = None) -> Deliberations
         return from_episodes(_read_jsonl(path), source=str(path))
     if path.suffix != ".parquet":
         raise DeliberationError(f"{path}: unknown file type '{path.suffix}' (expected .parquet or .jsonl)")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DeliberationError(f"{path}: not a readable parquet file ({first})") from None
+    df = _read_parquet(path)
     return from_frame(df, source=str(path))
 
 
