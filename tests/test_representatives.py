@@ -26,10 +26,14 @@ TRAIN = {"subset": "C", "max_items": 1, "max_steps": 12, "eval_steps": 4, "batch
 
 
 @pytest.fixture(scope="session")  # session: the vllm test runs last, after other modules
-def deliberation(engine, tmp_path_factory):
-    """3 groups x 3 personas x 2 questions: 6 real consensus episodes."""
+def deliberation(tmp_path_factory):
+    """3 groups x 3 personas x 2 questions: 6 consensus episodes on the fake
+    engine (the data only feed training and evaluation, which run on the real
+    model; each persona's critiques open with its signature, a style to learn)."""
+    from agents.llm.fake_engine import FakeEngine
+
     d = tmp_path_factory.mktemp("delib")
-    episodes, cards = generate(engine, groups=3, group_size=3, questions_per_group=2, seed=0, budget=BUDGET)
+    episodes, cards = generate(FakeEngine(), groups=3, group_size=3, questions_per_group=2, seed=0, budget=BUDGET)
     path = dl.write_parquet(episodes, d / "deliberations.parquet", cards)
     return d, path, episodes, cards
 
