@@ -27,6 +27,7 @@ from analysis.subgroups import Evaluation
 DIGITS = 3  # decimals shown in tables (the papers report three)
 CSV_FLOAT = "%.6f"
 LOWER_BOUND_ROW = "Human (lower bound)"
+ROW = "row"  # the column holding the paper's row label (a preset's ``rows:``)
 
 
 # ---------------------------------------------------------------------------
@@ -57,12 +58,16 @@ def _lower_bounds(evaluations: Sequence[Evaluation]) -> dict[str, LowerBound | N
     return out
 
 
-def conditions_table(evaluations: Sequence[Evaluation], *, ci: bool = False, digits: int | None = None) -> pd.DataFrame:
+def conditions_table(
+    evaluations: Sequence[Evaluation], *, ci: bool = False, digits: int | None = None, row_labels: Mapping[str, str] | None = None
+) -> pd.DataFrame:
     """Paper-style table: rows = conditions, columns = (study, WD / Fro. / alpha), last row = human lower bound.
 
     Values are floats unless ``digits`` is given (then formatted strings, with
     ``ci=True`` adding the bootstrap intervals).  alpha is the personas'; the
     lower-bound row shows the alpha of a random half of the humans.
+    ``row_labels`` (condition label -> the paper's row label, a preset's
+    ``rows:`` read backwards) adds the paper's label as the first index level.
     """
     studies = _studies(evaluations)
     rows: dict[tuple[str, str], dict] = {}
@@ -85,7 +90,31 @@ def conditions_table(evaluations: Sequence[Evaluation], *, ci: bool = False, dig
     rows[(LOWER_BOUND_ROW, "")] = lb_row
     columns = pd.MultiIndex.from_tuples([(s, m) for s in studies for m in ("WD", "Fro.", "alpha")], names=["study", "metric"])
     index = pd.MultiIndex.from_tuples(list(rows), names=["condition", "matching"])
-    return pd.DataFrame([rows[k] for k in rows], index=index, columns=columns)
+    df = pd.DataFrame([rows[k] for k in rows], index=index, columns=columns)
+    if row_labels:
+        labelled = [(c if c == LOWER_BOUND_ROW else paper_row(row_labels, _label(c, m)), c, m) for c, m in rows]
+        df.index = pd.MultiIndex.from_tuples(labelled, names=[ROW, "condition", "matching"])
+    return df
+
+
+def _label(condition: str, matching) -> str:
+    """A condition's reported label from its two columns (Evaluation.label's format)."""
+    return condition if matching in (None, "", "n/a") else f"{condition} ({matching})"
+
+
+def paper_row(row_labels: Mapping[str, str], label: str) -> str:
+    """The paper's label of a reported condition (``""`` when the paper's table has no such row)."""
+    return row_labels.get(label, "")
+
+
+def with_paper_rows(df: pd.DataFrame, row_labels: Mapping[str, str] | None, column: str = "condition") -> pd.DataFrame:
+    """``df`` with a first ``row`` column: the paper's label of each row's condition
+    (``column`` holds the label, or the condition beside a ``matching`` column)."""
+    if not row_labels or column not in df.columns or ROW in df.columns:
+        return df
+    matching = df["matching"] if "matching" in df.columns else [None] * len(df)
+    labels = [paper_row(row_labels, _label(str(c), m)) for c, m in zip(df[column], matching)]
+    return df.assign(**{ROW: labels})[[ROW, *df.columns]]
 
 
 def questions_table(evaluations: Sequence[Evaluation]) -> pd.DataFrame:
@@ -350,14 +379,14 @@ def _header(evaluations: Sequence[Evaluation]) -> list[str]:
     return lines + [""] if lines else []
 
 
-def summary_markdown(evaluations: Sequence[Evaluation], title: str | None = None) -> str:
+def summary_markdown(evaluations: Sequence[Evaluation], title: str | None = None, row_labels: Mapping[str, str] | None = None) -> str:
     """The content of ``summary.md``."""
     studies = _studies(evaluations)
     normalized = all(ev.normalize for ev in evaluations)
     lines = [f"# {title or 'Personas vs humans: ' + ', '.join(studies)}", ""]
     lines += _header(evaluations)
     lines.append(_method_text(evaluations, normalized))
-    lines += ["", "## Conditions", "", markdown_table(conditions_table(evaluations, ci=True, digits=DIGITS)), ""]
+    lines += ["", "## Conditions", "", markdown_table(conditions_table(evaluations, ci=True, digits=DIGITS, row_labels=row_labels)), ""]
     alpha_h = {ev.study: (ev.alpha_human, ev.n_humans) for ev in evaluations if ev.human_data != "aggregate"}
     if alpha_h:
         # The respondents actually compared (a human.sample is a subsample), not the whole study.
@@ -379,8 +408,8 @@ def summary_markdown(evaluations: Sequence[Evaluation], title: str | None = None
     if not groups.empty:
         lines += ["## Subgroups", ""]
         columns = ["study", "condition", "matching", "trait", "group", "n_humans", "wd", "fro", "alpha_persona", "lb_wd", "lb_fro", "lb_alpha"]
-        shown = groups[columns]
-        lines += [markdown_table(shown.set_index(["study", "condition"])), ""]
+        shown = with_paper_rows(groups[columns], row_labels)
+        lines += [markdown_table(shown.set_index(["study", ROW, "condition"] if row_labels else ["study", "condition"])), ""]
 
     stats = [(ev.label, ev.match_stats) for ev in evaluations if ev.match_stats is not None]
     if stats:
@@ -403,12 +432,14 @@ def write_report(
     *,
     title: str | None = None,
     plots: bool = True,
+    row_labels: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Write ``summary.md``, ``conditions.csv``, ``questions.csv``, ``subgroups.csv`` and PNG plots.
 
     Plots (in ``plots/``): per condition, human vs persona distributions and
     the two correlation heatmaps; for all conditions, metrics vs the human
-    lower bound.  Returns the paths written, in a fixed order.
+    lower bound.  ``row_labels``: see :func:`conditions_table`.  Returns the
+    paths written, in a fixed order.
     """
     evaluations = [evaluations] if isinstance(evaluations, Evaluation) else list(evaluations)
     if not evaluations:
@@ -417,14 +448,14 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     summary = out / "summary.md"
-    summary.write_text(summary_markdown(evaluations, title), encoding="utf-8", newline="\n")
+    summary.write_text(summary_markdown(evaluations, title, row_labels), encoding="utf-8", newline="\n")
     written.append(summary)
 
-    table = conditions_table(evaluations)
+    table = conditions_table(evaluations, row_labels=row_labels)
     table.columns = [f"{s} {m}" for s, m in table.columns]
     written.append(_write_csv(table.reset_index(), out / "conditions.csv"))
-    written.append(_write_csv(questions_table(evaluations), out / "questions.csv"))
-    written.append(_write_csv(subgroups_table(evaluations), out / "subgroups.csv"))
+    written.append(_write_csv(with_paper_rows(questions_table(evaluations), row_labels), out / "questions.csv"))
+    written.append(_write_csv(with_paper_rows(subgroups_table(evaluations), row_labels), out / "subgroups.csv"))
 
     if plots:
         seen: dict[str, int] = {}

@@ -15,7 +15,7 @@ import hashlib
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -34,6 +34,8 @@ class ConfigWarning(UserWarning):
 
 # Built-in study definitions, found on disk (simulation must not import analysis).
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "analysis" / "studies"
+Condition = Literal["anthology", "interview", "generative_agent", "qa", "bio", "portray", "anthology_dp", "imported"]
+MATCHINGS = ("greedy", "max_weight", "random")
 # Conditions that build one persona per sampled respondent, whatever population.size says.
 PER_RESPONDENT = ("qa", "bio", "portray", "anthology_dp")
 
@@ -91,7 +93,7 @@ class PopulationConfig(StrictModel):
     # long interviews + consistency critic), generative_agent (generated
     # backstories, matched to humans), qa, bio, portray, anthology_dp (one
     # persona per human from the human's demographics), imported (a JSONL bank).
-    conditions: list[Literal["anthology", "interview", "generative_agent", "qa", "bio", "portray", "anthology_dp", "imported"]] = ["anthology"]
+    conditions: list[Condition] = ["anthology"]
     import_path: str | None = None  # JSONL of backstories for the 'imported' condition
     backstories: BackstoryConfig = BackstoryConfig()
     generative_agent: GenerativeAgentConfig = GenerativeAgentConfig()
@@ -157,19 +159,52 @@ class ScenarioConfig(StrictModel):
     engine: EngineConfig = EngineConfig()
     population: PopulationConfig = PopulationConfig()
     human: HumanConfig | None = None
-    matching: list[Literal["greedy", "max_weight", "random"]] = ["greedy"]
+    matching: list[Literal["greedy", "max_weight", "random"]] = ["greedy"]  # MATCHINGS
     questionnaire: QuestionnaireConfig = QuestionnaireConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     # Scenario-specific settings (e.g. consensus rounds), validated by the scenario.
     options: dict[str, Any] = Field(default_factory=dict)
     # Values to sweep: {"seed": [0, 1], "population.conditions": [[qa], [bio]]}
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    # A published table's rows, in its order: the paper's label -> the condition this
+    # run reports under it ({Ours: interview (greedy)}); reports print the label
+    # beside the condition. Presentation only: not part of the run id.
+    rows: dict[str, str] = Field(default_factory=dict)
+
+    def reported_labels(self) -> list[str]:
+        """Every condition label a run of this file can report (scenarios.population.Population.label)."""
+        out: list[str] = []
+        for c in self.population.conditions:
+            out += [c] if c in PER_RESPONDENT else [f"{c} ({m})" for m in [*self.matching, "none"]]
+        return out
+
+    def rows_not_run(self) -> list[str]:
+        """The paper's rows whose condition this run does not report (narrowed by ``--set``, say)."""
+        labels = self.reported_labels()
+        return [row for row, label in self.rows.items() if label not in labels]
+
+    @field_validator("rows")
+    @classmethod
+    def _rows_name_conditions(cls, rows: dict[str, str]) -> dict[str, str]:
+        # Any label a run could report, not only this file's conditions: narrowing
+        # population.conditions with --set leaves the other rows out of the report.
+        known = list(PER_RESPONDENT) + [f"{c} ({m})" for c in get_args(Condition) if c not in PER_RESPONDENT for m in (*MATCHINGS, "none")]
+        for row, label in rows.items():
+            if label not in known:
+                hint = difflib.get_close_matches(label, known, n=1)
+                raise ValueError(f"row '{row}' names '{label}', not a condition label{f' (did you mean {hint[0]!r}?)' if hint else ''}; expected 'condition (matching)', e.g. 'interview (greedy)', or one of {', '.join(PER_RESPONDENT)}")
+        return rows
+
+    def row_labels(self) -> dict[str, str]:
+        """Condition label -> the paper's row label (``rows`` read backwards)."""
+        return {label: row for row, label in self.rows.items()}
 
     def run_id(self) -> str:
         """Deterministic: the same resolved configuration is the same run, so
         starting it again resumes it."""
-        # population.chunk changes batching only, not results: the same run at another chunk size.
-        data = self.model_dump(exclude={"output": True, "store": True, "sweep": True, "population": {"chunk"}})
+        # population.chunk changes batching only, not results: the same run at another chunk size;
+        # rows only labels the report.
+        data = self.model_dump(exclude={"output": True, "store": True, "sweep": True, "rows": True, "population": {"chunk"}})
         if data.get("human") is not None:
             # Hashed as before human.subgroups could be left unset (then []), so existing runs
             # keep their ids; an explicit "no subgroups" gets its own.

@@ -124,7 +124,7 @@ def build_model(cfg: ScenarioConfig, store: Store, run_id: str, *, replay: bool 
 def write_outputs(model: ScenarioModel, out: Path, console: RunConsole | None = None) -> list[Path]:
     """Evaluate the finished model and write every part of its
     ``ScenarioReport`` into ``out``."""
-    from analysis.report import markdown_table, write_report
+    from analysis.report import markdown_table, with_paper_rows, write_report
 
     out.mkdir(parents=True, exist_ok=True)
     result: ScenarioReport = model.evaluate()
@@ -136,17 +136,20 @@ def write_outputs(model: ScenarioModel, out: Path, console: RunConsole | None = 
     files: list[Path] = []
     evaluations = result.evaluations
     if evaluations:
-        files += write_report(evaluations, out, title=f"{model.cfg.name}: {model.title}")
+        files += write_report(evaluations, out, title=f"{model.cfg.name}: {model.title}", row_labels=model.cfg.row_labels())
     summary = out / "summary.md"
     extra = []
     if not evaluations:
         extra.append(f"# {model.cfg.name}: {model.title}\n")
     for name, df in result.tables.items():
+        df = with_paper_rows(df, model.cfg.row_labels())  # a preset's rows: the paper's label beside each condition
         path = out / f"{name}.csv"
         df.to_csv(path, index=False, float_format="%.6f", lineterminator="\n")
         files.append(path)
         extra.append(f"\n## {name.replace('_', ' ')}\n\n{markdown_table(df.set_index(df.columns[0]))}\n")
-    for note in result.notes:
+    missing = model.cfg.rows_not_run()
+    notes = [*result.notes, *([f"rows of the paper's table not run here: {', '.join(missing)}"] if missing else [])]
+    for note in notes:
         extra.append(f"\n> {note}\n")
     if result.plots:
         extra.append("\n## Plots\n\n" + "".join(f"- [{name}]({name}.png)\n" for name in result.plots))
@@ -172,7 +175,7 @@ def write_outputs(model: ScenarioModel, out: Path, console: RunConsole | None = 
         with open(path, "w", encoding="utf-8", newline="\n") as f:
             f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
         files.append(path)
-    answers = answers_table(model)
+    answers = with_paper_rows(answers_table(model), model.cfg.row_labels())
     if len(answers):
         path = out / "answers.csv"
         answers.to_csv(path, index=False, float_format="%.6f", lineterminator="\n")

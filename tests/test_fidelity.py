@@ -280,7 +280,12 @@ def test_preset_runs_at_the_smallest_size(tmp_path, preset):
     assert "estimator: WD on" in summary.split("## ")[0]
     assert (result.output_dir / "binding_diagnostics.csv") in result.files
     assert result.engine_calls > 0
+    # the paper's row labels beside the conditions, in every table that lists conditions
+    tables = [pd.read_csv(f) for f in result.files if f.suffix == ".csv" and f.stat().st_size > 1]
+    labelled = [t for t in tables if "condition" in t.columns and "qa" in set(t["condition"])]
+    assert labelled and all(t.columns[0] == "row" and set(t.loc[t["condition"] == "qa", "row"]) == {"QA"} for t in labelled)
+    assert "rows of the paper's table not run here: Bio" in summary
     if preset.startswith("anthology_atp"):
         assert "raw positions 1..K" in summary.split("## ")[0]  # the Anthology code's scale
         conditions = pd.read_csv(result.output_dir / "conditions.csv")
-        assert str(conditions.iloc[-1, 0]).startswith("Human")  # its lower bound on the same scale
+        assert str(conditions["condition"].iloc[-1]).startswith("Human")  # its lower bound on the same scale

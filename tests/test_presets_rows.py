@@ -24,6 +24,7 @@ def _labels(cfg) -> set[str]:
             out.add(c)
         else:
             out |= {f"{c} ({m})" for m in cfg.matching}
+    assert out <= set(cfg.reported_labels())
     return out
 
 
@@ -38,9 +39,9 @@ def _load(name: str):
 @pytest.mark.parametrize("name", PARTISAN)
 def test_partisan_presets_list_the_talks_rows(name):
     raw, cfg = _load(name)
-    assert list(raw["x-rows"]) == TALK_ROWS
-    assert set(raw["x-rows"].values()) <= _labels(cfg), "every row is a condition the run reports"
-    assert raw["x-rows"]["Ours"] == "interview (greedy)" and raw["x-rows"]["Generative Agent"] == "generative_agent (greedy)"
+    assert list(cfg.rows) == TALK_ROWS
+    assert set(cfg.rows.values()) <= _labels(cfg), "every row is a condition the run reports"
+    assert cfg.rows["Ours"] == "interview (greedy)" and cfg.rows["Generative Agent"] == "generative_agent (greedy)"
     b = cfg.population.backstories
     # Ours: the ten American Voices questions, ~2,500 words, both critics
     assert (b.interview_questions, b.interview_words, b.critic, b.consistency_rounds) == (10, 2500, True, 1)
@@ -52,12 +53,27 @@ def test_partisan_presets_list_the_talks_rows(name):
 @pytest.mark.fast
 def test_anthology_main_preset_has_the_dp_rows_and_random_matching():
     raw, cfg = _load("anthology_atp_main")
-    assert list(raw["x-rows"]) == ["Bio", "QA", "Anthology (DP)", "Anthology (NA) max weight", "Anthology (NA) greedy", "random"]
-    assert set(raw["x-rows"].values()) <= _labels(cfg)
+    assert list(cfg.rows) == ["Bio", "QA", "Anthology (DP)", "Anthology (NA) max weight", "Anthology (NA) greedy", "random"]
+    assert set(cfg.rows.values()) <= _labels(cfg)
     assert cfg.matching == ["max_weight", "greedy", "random"] and "anthology_dp" in cfg.population.conditions
     assert cfg.population.backstories.anthology_prompt == "cued"
     raw, cfg = _load("anthology_atp_subgroups")
-    assert set(raw["x-rows"].values()) <= _labels(cfg) and "anthology_prompt" in raw["population"]["backstories"]
+    assert set(cfg.rows.values()) <= _labels(cfg) and "anthology_prompt" in raw["population"]["backstories"]
+
+
+@pytest.mark.fast
+def test_a_row_naming_no_condition_is_one_line(tmp_path):
+    from simulation.config import ConfigError, load_config
+
+    path = PAPER / "hostility_kang2025.yaml"
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ['rows={QA: qa, Ours: "interview (best)"}'])
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: rows") and "'Ours' names 'interview (best)'" in msg and "expected 'condition (matching)'" in msg
+    # narrowing the conditions keeps the rows: the report leaves the others out and says so
+    cfg = load_config(path, ["population.conditions=[qa]"])
+    assert cfg.rows_not_run() == TALK_ROWS[1:] and cfg.row_labels()["qa"] == "QA"
+    assert cfg.run_id() == load_config(path, ["population.conditions=[qa]", "rows={}"]).run_id()  # labels only
 
 
 @pytest.mark.fast
