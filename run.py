@@ -54,7 +54,7 @@ def _scenario_parser() -> argparse.ArgumentParser:
 
 def cmd_scenario(argv: list[str]) -> int:
     args = _scenario_parser().parse_args(argv)
-    from simulation.config import load_config
+    from scenarios.config import load_config
     from simulation.console import RunConsole
     from simulation.runner import run
 
@@ -94,7 +94,7 @@ def cmd_runs(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="run.py runs", description="List the runs recorded in the store.")
     p.add_argument("--store", default="personae.db")
     args = p.parse_args(argv)
-    from simulation.store import Store
+    from core.store import Store
 
     for r in Store(args.store, readonly=True).list_runs():  # listing never writes
         why = f"\t{r['message']}" if r.get("message") else ""

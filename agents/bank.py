@@ -37,7 +37,7 @@ EXPORT_FIELDS = ("id", "method", "conditioning", "model", "prompts", "params", "
 
 
 class PersonaStore(Protocol):
-    """What a bank needs of a store (``simulation.store.Store`` is one); the
+    """What a bank needs of a store (``core.store.Store`` is one); the
     caller passes it in, so agents never import the layers above them."""
 
     def personas(self, bank: str) -> list[dict]: ...

@@ -27,7 +27,7 @@ SURVEY_INSTRUCTION = "Please answer the following question about yourself."
 
 
 class DemographicsStore(Protocol):
-    """What the survey needs of a store (``simulation.store.Store`` is one); the
+    """What the survey needs of a store (``core.store.Store`` is one); the
     caller passes it in, so agents never import the layers above them."""
 
     def demographics(self, persona_ids: list[str], survey: str) -> dict[str, dict[str, list[float]]]: ...

@@ -29,7 +29,7 @@ class Estimator:
 
     @classmethod
     def of(cls, analysis) -> Estimator:
-        """From a config ``analysis:`` section (``simulation.config.AnalysisConfig``)."""
+        """From a config ``analysis:`` section (``scenarios.config.AnalysisConfig``)."""
         if analysis is None:
             return cls()
         return cls(normalize=analysis.positions == "normalized", samples=analysis.samples if analysis.persona_answers == "samples" else 0)

@@ -36,7 +36,7 @@ from agents.llm.cache import CachedEngine  # noqa: E402
 from agents.llm.openai_engine import OpenAIEngine  # noqa: E402
 from agents.llm.simulated_server import SimulatedServer  # noqa: E402
 from core.seeds import derive_seed  # noqa: E402
-from simulation.store import Store  # noqa: E402
+from core.store import Store  # noqa: E402
 
 # A short Anthology-style backstory (~120 words) and a four-option question.
 BACKSTORY = (

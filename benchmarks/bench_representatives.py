@@ -33,7 +33,7 @@ from mechanisms.finetuned_representatives.splits import split_examples  # noqa: 
 from mechanisms.finetuned_representatives.synthetic import generate  # noqa: E402
 from mechanisms.finetuned_representatives.training import TrainSettings, train  # noqa: E402
 from mechanisms import payoff_model as pm  # noqa: E402
-from simulation.store import Store  # noqa: E402
+from core.store import Store  # noqa: E402
 
 
 def main() -> None:

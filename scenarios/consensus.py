@@ -74,8 +74,8 @@ from mechanisms.representatives import (
     rollout_config,
     substitutions,
 )
-from simulation.config import ConfigError, ScenarioConfig
-from simulation.store import Store
+from scenarios.config import ConfigError, ScenarioConfig
+from core.store import Store
 
 from . import population as pop
 from .contract import GroupView, RepresentativeView, ScenarioModel, ScenarioReport

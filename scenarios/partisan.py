@@ -30,7 +30,7 @@ from analysis.partisan import (
 )
 from analysis.metrics import wasserstein, weighted_distribution
 from core.seeds import derive_seed
-from simulation.config import ConfigError
+from scenarios.config import ConfigError
 
 from .base import SurveyModel
 from .contract import ScenarioReport

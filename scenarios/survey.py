@@ -16,7 +16,7 @@ import pandas as pd
 
 from analysis import estimators
 from analysis.human_data import StudyError, UnknownName
-from simulation.config import ConfigError
+from scenarios.config import ConfigError
 
 from .base import StudySurveyModel
 from .contract import ScenarioReport

@@ -8,7 +8,7 @@ from agents import demographics as demo
 from agents.backstories import GenerationParams
 from agents.llm.factory import EngineConfig, cached_engine
 from simulation.console import RunConsole
-from simulation.store import Store
+from core.store import Store
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:

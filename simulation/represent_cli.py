@@ -30,9 +30,9 @@ from mechanisms.finetuned_representatives.splits import Split, split_examples
 from mechanisms.finetuned_representatives.synthetic import generate
 from mechanisms.finetuned_representatives.training import RECORD, TrainSettings, base_model_path, train
 from mechanisms import payoff_model as pm
-from simulation.config import load_config
+from scenarios.config import load_config
 from simulation.console import RunConsole
-from simulation.store import Store
+from core.store import Store
 
 
 class GenerateSettings(StrictModel):

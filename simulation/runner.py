@@ -28,9 +28,9 @@ from pathlib import Path
 import pandas as pd
 
 from agents.llm.factory import EngineConfig, cached_engine
-from simulation.config import ScenarioConfig, validate_config
+from scenarios.config import ScenarioConfig, validate_config
 from simulation.console import RunConsole
-from simulation.store import Store, StoreError, describe
+from core.store import Store, StoreError, describe
 from scenarios.contract import ScenarioModel, ScenarioReport
 
 SCENARIOS = {

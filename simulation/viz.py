@@ -78,7 +78,7 @@ class PersonaeViz(mesa.Model):
 
     def _build(self) -> None:
         from simulation.runner import build_model
-        from simulation.store import Store
+        from core.store import Store
 
         store = Store(self.source.store if self.replay else self.cfg.store)
         self.sim = build_model(self.cfg, store, self.run_id, replay=self.replay, console=_Progress())

@@ -51,7 +51,7 @@ def embedded_engine():
 
 @pytest.fixture()
 def store(tmp_path):
-    from simulation.store import Store
+    from core.store import Store
 
     return Store(tmp_path / "store.db")
 

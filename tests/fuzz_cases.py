@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 
 from analysis.human_data import StudyError, load_study
 from core.errors import PersonaeError
-from simulation.config import ConfigError, load_config
+from scenarios.config import ConfigError, load_config
 
 BUGS = ("traceback", "silently_wrong", "bad_message")
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)

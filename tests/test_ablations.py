@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simulation.config import load_config
+from scenarios.config import load_config
 from simulation.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent

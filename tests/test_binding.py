@@ -16,9 +16,9 @@ from agents import bank as banks
 from agents import critic
 from agents.backstories import INTERVIEW_QUESTIONS, GenerationParams, answer_budgets
 from agents.llm.cache import CachedEngine
-from simulation.config import load_config
+from scenarios.config import load_config
 from simulation.runner import run
-from simulation.store import Store
+from core.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -223,7 +223,7 @@ def test_interview_and_critic_through_the_vllm_server(vllm_server, tmp_path):
 def test_ablation_yamls_sweep_valid_factors_and_plot_them(tmp_path):
     """Every ablation point is a valid configuration, and the factor plot is
     drawn from a sweep table (the laptop-size runs themselves: run.py)."""
-    from simulation.config import apply_override, validate_config
+    from scenarios.config import apply_override, validate_config
     from simulation.sweep import plot_factor
 
     factors = {}

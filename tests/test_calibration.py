@@ -120,7 +120,7 @@ def calibrate(mode: str, n: int | None, work: Path) -> Calibration:
     simulator in ``mode``: calibrated | hash | blind."""
     from analysis.human_data import load_study
     from analysis.lower_bound import human_lower_bound
-    from simulation.config import load_config
+    from scenarios.config import load_config
     from simulation.runner import run
 
     work.mkdir(parents=True, exist_ok=True)

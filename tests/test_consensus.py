@@ -420,7 +420,7 @@ SCENARIO_TINY = [
 
 
 def _scenario(tmp_path: Path, db: Path, out: Path, extra: list[str] = ()):
-    from simulation.config import load_config
+    from scenarios.config import load_config
 
     bank = tmp_path / "personas.jsonl"
     bank.write_text("".join(json.dumps({"id": p.id, "conditioning": p.conditioning}) + "\n" for p in PERSONAS[:2]))
@@ -442,7 +442,7 @@ def test_representatives_phase_is_logged_steps_resumed_after_a_kill_and_replayed
     from mechanisms.representatives import expected_payoff_gap
     from simulation.console import RunConsole
     from simulation.runner import build_model, replay, run
-    from simulation.store import Store
+    from core.store import Store
     from simulation.viz import PersonaeViz
     from simulation.viz_source import ViewSource
 
@@ -521,7 +521,7 @@ def test_representatives_phase_is_logged_steps_resumed_after_a_kill_and_replayed
 
 @pytest.mark.fast
 def test_payoff_model_option_needs_a_trained_model_in_one_line(tmp_path):
-    from simulation.config import ConfigError
+    from scenarios.config import ConfigError
     from simulation.runner import run
 
     with pytest.raises(ConfigError) as err:

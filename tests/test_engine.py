@@ -146,7 +146,7 @@ def test_second_identical_run_makes_no_engine_call(store, engine):
 
 @pytest.mark.fast
 def test_bad_engine_config_is_one_line(tmp_path):
-    from simulation.config import ConfigError, validate_config
+    from scenarios.config import ConfigError, validate_config
 
     with pytest.raises(ConfigError) as e:
         validate_config({"name": "x", "scenario": "gss_spending", "engine": {"kind": "gpt9"}}, "s.yaml")

@@ -18,7 +18,7 @@ MARK = "BACKSTORY-MARK"
 
 
 def _run(tmp_path: Path, options: str, *extra: str):
-    from simulation.config import load_config
+    from scenarios.config import load_config
     from simulation.runner import run
 
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -34,7 +34,7 @@ def _run(tmp_path: Path, options: str, *extra: str):
 
 
 def _rank_prompts(cfg, result) -> list[str]:
-    from simulation.store import Store
+    from core.store import Store
 
     logged = [e["payload"] for e in Store(cfg.store).events(result.run_id) if e["kind"] == "utterance"]
     episodes = [json.loads(line) for line in (result.output_dir / "episodes.jsonl").read_text().splitlines()]
@@ -117,9 +117,9 @@ def test_the_representatives_preset_runs_the_habermas_machine_mediator():
 def test_fine_tuned_representatives_play_beside_prompted_ones(tmp_path):
     """options.finetuned: a set whose representatives speak through their own
     engine (a served or in-process adapter; here a second fake engine)."""
-    from simulation.config import load_config
+    from scenarios.config import load_config
     from simulation.runner import build_model
-    from simulation.store import Store
+    from core.store import Store
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     bank = tmp_path / "personas.jsonl"

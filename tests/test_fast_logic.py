@@ -84,7 +84,7 @@ def test_one_generation_budget_reaches_every_act_of_an_episode():
 
 
 def _config(tmp_path: Path, *extra: str):
-    from simulation.config import load_config
+    from scenarios.config import load_config
 
     return load_config(ROOT / "scenarios/gss_spending.yaml", [
         "engine.kind=fake", f"store={tmp_path / 'p.db'}", f"output={tmp_path / 'runs'}",

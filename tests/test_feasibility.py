@@ -12,7 +12,7 @@ import pytest
 
 from agents.llm.cache import CachedEngine
 from core.errors import PersonaeError
-from simulation.config import ConfigError, load_config
+from scenarios.config import ConfigError, load_config
 from simulation.runner import RunError, preflight, run
 
 ROOT = Path(__file__).resolve().parent.parent

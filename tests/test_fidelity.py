@@ -25,7 +25,7 @@ from analysis.lower_bound import human_lower_bound
 from analysis.metrics import wasserstein
 from analysis.partisan import gap_estimate
 from analysis.subgroups import PersonaAnswers, evaluate
-from simulation.config import AnalysisConfig, ConfigError, load_config
+from scenarios.config import AnalysisConfig, ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = sorted((ROOT / "scenarios" / "paper").glob("*.yaml"))
@@ -138,7 +138,7 @@ def test_exact_instrument_preset_without_its_file_stops_in_one_line(tmp_path, pr
     """No silent fall-back to another study: one line naming the file and where it is published."""
     from core.errors import PersonaeError
     from simulation.runner import build_model
-    from simulation.store import Store
+    from core.store import Store
 
     cfg = load_config(ROOT / "scenarios" / "paper" / f"{preset}.yaml", TINY + [f"store={tmp_path / 's.db'}"])
     with pytest.raises(PersonaeError) as err:
@@ -165,7 +165,7 @@ TINY = [
 
 def test_meta_prejudice_preset_runs_tiny_and_names_every_comparator(tmp_path):
     from simulation.runner import build_model, write_outputs
-    from simulation.store import Store
+    from core.store import Store
 
     cfg = load_config(ROOT / "scenarios" / "paper" / "meta_prejudice_kang2025.yaml", TINY + [f"store={tmp_path / 's.db'}", f"output={tmp_path / 'runs'}"])
     store = Store(cfg.store)

@@ -568,7 +568,7 @@ def test_sample_above_the_study_size_is_an_error(gss):
     assert list(part.row_ids) == list(gss.row_ids[np.sort(rng.choice(2348, size=60, replace=False))])
 
 
-# --- human.study paths and names (simulation/config.py) ---------------------------------
+# --- human.study paths and names (scenarios/config.py) ---------------------------------
 
 
 def _scenario(folder: Path, study: str) -> Path:
@@ -579,7 +579,7 @@ def _scenario(folder: Path, study: str) -> Path:
 
 
 def test_study_path_is_relative_to_the_scenario_file(tmp_path, monkeypatch):
-    from simulation.config import ConfigError, load_config
+    from scenarios.config import ConfigError, load_config
 
     (tmp_path / "sub").mkdir()
     _csv(tmp_path / "sub", sex=["male", "female"], q=[1, 2])
@@ -598,7 +598,7 @@ def test_study_path_is_relative_to_the_scenario_file(tmp_path, monkeypatch):
 
 def test_population_size_and_empty_subgroups_say_what_they_do(tmp_path):
     from analysis.subgroups import resolve_groups
-    from simulation.config import ConfigWarning, load_config
+    from scenarios.config import ConfigWarning, load_config
 
     path = tmp_path / "s.yaml"
     path.write_text("name: s\nscenario: survey\npopulation: {size: 2, conditions: [qa, bio]}\nhuman: {study: gss_spending}\n")

@@ -224,7 +224,7 @@ def test_the_bsa_panel_study_has_its_retest():
 
 
 def _run_config(tmp_path: Path, *extra: str):
-    from simulation.config import load_config
+    from scenarios.config import load_config
 
     return load_config(ROOT / "scenarios/survey.yaml", [
         "engine.kind=fake", f"store={tmp_path / 'p.db'}", f"output={tmp_path / 'runs'}", "human.study=bsa_panel",
@@ -254,7 +254,7 @@ def test_a_run_on_the_panel_study_writes_the_individual_level_table(tmp_path):
 
 
 def test_a_partisan_report_without_retest_says_the_ceiling_is_unknown(tmp_path):
-    from simulation.config import load_config
+    from scenarios.config import load_config
     from simulation.runner import run
 
     cfg = load_config(ROOT / "scenarios/meta_prejudice.yaml", [

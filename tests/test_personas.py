@@ -16,7 +16,7 @@ from agents.backstories import CRITIC_CHECKS, GenerationParams
 from agents.llm.cache import CachedEngine
 from agents.persona import PersonaAgent
 from agents.questions import Question
-from simulation.store import Store
+from core.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = GenerationParams(max_tokens=16, temperature=1.0)

@@ -29,7 +29,7 @@ def _labels(cfg) -> set[str]:
 
 
 def _load(name: str):
-    from simulation.config import load_config
+    from scenarios.config import load_config
 
     path = PAPER / f"{name}.yaml"
     return yaml.safe_load(path.read_text()), load_config(path)
@@ -63,7 +63,7 @@ def test_anthology_main_preset_has_the_dp_rows_and_random_matching():
 
 @pytest.mark.fast
 def test_a_row_naming_no_condition_is_one_line(tmp_path):
-    from simulation.config import ConfigError, load_config
+    from scenarios.config import ConfigError, load_config
 
     path = PAPER / "hostility_kang2025.yaml"
     with pytest.raises(ConfigError) as err:
@@ -80,7 +80,7 @@ def test_a_row_naming_no_condition_is_one_line(tmp_path):
 def test_the_plain_anthology_prompt_is_a_named_variant_with_its_own_bank():
     from agents.llm.fake_engine import FakeEngine
     from scenarios.population import bank_name
-    from simulation.config import load_config
+    from scenarios.config import load_config
 
     assert bs.ANTHOLOGY_PROMPTS["plain"] == "Question: Tell me about yourself.\nAnswer:"
     assert bs.ANTHOLOGY_PROMPTS["cued"] == bs.ANTHOLOGY_PROMPT and "How old are you?" in bs.ANTHOLOGY_PROMPT
@@ -105,7 +105,7 @@ def test_the_representatives_preset_states_its_population_mismatch():
 @pytest.mark.fast
 @pytest.mark.parametrize("name", ["consistency", "depth", "quantity"])
 def test_ablations_use_the_instrument_and_estimator_of_the_table_they_ablate(name):
-    from simulation.config import load_config
+    from scenarios.config import load_config
 
     path = ROOT / "scenarios" / "ablations" / f"{name}.yaml"
     raw, cfg = yaml.safe_load(path.read_text()), load_config(path)

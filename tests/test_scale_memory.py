@@ -20,7 +20,7 @@ from agents.backstories import GenerationParams
 from agents.llm.base import Engine, GenerateRequest, LoglikRequest, OptionRequest
 from agents.llm.cache import CachedEngine
 from agents.llm.fake_engine import FakeEngine
-from simulation.store import Store
+from core.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 FP = {"kind": "fake", "model": "fake-hash"}
@@ -117,7 +117,7 @@ def test_probability_survey_and_question_steps_are_chunked(tmp_path, monkeypatch
     """A whole run (gss_spending, fake engine): every batch the scenario hands the
     engine -- backstories, survey, each questionnaire step -- holds at most
     population.chunk personas' prompts."""
-    from simulation.config import load_config
+    from scenarios.config import load_config
     from simulation.runner import run
 
     seen: list[tuple[str, int]] = []

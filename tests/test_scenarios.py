@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simulation.config import ConfigError, load_config
+from scenarios.config import ConfigError, load_config
 from simulation.runner import replay, run
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from simulation.config import load_config
+from scenarios.config import load_config
 from simulation.runner import RunError, replay, run
-from simulation.store import Store, StoreError
+from core.store import Store, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 NOBODY = 65534
@@ -234,7 +234,7 @@ WORKER = textwrap.dedent("""
     from agents.llm.base import GenerateRequest
     from agents.llm.cache import CachedEngine
     from agents.llm.transformers_engine import TransformersEngine
-    from simulation.store import Store
+    from core.store import Store
 
     db, me, other, n = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
     model = TransformersEngine.embedded()

