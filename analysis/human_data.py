@@ -129,13 +129,10 @@ warning; shares are told from counts with their refusal rows included.  Every pr
 """
 from __future__ import annotations
 
-from core.config import StrictModel
-from core.errors import PersonaeError, field_path
-
 import difflib
+import itertools
 import math
 import re
-import itertools
 import typing
 import warnings
 from collections.abc import Mapping, Sequence
@@ -149,6 +146,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
 from analysis.metrics import weighted_distribution
+from core.config import StrictModel
+from core.errors import PersonaeError, field_path
 
 STUDIES_DIR = Path(__file__).resolve().parent / "studies"
 CANONICAL_TRAITS = ("age", "gender", "education", "income", "race", "religion", "region", "party", "ideology")

@@ -30,13 +30,13 @@ only large allocation; greedy never holds more than a 256 MB block of it.
 """
 from __future__ import annotations
 
-from core.errors import PersonaeError
-
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+from core.errors import PersonaeError
 
 METHODS = ("greedy", "max_weight", "random")
 

@@ -19,8 +19,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.backstories import ANTHOLOGY_PROMPT  # noqa: E402
-from core.seeds import derive_seed  # noqa: E402
 from agents.llm.base import GenerateRequest  # noqa: E402
+from core.seeds import derive_seed  # noqa: E402
 
 
 def main() -> None:

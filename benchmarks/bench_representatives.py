@@ -27,13 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.llm.factory import EngineConfig, cached_engine  # noqa: E402
 from agents.llm.transformers_engine import TransformersEngine  # noqa: E402
+from core.store import Store  # noqa: E402
+from mechanisms import payoff_model as pm  # noqa: E402
 from mechanisms.finetuned_representatives import deliberations as dl  # noqa: E402
 from mechanisms.finetuned_representatives import evaluation as ev  # noqa: E402
 from mechanisms.finetuned_representatives.splits import split_examples  # noqa: E402
 from mechanisms.finetuned_representatives.synthetic import generate  # noqa: E402
 from mechanisms.finetuned_representatives.training import TrainSettings, train  # noqa: E402
-from mechanisms import payoff_model as pm  # noqa: E402
-from core.store import Store  # noqa: E402
 
 
 def main() -> None:

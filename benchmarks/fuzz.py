@@ -22,8 +22,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
-
 from fuzz_cases import (  # noqa: E402
     BUGS,
     aggregate_case,
@@ -33,6 +31,7 @@ from fuzz_cases import (  # noqa: E402
     scenario_case,
     study_case,
 )
+from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
 
 SHARES = {"study": 0.4, "aggregate": 0.2, "scenario": 0.4}  # of --cases
 

@@ -1,20 +1,20 @@
 """Consensus mechanisms: social choice, payoffs, mediators, episodes and
 digital representatives (see SPEC section 6)."""
-from .episode import Episode, EpisodeConfig, EpisodeResult, Participant, Question, load_questions, run_episode
-from .mediators import HabermasMediator, LLMMediator, LogRecord, Mediator, OpinionMediator, Transcript, make_mediator
 from .autorater import ConsensusPair, WinRate, consensus_win_rate
 from .cot_ranking import ParsedRanking, parse_ranking
+from .episode import Episode, EpisodeConfig, EpisodeResult, Participant, Question, load_questions, run_episode
+from .mediators import HabermasMediator, LLMMediator, LogRecord, Mediator, OpinionMediator, Transcript, make_mediator
 from .payoff import LIKERT7, LikertAnswer, PayoffSummary, disagreement, expected_value
 from .representatives import (
     SUBSETS,
     ConditioningError,
-    require_parts,
     ParticipantRecord,
     RepresentativityReport,
     conditioning,
     records_from_episodes,
     representative,
     representativity,
+    require_parts,
     value_gap,
 )
 from .social_choice import SocialChoiceResult, aggregate, borda, plurality, schulze

@@ -42,11 +42,10 @@ import numpy as np
 
 from agents.llm.base import Engine
 from core.errors import PersonaeError
+from core.seeds import derive_seed
 
 from .autorater import ConsensusPair, consensus_win_rate
 from .episode import EpisodeConfig, EpisodeResult, Participant, Question, run_episode
-from core.seeds import derive_seed
-
 from .mediators import Mediator
 from .payoff import LIKERT7
 from .value_equivalence import NULL_SET, pooled_gap

@@ -15,8 +15,8 @@ import mesa
 import numpy as np
 
 from agents.persona import PersonaAgent
-from scenarios.config import ConfigError, ScenarioConfig
 from core.store import Store
+from scenarios.config import ConfigError, ScenarioConfig
 
 from . import population as pop
 from .contract import RunningFidelity, ScenarioModel, ScenarioReport

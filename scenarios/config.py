@@ -7,9 +7,6 @@ YAML before validation, so they are checked the same way.
 """
 from __future__ import annotations
 
-from core.config import StrictModel
-from core.errors import PersonaeError, validation_line
-
 import difflib
 import hashlib
 import re
@@ -22,6 +19,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from agents.backstories import GenerationParams
 from agents.llm.factory import EngineConfig
+from core.config import StrictModel
+from core.errors import PersonaeError, validation_line
 
 
 class ConfigError(PersonaeError, ValueError):

@@ -47,23 +47,22 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, ValidationError, field_validator
 
+from agents import demographics as demo
+from agents.llm.factory import EngineConfig, cached_engine
+from agents.persona import PersonaAgent
 from core.config import StrictModel
 from core.errors import PersonaeError, validation_line
 from core.seeds import derive_seed
-
-from agents.persona import PersonaAgent
+from core.store import Store
 from mechanisms.autorater import ConsensusPair, consensus_win_rate
 from mechanisms.budget import GenerationBudget
 from mechanisms.episode import QUESTIONS_FILE, Episode, EpisodeConfig, EpisodeResult, Participant, load_questions, run_episode
 from mechanisms.lockstep import run_together
 from mechanisms.mediators import HabermasMediator, LLMMediator, OpinionMediator
-from agents import demographics as demo
-from agents.llm.factory import EngineConfig, cached_engine
-from mechanisms.value_equivalence import NULL_SET, PayoffSample, pooled_table
 from mechanisms.representatives import (
+    ConditioningError,
     ParticipantRecord,
     Substitution,
-    ConditioningError,
     bootstrap_seed,
     check_subset,
     expected_payoff_gap,
@@ -74,8 +73,8 @@ from mechanisms.representatives import (
     rollout_config,
     substitutions,
 )
+from mechanisms.value_equivalence import NULL_SET, PayoffSample, pooled_table
 from scenarios.config import ConfigError, ScenarioConfig
-from core.store import Store
 
 from . import population as pop
 from .contract import GroupView, RepresentativeView, ScenarioModel, ScenarioReport

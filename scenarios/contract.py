@@ -34,8 +34,8 @@ from .items import Item
 
 if TYPE_CHECKING:  # annotations only: no import cost, no cycle
     from agents.persona import PersonaAgent
-    from scenarios.config import ScenarioConfig
     from core.store import Store
+    from scenarios.config import ScenarioConfig
 
     from .population import Population
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.partisan import has_thermometers, party_rows, thermometer_ratings
 from analysis.metrics import weighted_distribution
+from analysis.partisan import has_thermometers, party_rows, thermometer_ratings
 
 from .base import Item
 from .contract import ScenarioReport

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import estimators
+from analysis.metrics import wasserstein, weighted_distribution
 from analysis.partisan import (
     NOT_IN_STUDY,
     OTHER,
@@ -28,7 +29,6 @@ from analysis.partisan import (
     published,
     split_half_wd,
 )
-from analysis.metrics import wasserstein, weighted_distribution
 from core.seeds import derive_seed
 from scenarios.config import ConfigError
 

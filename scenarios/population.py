@@ -29,8 +29,8 @@ from agents import demographics as demo
 from agents import generative_agent as ga
 from agents.llm.base import Engine
 from agents.persona import PersonaAgent
-from scenarios.config import ConfigError, ScenarioConfig
 from core.store import Store
+from scenarios.config import ConfigError, ScenarioConfig
 
 
 @dataclass

@@ -7,8 +7,8 @@ from agents import bank as banks
 from agents import demographics as demo
 from agents.backstories import GenerationParams
 from agents.llm.factory import EngineConfig, cached_engine
-from simulation.console import RunConsole
 from core.store import Store
+from simulation.console import RunConsole
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:

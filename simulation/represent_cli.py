@@ -20,19 +20,18 @@ from typing import Literal
 import pandas as pd
 from pydantic import Field
 
-from core.config import StrictModel
-
 from agents.llm.factory import EngineConfig, cached_engine
+from core.config import StrictModel
+from core.store import Store
+from mechanisms import payoff_model as pm
 from mechanisms.budget import GenerationBudget
 from mechanisms.finetuned_representatives import deliberations as dl
 from mechanisms.finetuned_representatives import evaluation as ev
 from mechanisms.finetuned_representatives.splits import Split, split_examples
 from mechanisms.finetuned_representatives.synthetic import generate
 from mechanisms.finetuned_representatives.training import RECORD, TrainSettings, base_model_path, train
-from mechanisms import payoff_model as pm
 from scenarios.config import load_config
 from simulation.console import RunConsole
-from core.store import Store
 
 
 class GenerateSettings(StrictModel):

@@ -8,13 +8,10 @@ call) and every step is re-applied from the episode log.
 """
 from __future__ import annotations
 
-from core.errors import PersonaeError
-
-import json
-
 import contextlib
 import filecmp
 import importlib
+import json
 import shutil
 import socket
 import sqlite3
@@ -28,10 +25,11 @@ from pathlib import Path
 import pandas as pd
 
 from agents.llm.factory import EngineConfig, cached_engine
-from scenarios.config import ScenarioConfig, validate_config
-from simulation.console import RunConsole
+from core.errors import PersonaeError
 from core.store import Store, StoreError, describe
+from scenarios.config import ScenarioConfig, validate_config
 from scenarios.contract import ScenarioModel, ScenarioReport
+from simulation.console import RunConsole
 
 SCENARIOS = {
     "atp_poll": "scenarios.atp_poll:AtpPollModel",

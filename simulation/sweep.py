@@ -13,9 +13,9 @@ from pathlib import Path
 import mesa
 import pandas as pd
 
+from core.store import Store
 from scenarios.config import ScenarioConfig, apply_override, validate_config
 from simulation.runner import build_model, output_dir, write_outputs
-from core.store import Store
 
 
 def _key(path: str) -> str:

@@ -77,8 +77,8 @@ class PersonaeViz(mesa.Model):
         self.running = self.sim is not None and self.sim.running
 
     def _build(self) -> None:
-        from simulation.runner import build_model
         from core.store import Store
+        from simulation.runner import build_model
 
         store = Store(self.source.store if self.replay else self.cfg.store)
         self.sim = build_model(self.cfg, store, self.run_id, replay=self.replay, console=_Progress())

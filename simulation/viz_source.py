@@ -99,8 +99,8 @@ def param_overrides(population_size=None, conditioning=None, seed=None) -> list[
 
 def resolve(source: ViewSource, params: dict | None = None):
     """(config, run id) of a source; raises ConfigError / ViewError with one line."""
-    from scenarios.config import load_config, validate_config
     from core.store import Store
+    from scenarios.config import load_config, validate_config
 
     if source.replay:
         if not Path(source.store).exists():

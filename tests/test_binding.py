@@ -16,9 +16,9 @@ from agents import bank as banks
 from agents import critic
 from agents.backstories import INTERVIEW_QUESTIONS, GenerationParams, answer_budgets
 from agents.llm.cache import CachedEngine
+from core.store import Store
 from scenarios.config import load_config
 from simulation.runner import run
-from core.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 

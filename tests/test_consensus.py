@@ -31,7 +31,6 @@ from mechanisms.mediators import MediationInput, usable_statement
 from mechanisms.payoff import disagreement
 from mechanisms.representatives import ConditioningError, require_parts
 
-
 TINY = EpisodeConfig(rounds=1, seed=11, budget=GenerationBudget(opinion=24, critique=20))
 
 
@@ -439,10 +438,10 @@ def test_representatives_phase_is_logged_steps_resumed_after_a_kill_and_replayed
     import pandas as pd
     from killing import count, kill_when
 
+    from core.store import Store
     from mechanisms.representatives import expected_payoff_gap
     from simulation.console import RunConsole
     from simulation.runner import build_model, replay, run
-    from core.store import Store
     from simulation.viz import PersonaeViz
     from simulation.viz_source import ViewSource
 

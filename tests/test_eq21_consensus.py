@@ -117,9 +117,9 @@ def test_the_representatives_preset_runs_the_habermas_machine_mediator():
 def test_fine_tuned_representatives_play_beside_prompted_ones(tmp_path):
     """options.finetuned: a set whose representatives speak through their own
     engine (a served or in-process adapter; here a second fake engine)."""
+    from core.store import Store
     from scenarios.config import load_config
     from simulation.runner import build_model
-    from core.store import Store
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     bank = tmp_path / "personas.jsonl"

@@ -137,8 +137,8 @@ def test_every_paper_preset_validates():
 def test_exact_instrument_preset_without_its_file_stops_in_one_line(tmp_path, preset, needle):
     """No silent fall-back to another study: one line naming the file and where it is published."""
     from core.errors import PersonaeError
-    from simulation.runner import build_model
     from core.store import Store
+    from simulation.runner import build_model
 
     cfg = load_config(ROOT / "scenarios" / "paper" / f"{preset}.yaml", TINY + [f"store={tmp_path / 's.db'}"])
     with pytest.raises(PersonaeError) as err:
@@ -164,8 +164,8 @@ TINY = [
 
 
 def test_meta_prejudice_preset_runs_tiny_and_names_every_comparator(tmp_path):
-    from simulation.runner import build_model, write_outputs
     from core.store import Store
+    from simulation.runner import build_model, write_outputs
 
     cfg = load_config(ROOT / "scenarios" / "paper" / "meta_prejudice_kang2025.yaml", TINY + [f"store={tmp_path / 's.db'}", f"output={tmp_path / 'runs'}"])
     store = Store(cfg.store)

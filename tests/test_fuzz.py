@@ -6,9 +6,8 @@ never a silently wrong load. 1,300 cases here; benchmarks/fuzz.py runs 10,000.""
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-
 from fuzz_cases import BUGS, aggregate_case, run_aggregate_case, run_scenario_case, run_study_case, scenario_case, study_case
+from hypothesis import HealthCheck, given, settings
 
 pytestmark = pytest.mark.fast  # needs no model: part of `make check`
 

@@ -11,11 +11,11 @@ import math
 
 import numpy as np
 import pytest
+from tolerances import TV_ARITH, sampled_tv_bound, truncated_mass, tv
 
 from agents.llm.base import GenerateRequest, OptionRequest, option_letters
 from agents.llm.langchain_engine import LangChainEngine, parse_letter
 from agents.llm.openai_engine import OpenAIEngine
-from tolerances import TV_ARITH, sampled_tv_bound, truncated_mass, tv
 
 SYSTEM = "You answer survey questions. Reply with the letter of one option only."
 PERSONA = (

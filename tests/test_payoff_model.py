@@ -14,7 +14,6 @@ from mechanisms.finetuned_representatives import deliberations as dl
 from mechanisms.finetuned_representatives import evaluation as ev
 from mechanisms.finetuned_representatives.splits import split_examples
 from mechanisms.finetuned_representatives.training import TrainSettings
-from mechanisms.value_equivalence import INTERVAL_ROLLOUTS, NULL_SET
 from mechanisms.payoff_model import (
     PayoffItem,
     PayoffModel,
@@ -25,6 +24,7 @@ from mechanisms.payoff_model import (
     split_ratings,
     train_payoff_model,
 )
+from mechanisms.value_equivalence import INTERVAL_ROLLOUTS, NULL_SET
 
 TOPICS = ["tax sugar", "ban cars in city centres", "raise the pension age", "fund more libraries", "lower the voting age", "build more prisons", "subsidise rail fares", "close coal plants"]
 

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import mesa
-from killing import count, kill_when
 import pytest
+from killing import count, kill_when
 
 from agents import bank as banks
 from agents import baselines

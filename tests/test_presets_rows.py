@@ -79,8 +79,8 @@ def test_a_row_naming_no_condition_is_one_line(tmp_path):
 @pytest.mark.fast
 def test_the_plain_anthology_prompt_is_a_named_variant_with_its_own_bank():
     from agents.llm.fake_engine import FakeEngine
-    from scenarios.population import bank_name
     from scenarios.config import load_config
+    from scenarios.population import bank_name
 
     assert bs.ANTHOLOGY_PROMPTS["plain"] == "Question: Tell me about yourself.\nAnswer:"
     assert bs.ANTHOLOGY_PROMPTS["cued"] == bs.ANTHOLOGY_PROMPT and "How old are you?" in bs.ANTHOLOGY_PROMPT

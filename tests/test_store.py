@@ -9,7 +9,6 @@ A path whose parent is a regular file fails for root too.
 from __future__ import annotations
 
 import os
-from contextlib import closing
 import shutil
 import sqlite3
 import subprocess
@@ -17,13 +16,14 @@ import sys
 import tempfile
 import textwrap
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from core.store import Store, StoreError
 from scenarios.config import load_config
 from simulation.runner import RunError, replay, run
-from core.store import Store, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 NOBODY = 65534

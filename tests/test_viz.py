@@ -370,8 +370,8 @@ def test_page_figures_plot_the_logged_run(logged_run, work):
     fidelity figure's points the WD between them, and the persona map marks each
     persona with its logged answer."""
     from analysis.metrics import wasserstein
-    from simulation import viz_figures as figures
     from core.store import Store
+    from simulation import viz_figures as figures
     from simulation.viz import PersonaeViz
     from simulation.viz_source import ViewSource
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tolerances import DELTA, TV_ARITH, truncated_mass, tv
+from vllm_fixtures import VLLM_TEST_DTYPE
 
 from agents.llm.base import EngineError, GenerateRequest, LoglikRequest, OptionRequest, option_letters
 from agents.llm.openai_engine import OpenAIEngine
-from tolerances import DELTA, TV_ARITH, truncated_mass, tv
-from vllm_fixtures import VLLM_TEST_DTYPE
 
 pytestmark = pytest.mark.vllm
 

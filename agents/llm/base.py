@@ -13,14 +13,14 @@ representatives on ground-truth critiques).
 """
 from __future__ import annotations
 
-from core.errors import PersonaeError
-
 import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from core.errors import PersonaeError
 
 
 class EngineError(PersonaeError, RuntimeError):

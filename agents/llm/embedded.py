@@ -48,8 +48,8 @@ def hf_folder(force: bool = False) -> Path:
     marker = target / ".complete"
     if marker.exists() and not force:
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = embedded_gguf_path()
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

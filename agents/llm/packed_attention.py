@@ -42,8 +42,8 @@ from dataclasses import dataclass
 
 import torch
 from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 NAME = "personae_packed"
 MIN_ROWS = 16  # rows every matrix product sees; set per machine by invariant_rows() at engine start

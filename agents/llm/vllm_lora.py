@@ -2,7 +2,6 @@
 removing adapters on a running server over HTTP (``/v1/load_lora_adapter``)."""
 from __future__ import annotations
 
-
 import json
 import os
 import urllib.error
@@ -10,7 +9,6 @@ import urllib.request
 from pathlib import Path
 
 from .vllm_env import ServerError
-
 
 # The ranks vLLM's --max-lora-rank accepts (vllm.config.lora.MaxLoRARanks).
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)

@@ -26,7 +26,6 @@ used by the in-process engine running inside ``.venv-vllm``.
 """
 from __future__ import annotations
 
-
 import argparse
 import atexit
 import json
@@ -40,11 +39,33 @@ import urllib.request
 from pathlib import Path
 
 from .vllm_env import (  # noqa: F401  (re-exported for the command line and the tests)
-    HOST, MARKER, REPO_ROOT, VLLM_PACKAGE, VLLM_VERSION, ServerError, _status_file, _wanted, cpu_env, free_port,
-    is_setup, setup, setup_in_background, setup_log, venv_dir, venv_python, wait_for_setup,
+    HOST,
+    MARKER,
+    REPO_ROOT,
+    VLLM_PACKAGE,
+    VLLM_VERSION,
+    ServerError,
+    _status_file,
+    _wanted,
+    cpu_env,
+    free_port,
+    is_setup,
+    setup,
+    setup_in_background,
+    setup_log,
+    venv_dir,
+    venv_python,
+    wait_for_setup,
 )
 from .vllm_lora import (  # noqa: F401  (re-exported)
-    LORA_TARGETS, RAW_SUFFIX, check_adapter, load_lora, lora_rank_slot, served_models, unload_lora, zero_adapter,
+    LORA_TARGETS,
+    RAW_SUFFIX,
+    check_adapter,
+    load_lora,
+    lora_rank_slot,
+    served_models,
+    unload_lora,
+    zero_adapter,
 )
 
 # ---------------------------------------------------------------- serving

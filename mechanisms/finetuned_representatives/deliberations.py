@@ -35,8 +35,6 @@ file, the field and what was expected.
 """
 from __future__ import annotations
 
-from core.errors import PersonaeError
-
 import hashlib
 import json
 from collections.abc import Sequence
@@ -46,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.errors import PersonaeError
 from mechanisms import prompts
 from mechanisms.payoff import LIKERT7
 from mechanisms.representatives import ParticipantRecord, conditioning, position_label, require_parts

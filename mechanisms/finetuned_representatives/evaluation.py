@@ -53,11 +53,11 @@ from typing import Protocol
 import numpy as np
 
 from agents.llm.base import Engine, GenerateRequest, LoglikRequest, OptionRequest, option_letters
-from mechanisms import prompts
-from mechanisms.episode import EpisodeConfig, Participant, Question
 from core.seeds import derive_seed
-from mechanisms.budget import GenerationBudget
+from mechanisms import prompts
 from mechanisms.autorater import ConsensusPair, consensus_win_rate
+from mechanisms.budget import GenerationBudget
+from mechanisms.episode import EpisodeConfig, Participant, Question
 from mechanisms.mediators import MediationInput, Transcript, make_mediator
 from mechanisms.representatives import ParticipantRecord, representativity
 from mechanisms.value_equivalence import NULL_SET, PayoffSample, pooled_table
