@@ -70,6 +70,15 @@ def engine():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture()
+def fake():
+    """Mechanism logic (value equivalence, rollouts) on the fake engine; the real
+    model plays whole episodes in the tests that ask for ``engine``."""
+    from agents.llm.fake_engine import FakeEngine
+
+    return FakeEngine()
+
+
 @pytest.fixture(scope="module")
 def question():
     return load_questions(n=1, seed=5)[0]
@@ -219,7 +228,8 @@ def _records():
     ]
 
 
-def test_representatives_value_equivalence(engine, question):
+@pytest.mark.fast
+def test_representatives_value_equivalence(fake, question):
     records = _records()
     text = conditioning(records[0], "DOCP")
     assert "demographic profile" in text and "Opinion of the participant about question 1" in text
@@ -231,13 +241,13 @@ def test_representatives_value_equivalence(engine, question):
     originals = [Participant(r.id, conditioning(r, "DOCP")) for r in records]
     mediator = LLMMediator(max_tokens=24)
     base, [same] = representativity(
-        engine, question, originals, records, subsets=("DOCP",), mediator=mediator, config=TINY, modes=("one",), one_slots=[0]
+        fake, question, originals, records, subsets=("DOCP",), mediator=mediator, config=TINY, modes=("one",), one_slots=[0]
     )
     assert same.mode == "one" and same.gap == 0.0, same.to_json()
     # Representatives of someone else (records rotated: 1 stands in for 0, ...) do not.
     rotated = records[1:] + records[:1]
     _, [other] = representativity(
-        engine, question, originals, rotated, subsets=("DOCP",), mediator=mediator, config=TINY, modes=("all",), baseline=base
+        fake, question, originals, rotated, subsets=("DOCP",), mediator=mediator, config=TINY, modes=("all",), baseline=base
     )
     assert other.mode == "all" and sorted(other.per_slot) == [0, 1, 2]
     assert other.gap > 1e-3, other.to_json()
@@ -381,7 +391,8 @@ def test_D_carries_the_personas_surveyed_demographics(engine, store):
         assert all(f"{k}: {v}." in text for k, v in profile.items())
 
 
-def test_value_equivalence_over_seeded_rollouts_with_interval_and_autorater(engine, question):
+@pytest.mark.fast
+def test_value_equivalence_over_seeded_rollouts_with_interval_and_autorater(fake, question):
     """R = 2 rollouts: each re-seeds the whole episode (baseline and substitution
     share the seed), the gap comes with a bootstrap interval, and the judge
     compares each rollout's final statements (eq. 22)."""
@@ -390,8 +401,8 @@ def test_value_equivalence_over_seeded_rollouts_with_interval_and_autorater(engi
     cfg = EpisodeConfig(rounds=1, seed=11, budget=GenerationBudget(opinion=12, critique=12))
     played = []
     base, [rep] = representativity(
-        engine, question, originals, records[1:] + records[:1], subsets=("OC",), mediator=LLMMediator(max_tokens=12),
-        config=cfg, modes=("all",), rollouts=2, judge=engine, on_episode=played.append,
+        fake, question, originals, records[1:] + records[:1], subsets=("OC",), mediator=LLMMediator(max_tokens=12),
+        config=cfg, modes=("all",), rollouts=2, judge=fake, on_episode=played.append,
     )
     assert len(played) == 4  # 2 baseline rollouts + 2 with everyone substituted
     baselines = [r for r in played if r.actor_ids["critique"] == [p.id for p in originals]]

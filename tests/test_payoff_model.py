@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from agents.llm.fake_engine import FakeEngine
 from mechanisms.budget import GenerationBudget
 from mechanisms.finetuned_representatives import deliberations as dl
 from mechanisms.finetuned_representatives import evaluation as ev
@@ -71,10 +72,13 @@ def test_payoff_model_trains_and_scores_heldout_groups(engine, tmp_path):
     item = PayoffItem("Should we tax sugar?", "We should tax sugar.", tuned.participant("I strongly support that we tax sugar."))
     assert tuned.score([item, item])[0] == pytest.approx(tuned.score([item])[0], abs=1e-9)
 
-    # eq. 21 on human-format data (no persona to ask): payoffs from the payoff model
+    # eq. 21 on human-format data (no persona to ask): payoffs from the trained payoff model
+    # (the episodes are replayed by the fake engine: the real model replays them in
+    # tests/test_representatives.py; here what matters is who scores them)
+    fake = FakeEngine()
     samples = ev.payoff_discrepancy(
-        engine, None, data, split.validation, [""], seed=0, max_episodes=1, budget=GenerationBudget(opinion=16, critique=16, statement=16),
-        rollouts=2, judge=engine, payoff_model=tuned,
+        fake, None, data, split.validation, [""], seed=0, max_episodes=1, budget=GenerationBudget(opinion=16, critique=16, statement=16),
+        rollouts=2, judge=fake, payoff_model=tuned,
     )
     rows = ev.discrepancy_rows(samples, 0, "payoff model")
     assert {(r["subset"], r["mode"]) for r in rows} == {(s, m) for s in ("", NULL_SET) for m in ("one", "all")}

@@ -154,38 +154,12 @@ def test_fine_tuning_lowers_heldout_critique_nll(trained, engine):
     assert not set(split.validation_participants) & set(split.train_participants)
 
 
-def test_eval_writes_vanilla_vs_finetuned_report(trained):
-    tmp, cfg, _, _ = trained
-    r = represent("eval", str(cfg))
-    assert r.returncode == 0, r.stderr[-2000:]
-    out = tmp / "runs" / "rep" / "eval"
-    nll = pd.read_csv(out / "critique_nll.csv")
-    assert set(nll["model"]) == {"vanilla", "fine-tuned"} and set(nll["subset"]) == {"C"}
-    assert (nll["sequence_loglik"] < 0).all() and (abs(nll["perplexity"] / nll["nll_per_token"].map(math.exp) - 1) < 1e-5).all()
-    assert nll.loc[nll["model"] == "fine-tuned", "adapter"].iloc[0].endswith("adapters/C")  # the set's own representative
-    v, f = (float(nll[nll["model"] == m]["nll_per_token"].iloc[0]) for m in ("vanilla", "fine-tuned"))
-    assert f < v
-    judge = pd.read_csv(out / "autorater.csv")
-    assert judge["win_rate"].between(0, 1).all() and len(judge) == 2
-    pay = pd.read_csv(out / "payoff_discrepancy.csv")
-    assert set(pay["mode"]) == {"one", "all"} and set(pay["model"]) == {"vanilla", "fine-tuned"}
-    assert set(pay["payoff_source"]) == {"self-rating"} and set(pay["subset"]) == {"C", "self (null)"}  # beside the null row
-    assert ((pay["signed_ci_low"] <= pay["signed_gap"] + 1e-9) & (pay["signed_gap"] <= pay["signed_ci_high"] + 1e-9)).all()
-    assert pay["gap"].between(0, 6).all()
-    # R = 2 rollouts per episode: a bootstrap interval around each gap, and the
-    # consensus autorater (eq. 22) judged by the base model -- with a warning.
-    assert ((pay["ci_low"] <= pay["gap"] + 1e-9) & (pay["gap"] <= pay["ci_high"] + 1e-9)).all()
-    assert pay["win_rate"].between(0, 1).all()
-    assert "warning: the autorater's judge is the representatives' own model" in r.stdout
-    assert (out / "representatives.png").stat().st_size > 1000
-    text = (out / "summary.md").read_text()
-    assert "critique nll" in text and "payoff discrepancy" in text and "eq. 22" in text
-
-
-def test_payoff_model_from_the_cli_feeds_the_eval(trained):
+def test_payoff_model_and_eval_from_the_cli(trained):
     """``represent payoff`` trains the payoff model on the data's agreement ratings
-    (the personas' payoffs written in the HM layout); ``represent eval`` with
-    ``eval.payoff: model`` then computes eq. 21 from its scores."""
+    (the personas' payoffs written in the HM layout); one ``represent eval`` with
+    ``eval.payoff: model`` then scores the set's own adapter against the base
+    model (critique NLL, autorater) and computes eq. 21 from the payoff model's
+    scores (real model throughout; the self-rating path runs on the fake engine below)."""
     tmp, cfg, _, _ = trained
     small = ["--set", "payoff.train.max_steps=4", "--set", "payoff.train.eval_steps=4", "--set", "payoff.train.batch_size=8"]
     r = represent("payoff", str(cfg), *small)
@@ -198,13 +172,53 @@ def test_payoff_model_from_the_cli_feeds_the_eval(trained):
     r = represent("eval", str(cfg), "--set", "eval.payoff=model")
     assert r.returncode == 0, r.stderr[-2000:]
     out = tmp / "runs" / "rep" / "eval"
+    nll = pd.read_csv(out / "critique_nll.csv")
+    assert set(nll["model"]) == {"vanilla", "fine-tuned"} and set(nll["subset"]) == {"C"}
+    assert (nll["sequence_loglik"] < 0).all() and (abs(nll["perplexity"] / nll["nll_per_token"].map(math.exp) - 1) < 1e-5).all()
+    assert nll.loc[nll["model"] == "fine-tuned", "adapter"].iloc[0].endswith("adapters/C")  # the set's own representative
+    v, f = (float(nll[nll["model"] == m]["nll_per_token"].iloc[0]) for m in ("vanilla", "fine-tuned"))
+    assert f < v
+    judge = pd.read_csv(out / "autorater.csv")
+    assert judge["win_rate"].between(0, 1).all() and len(judge) == 2
     pay = pd.read_csv(out / "payoff_discrepancy.csv")
-    assert set(pay["mode"]) == {"one", "all"} and pay["gap"].between(0, 6).all()
+    assert set(pay["mode"]) == {"one", "all"} and set(pay["model"]) == {"vanilla", "fine-tuned"} and pay["gap"].between(0, 6).all()
     assert set(pay["payoff_source"]) == {"payoff model"}  # written by the code path that scored with the model
     assert ((pay["ci_low"] <= pay["gap"] + 1e-9) & (pay["gap"] <= pay["ci_high"] + 1e-9)).all()
-    assert "scored by the payoff model" in (out / "summary.md").read_text()
+    assert ((pay["signed_ci_low"] <= pay["signed_gap"] + 1e-9) & (pay["signed_gap"] <= pay["signed_ci_high"] + 1e-9)).all()
+    assert "warning: the autorater's judge is the representatives' own model" in r.stdout
+    assert (out / "representatives.png").stat().st_size > 1000
+    text = (out / "summary.md").read_text()
+    assert "critique nll" in text and "payoff discrepancy" in text and "eq. 22" in text and "scored by the payoff model" in text
 
 
+def test_eval_with_self_ratings_reports_each_set_beside_the_null_row(deliberation, tmp_path, capsys):
+    """``represent eval`` with the personas' self-ratings (the default), in process on
+    the fake engine (base and served representative): the report's tables, intervals
+    and the null row. The real model runs this command in the test above."""
+    from simulation import represent_cli as cli
+    from simulation.console import RunConsole
+
+    _, path, _, _ = deliberation
+    fake = {"kind": "fake", "model": "embedded", "endpoints": []}
+    raw = yaml.safe_load(config(tmp_path, path).read_text())
+    raw["engine"] = fake
+    raw["eval"] = {**raw["eval"], "finetuned_engine": {**fake, "model": "rep-{set}"}}
+    cfg = cli.RepresentConfig.model_validate(raw)
+    assert cli.cmd_eval(cfg, RunConsole(live=False)) == 0
+    out = cfg.folder / "eval"
+    nll = pd.read_csv(out / "critique_nll.csv")
+    assert set(nll["model"]) == {"vanilla", "fine-tuned"} and set(nll["adapter"].dropna()) == {"served rep-C"}
+    assert (nll["sequence_loglik"] < 0).all()
+    pay = pd.read_csv(out / "payoff_discrepancy.csv")
+    assert set(pay["payoff_source"]) == {"self-rating"} and set(pay["subset"]) == {"C", "self (null)"}  # beside the null row
+    assert set(pay["mode"]) == {"one", "all"} and set(pay["model"]) == {"vanilla", "fine-tuned"}
+    assert ((pay["signed_ci_low"] <= pay["signed_gap"] + 1e-9) & (pay["signed_gap"] <= pay["signed_ci_high"] + 1e-9)).all()
+    # R = 2 rollouts per episode: a bootstrap interval around each gap
+    assert ((pay["ci_low"] <= pay["gap"] + 1e-9) & (pay["gap"] <= pay["ci_high"] + 1e-9)).all() and pay["gap"].between(0, 6).all()
+    assert pay["win_rate"].between(0, 1).all()
+    assert "warning: the autorater's judge is the representatives' own model" in capsys.readouterr().out
+    text = (out / "summary.md").read_text()
+    assert "payoff discrepancy" in text and "self-ratings" in text
 def hm_frame(**extra) -> pd.DataFrame:
     """Two participants, two questions, in the Habermas Machine layout."""
     rows = []
