@@ -10,16 +10,16 @@ Typical use::
     ev = evaluate(study, persona_option_probs, result, condition="Anthology", lower_bound=lb)
     write_report([ev, ...], "out/")
 
-Modules: :mod:`~analysis.human_data` (study YAML and data),
+Modules: :mod:`~analysis.studies` (study YAML and data),
 :mod:`~analysis.matching`, :mod:`~analysis.metrics`,
 :mod:`~analysis.lower_bound`, :mod:`~analysis.subgroups` (evaluation, whole
 sample and per subgroup), :mod:`~analysis.individual` (each persona against
 its own respondent, baselines and the test-retest ceiling), :mod:`~analysis.report`.
 """
-from analysis.human_data import HumanStudy, StudyError, builtin_studies, load_study
 from analysis.lower_bound import LowerBound, human_lower_bound
 from analysis.matching import MatchingError, MatchResult, match, match_study
 from analysis.report import conditions_table, gap_table, print_summary, write_report
+from analysis.studies import HumanStudy, StudyError, builtin_studies, load_study
 from analysis.subgroups import Evaluation, PersonaAnswers, evaluate
 
 __all__ = [

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.human_data import StudyError
 from analysis.metrics import ItemProducts, OptionIndicators, frobenius_distance, pairwise_moments, wasserstein_many, weighted_distributions
+from analysis.studies import StudyError
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def _content_key(study, n_splits: int, seed: int, normalize: bool) -> str:
 
 
 def human_lower_bound(study, n_splits: int = 100, seed: int = 0, *, normalize: bool = True) -> LowerBound:
-    """Split-half lower bound of a loaded :class:`analysis.human_data.HumanStudy`.
+    """Split-half lower bound of a loaded :class:`analysis.studies.HumanStudy`.
 
     ``normalize`` controls the WD scale (positions rescaled to [0, 1], default)
     and must match the scale of the persona WD it is compared with.  Results

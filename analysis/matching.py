@@ -292,7 +292,7 @@ def match_study(
     seed: int = 0,
     objective: str = "weight",
 ) -> MatchResult:
-    """:func:`match` on a loaded :class:`analysis.human_data.HumanStudy` (all of its traits).
+    """:func:`match` on a loaded :class:`analysis.studies.HumanStudy` (all of its traits).
 
     Checks that each persona matrix has one column per option of the study's
     trait (the trait ``question`` / ``options`` the personas were surveyed with).

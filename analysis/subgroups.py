@@ -39,7 +39,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from analysis.human_data import UnknownName
 from analysis.lower_bound import LowerBound, human_lower_bound
 from analysis.matching import MatchResult, WeightStats
 from analysis.metrics import (
@@ -53,6 +52,7 @@ from analysis.metrics import (
     wasserstein_many,
     weighted_distributions,
 )
+from analysis.studies import UnknownName
 
 DEFAULT_SUBGROUP_TRAITS = ("race", "age", "party")
 
@@ -420,7 +420,7 @@ def evaluate(
     min_group_size: int = 20,
     persona_demographics: Mapping[str, np.ndarray] | None = None,
 ) -> Evaluation:
-    """Score one persona condition against a loaded :class:`~analysis.human_data.HumanStudy`.
+    """Score one persona condition against a loaded :class:`~analysis.studies.HumanStudy`.
 
     ``persona_answers``: :class:`PersonaAnswers`, ``[V, Q, K]`` option
     distributions, or ``[V, Q]`` sampled option indices (questions in

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.human_data import BinsSpec, StudySpec, load_spec
+from analysis.studies import BinsSpec, StudySpec, load_spec
 
 # Published sample sizes (respondents in the wave / study). Pew: the topline
 # reports of each wave. Braley and Moore-Berg ran several samples; the figures

@@ -92,7 +92,7 @@ class SurveyModel(ScenarioModel):
     def load_study(self):
         if self.cfg.human is None:
             return None
-        from analysis.human_data import load_study
+        from analysis.studies import load_study
 
         study = load_study(self.cfg.human.study, self.cfg.human.overrides or None)
         study = self.select_humans(study)

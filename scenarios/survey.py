@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import estimators
-from analysis.human_data import StudyError, UnknownName
+from analysis.studies import StudyError, UnknownName
 from scenarios.config import ConfigError
 
 from .base import StudySurveyModel

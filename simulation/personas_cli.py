@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
             console.line(f"error: bank '{args.bank}' is empty in {args.store}")
             return 2
         if args.study:
-            from analysis.human_data import load_spec
+            from analysis.studies import load_spec
 
             spec, _, _ = load_spec(args.study)
             traits = [demo.TraitQuestion(t.trait, t.question, tuple(t.options)) for t in spec.demographics]

@@ -35,7 +35,7 @@ import pandas as pd
 import yaml
 from hypothesis import strategies as st
 
-from analysis.human_data import StudyError, load_study
+from analysis.studies import StudyError, load_study
 from core.errors import PersonaeError
 from scenarios.config import ConfigError, load_config
 

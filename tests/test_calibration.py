@@ -118,8 +118,8 @@ def planted_rules(study, blind: bool = False) -> list[dict]:
 def calibrate(mode: str, n: int | None, work: Path) -> Calibration:
     """One survey run of Bio personas against ``n`` GSS respondents with the
     simulator in ``mode``: calibrated | hash | blind."""
-    from analysis.human_data import load_study
     from analysis.lower_bound import human_lower_bound
+    from analysis.studies import load_study
     from scenarios.config import load_config
     from simulation.runner import run
 

@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 
 from analysis import estimators
-from analysis.human_data import load_study
 from analysis.lower_bound import human_lower_bound
 from analysis.metrics import wasserstein
 from analysis.partisan import gap_estimate
+from analysis.studies import load_study
 from analysis.subgroups import PersonaAnswers, evaluate
 from scenarios.config import AnalysisConfig, ConfigError, load_config
 
@@ -242,7 +242,7 @@ def _constructed_sav(path: Path, study: str, n: int = 40) -> Path:
     """A .sav with every column ``study`` names, filled with valid random codes."""
     import pyreadstat
 
-    from analysis.human_data import load_spec
+    from analysis.studies import load_spec
 
     spec, _, _ = load_spec(study)
     rng = np.random.default_rng(0)

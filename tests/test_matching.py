@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from analysis.human_data import load_study
 from analysis.matching import MatchingError, edge_log_weights, match, match_study
+from analysis.studies import load_study
 
 pytestmark = pytest.mark.fast  # needs no model: part of `make check`
 

