@@ -23,6 +23,7 @@ re-invocation skips presets already completed at the same scale/population.
 
     python benchmarks/paper_scale.py --scale 0.02 [--only NAME ...] [--out DIR]
     python benchmarks/paper_scale.py --only anthology_atp_subgroups --population 10000 --no-kill
+    python benchmarks/paper_scale.py --only anthology_atp_subgroups --population 40000 --no-kill --set population.demographics=probs
 
 Full size (``--scale 1``) takes hours; ``--population N`` sets population.size
 (the generated personas) to N, e.g. 1k / 10k / 40k for peak RSS.
@@ -336,8 +337,8 @@ def kill_and_resume(plan: Plan, clean: RunOutcome, clean_work: Path, work: Path,
 # ------------------------------------------------------------------ the benchmark
 
 
-def _key(preset: str, scale: float, population: int | None) -> str:
-    return f"{preset}@{scale:g}" + (f"/pop{population}" if population else "")
+def _key(preset: str, scale: float, population: int | None, extra: list[str] = ()) -> str:
+    return f"{preset}@{scale:g}" + (f"/pop{population}" if population else "") + "".join(f"/{s}" for s in extra)
 
 
 def load_records(path: Path) -> dict[str, dict]:
@@ -356,17 +357,19 @@ def append_record(path: Path, rec: dict) -> None:
 
 
 def measure(name: str, scale: float, out: Path, data_dir: Path, ports: tuple[int, int],
-            population: int | None = None, log=print) -> tuple[dict, Plan, RunOutcome, Path]:
-    """Run one preset clean; return its record (also the plan, outcome and work folder)."""
+            population: int | None = None, log=print, extra: list[str] = ()) -> tuple[dict, Plan, RunOutcome, Path]:
+    """Run one preset clean; return its record (also the plan, outcome and work folder).
+    ``extra``: more ``--set`` overrides, recorded in the record and its key."""
     urls = [f"http://127.0.0.1:{p}/v1" for p in ports]
     plan = plan_preset(name, scale, data_dir, urls[0], urls[1], population)
+    plan.sets.extend(extra)
     for line in plan.synthetic + plan.notes:
         log(f"  !!! {line}")
-    work = out / "work" / _key(name, scale, population).replace("/", "_")
+    work = out / "work" / _key(name, scale, population, extra).replace("/", "_")
     shutil.rmtree(work, ignore_errors=True)  # a half-done earlier attempt is not resumed: its figures would be off
     o = run_once(plan, work, ports, log=log)
     rec = {
-        "key": _key(name, scale, population), "preset": name, "scale": scale, "population": population,
+        "key": _key(name, scale, population, extra), "preset": name, "scale": scale, "population": population, "extra_sets": list(extra),
         "sizes": plan.sizes, "completed": o.completed, "error": o.error,
         "requests": o.requests(), "prompts": o.prompts(), "by_role": {r: {"requests": s.get("by_path", {}).get("/v1/completions", 0)
                                                                            + s.get("by_path", {}).get("/v1/chat/completions", 0),
@@ -398,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", action="append", default=[], metavar="NAME", help="preset name (repeatable)")
     ap.add_argument("--out", default="runs/paper_scale", help="results folder (results.jsonl, work/)")
     ap.add_argument("--population", type=int, default=None, help="population.size for every preset run (e.g. 1000/10000/40000)")
+    ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                    help="another override for every preset run, e.g. population.demographics=probs (part of the record's key)")
     ap.add_argument("--kill-preset", default=DEFAULT_KILL, help=f"preset killed half-way and resumed (default {DEFAULT_KILL})")
     ap.add_argument("--no-kill", action="store_true", help="skip the kill-and-resume check")
     ap.add_argument("--kill-chunk", type=int, default=None, help="population.chunk of the killed and resumed runs (default: the preset's)")
@@ -416,12 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"simulator (not a model) on ports {ports}; synthetic respondents in {data_dir}; results -> {results}")
     try:
         for name in names:
-            key = _key(name, a.scale, a.population)
+            key = _key(name, a.scale, a.population, a.extra)
             if done.get(key, {}).get("completed"):
                 print(f"{name}: done earlier (skipped; delete its line in {results} to redo)")
                 continue
             print(f"{name}: running at scale {a.scale:g}" + (f", population {a.population}" if a.population else ""))
-            rec, plan, o, work = measure(name, a.scale, out, data_dir, ports, a.population)
+            rec, plan, o, work = measure(name, a.scale, out, data_dir, ports, a.population, extra=a.extra)
             append_record(results, rec)
             done[key] = rec
             print(table([rec]).splitlines()[-1 if rec["completed"] else -2])
@@ -435,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(out / "work" / (key.replace("/", "_") + "-killed"), ignore_errors=True)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
-    recs = [done[_key(n, a.scale, a.population)] for n in names if _key(n, a.scale, a.population) in done]
+    recs = [done[_key(n, a.scale, a.population, a.extra)] for n in names if _key(n, a.scale, a.population, a.extra) in done]
     print()
     print(table(recs))
     syn = [r["preset"] for r in recs if r["synthetic"]]
@@ -445,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         for s in r["substituted"]:
             print(f"!!! {r['preset']}: {s}")
     for n in names:
-        kr = done.get("kill:" + _key(n, a.scale, a.population))
+        kr = done.get("kill:" + _key(n, a.scale, a.population, a.extra))
         if kr:
             print(f"\nkill/resume {n}: killed at {kr['killed_at_rows']}/{kr['clean_rows']} answers; resume asked "
                   f"{kr['resume_prompts']} prompts for {kr['missing']} missing -> repeated {kr['repeated']} "
