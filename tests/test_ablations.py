@@ -1,7 +1,8 @@
 """The H3 ablation (scenarios/ablations/consistency.yaml) run end to end
-through Mesa's batch_run on the real embedded model, shrunk with ``--set``-style
-overrides: every factor level is a real run, and the factor plot and its table
-are written. The quantity and depth sweeps run the same path (``run_sweep``);
+through Mesa's batch_run on the fake engine, shrunk with ``--set``-style
+overrides: every factor level is a whole run, and the factor plot and its table
+are written (the sweep path on the real model: tests/test_scenarios.py; the
+interview and its critics on the real model: tests/test_binding.py). The quantity and depth sweeps run the same path (``run_sweep``);
 their laptop-size runs are ``python run.py scenarios/ablations/<name>.yaml``."""
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from scenarios.config import load_config
 from simulation.sweep import run_sweep
@@ -17,9 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = "population.backstories.consistency_rounds"
 
 
+@pytest.mark.fast
 def test_consistency_ablation_runs_through_batch_run_and_plots_wd_and_gaps(tmp_path):
     cfg = load_config(ROOT / "scenarios" / "ablations" / "consistency.yaml", [
-        f"store={tmp_path / 's.db'}", f"output={tmp_path / 'runs'}",
+        f"store={tmp_path / 's.db'}", f"output={tmp_path / 'runs'}", "engine.kind=fake",
         "human.sample=5", "population.per_human=1",  # 2 and 3 partisans: a CI on both sides
         "population.backstories.interview_questions=2", "population.backstories.answer_tokens=[8, 4]",
         "population.backstories.consistency_max_flags=1",

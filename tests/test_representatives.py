@@ -22,7 +22,7 @@ from mechanisms.finetuned_representatives.synthetic import generate, participant
 ROOT = Path(__file__).resolve().parent.parent
 # Short texts keep the module's generation, training and payoff episodes quick on CPU.
 BUDGET = GenerationBudget(opinion=24, critique=24, statement=24)
-TRAIN = {"subset": "C", "max_items": 1, "max_steps": 12, "eval_steps": 4, "batch_size": 4, "learning_rate": 0.001, "patience": 10, "max_length": 320}
+TRAIN = {"subset": "C", "max_items": 1, "max_steps": 8, "eval_steps": 4, "batch_size": 4, "learning_rate": 0.001, "patience": 10, "max_length": 320}
 
 
 @pytest.fixture(scope="session")  # session: the vllm test runs last, after other modules
