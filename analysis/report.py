@@ -22,6 +22,7 @@ import pandas as pd
 
 from analysis.lower_bound import LowerBound
 from analysis.metrics import HUMAN_GAP_REFERENCE, Gap
+from analysis.partisan import PARTIES
 from analysis.subgroups import Evaluation
 
 DIGITS = 3  # decimals shown in tables (the papers report three)
@@ -180,7 +181,7 @@ def gap_table(
     (default: the published values, :data:`~analysis.metrics.HUMAN_GAP_REFERENCE`).
     Columns: delta / Cohen's d / WD per party; first row = Human.
     """
-    parties = ("Democrat", "Republican")
+    parties = PARTIES
     ref = human if human is not None else HUMAN_GAP_REFERENCE[kind]
     columns = [f"delta {p}" for p in parties] + [f"d {p}" for p in parties] + [f"WD {p}" for p in parties]
     rows = {"Human": [ref[p].delta for p in parties] + [ref[p].d for p in parties] + [float("nan")] * 2}

@@ -151,3 +151,17 @@ def validation_line(
     n_more = len(fields - {where})
     more = f" (and {n_more} more problem{'s' if n_more > 1 else ''})" if n_more else ""
     return one_line(f"{label}: {where}: {what}{more}")
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for any exception (the page's message, a failed run's record):
+    Personae's own errors are already one line naming the file and field;
+    anything else is reduced to its first line, with its type where the text
+    alone would not say what went wrong."""
+    text = str(exc).strip()
+    first = text.splitlines()[0].strip() if text else ""
+    if isinstance(exc, PersonaeError):
+        return first or type(exc).__name__
+    if isinstance(exc, (ValueError, KeyError, FileNotFoundError)) and first:
+        return first.strip("'\"")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

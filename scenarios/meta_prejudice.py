@@ -25,7 +25,6 @@ from .contract import ScenarioReport
 from .partisan import OTHER, PARTIES, HumanSide, PartisanModel
 
 SCALE = ("Very cold", "Cold", "Neutral", "Warm", "Very warm")
-THERM = {"Democrat": "therm_dem", "Republican": "therm_gop"}
 
 
 class MetaPrejudiceModel(PartisanModel):

@@ -14,6 +14,7 @@ from analysis.partisan import has_thermometers, party_rows, thermometer_ratings
 
 from .base import Item
 from .contract import ScenarioReport
+from .items import PLURAL
 from .partisan import OTHER, PARTIES, HumanSide, PartisanModel
 
 TRAITS = [
@@ -23,7 +24,6 @@ TRAITS = [
     ("intelligent", "unintelligent"),
     ("hard-working", "lazy"),
 ]
-TARGETS = {"Democrat": "Democrats", "Republican": "Republicans"}
 
 
 def _options(good: str, bad: str) -> tuple[str, ...]:
@@ -36,7 +36,7 @@ class PartisanHostilityModel(PartisanModel):
 
     def items(self) -> list[Item]:
         return [
-            Item(f"{good}_{party.lower()}", f"Compared to other Americans, would you say {TARGETS[party]} are...", _options(good, bad), group=party)
+            Item(f"{good}_{party.lower()}", f"Compared to other Americans, would you say {PLURAL[party]} are...", _options(good, bad), group=party)
             for good, bad in TRAITS
             for party in PARTIES
         ]

@@ -24,9 +24,10 @@ except ModuleNotFoundError:  # `solara run simulation/app.py` from a checkout
 
 import solara
 
+from core.errors import error_line
 from simulation.viz import BUILD_PROGRESS, PersonaeViz
 from simulation.viz_components import Status, components_for
-from simulation.viz_source import ViewSource, model_params_for, one_line
+from simulation.viz_source import ViewSource, model_params_for
 
 with warnings.catch_warnings():  # Mesa 3.3's ComponentsView trips solara's rules-of-hooks check
     warnings.filterwarnings("ignore", message=".*found despite early return.*", category=UserWarning)
@@ -75,7 +76,7 @@ def Page():
     status = solara.use_reactive("building the model…")
     result = solara.use_thread(lambda: build_model(lambda text: status.set(f"building the model… {text}")), dependencies=[], intrusive_cancel=False)
     if result.state == solara.ResultState.ERROR:
-        Message(one_line(result.error), error=True)
+        Message(error_line(result.error), error=True)
     elif result.state != solara.ResultState.FINISHED or result.value is None:
         Message(status.value, error=False)
     elif result.value.sim is None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from agents.llm.factory import EngineConfig, cached_engine
-from core.errors import PersonaeError
+from core.errors import PersonaeError, error_line
 from core.store import Store, StoreError, describe
 from scenarios.config import ScenarioConfig, validate_config
 from scenarios.contract import ScenarioModel, ScenarioReport
@@ -206,11 +206,6 @@ def check_writable(folder: Path, what: str) -> None:
                 p.rmdir()
 
 
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def run(cfg: ScenarioConfig, *, console: RunConsole | None = None, label: str = "") -> RunResult:
     console = console or RunConsole(live=False)
     engines = preflight(cfg)  # a run that cannot finish at its size stops here, before any work
@@ -264,7 +259,7 @@ def _mark_stopped(store: Store, run_id: str, registered: bool, exc: BaseExceptio
         return
     interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
     try:
-        store.fail_run(run_id, "interrupted" if interrupted else one_line(exc), "interrupted" if interrupted else "failed")
+        store.fail_run(run_id, "interrupted" if interrupted else error_line(exc), "interrupted" if interrupted else "failed")
     except StoreError:  # the store itself is the fault: the error being raised says so
         pass
 

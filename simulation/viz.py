@@ -18,10 +18,10 @@ import traceback
 import mesa
 import numpy as np
 
-from core.errors import PersonaeError
+from core.errors import PersonaeError, error_line
 from scenarios.contract import RunningFidelity, ScenarioModel
 from scenarios.items import Item
-from simulation.viz_source import ViewSource, one_line, resolve
+from simulation.viz_source import ViewSource, resolve
 
 # Live models share one loaded engine (torch is not re-entrant across
 # sessions): builds and steps of live sessions take turns. Replays never call
@@ -70,7 +70,7 @@ class PersonaeViz(mesa.Model):
                 with ENGINE_LOCK:
                     self._build()
         except Exception as exc:  # noqa: BLE001 - any failure is shown in the page as one line
-            self.error = one_line(exc)
+            self.error = error_line(exc)
             _log_unexpected(exc)
             self.sim = None
         self.datacollector = self._make_collector()
@@ -94,7 +94,7 @@ class PersonaeViz(mesa.Model):
                 with ENGINE_LOCK:
                     self.sim.step()
         except Exception as exc:  # noqa: BLE001 - shown in the page, the session stays usable
-            self.error = f"step {self.steps}: {one_line(exc)}"
+            self.error = f"step {self.steps}: {error_line(exc)}"
             _log_unexpected(exc)
             self.running = False
             return

@@ -57,9 +57,9 @@ def check(source) -> str | None:
     try:
         resolve(source)
     except Exception as exc:  # noqa: BLE001 - reported, the page explains it too
-        from simulation.viz_source import one_line
+        from core.errors import error_line
 
-        return one_line(exc)
+        return error_line(exc)
     return None
 
 

@@ -72,18 +72,6 @@ class ViewSource:
         )
 
 
-def one_line(exc: BaseException) -> str:
-    """The page's message for an error: Personae's own errors are already one
-    line naming the file/field; anything else is reduced to its first line."""
-    text = str(exc).strip()
-    first = text.splitlines()[0].strip() if text else ""
-    if isinstance(exc, PersonaeError):
-        return first or type(exc).__name__
-    if isinstance(exc, (ValueError, KeyError, FileNotFoundError)) and first:
-        return first.strip("'\"")
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
 def param_overrides(population_size=None, conditioning=None, seed=None) -> list[str]:
     """Control values -> ``--set`` overrides (None: leave as configured)."""
     out = []
