@@ -34,6 +34,7 @@ from .items import Item
 
 if TYPE_CHECKING:  # annotations only: no import cost, no cycle
     from agents.persona import PersonaAgent
+    from analysis.subgroups import Evaluation
     from core.store import Store
     from scenarios.config import ScenarioConfig
 
@@ -59,7 +60,7 @@ class ScenarioReport:
     does not produce them stays valid.
     """
 
-    evaluations: list = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     estimator: str = ""
