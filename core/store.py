@@ -520,11 +520,21 @@ class Store:
             self.db["personas"].upsert_all([enc(r) for r in rows], pk="persona_id")
 
     def personas(self, bank: str) -> list[dict]:
-        out = []
+        # A bank's rows repeat the same model, method and settings (and often prompts and
+        # profiles): equal fields are read into one shared object, not one per persona,
+        # so a 40k-persona bank in memory costs about its texts. Treat the values as read-only.
+        out, shared = [], {}
         for r in self.db["personas"].rows_where("bank = ?", [bank], order_by="idx"):
             r = dict(r)
+            for k in ("bank", "method", "model"):
+                r[k] = shared.setdefault(r[k], r[k])
             for k in ("prompts", "params", "critic", "profile"):
-                r[k] = json.loads(r[k]) if r[k] is not None else None
+                raw = r[k]
+                if raw is None:
+                    continue
+                if raw not in shared:
+                    shared[raw] = json.loads(raw)
+                r[k] = shared[raw]
             out.append(r)
         return out
 
