@@ -375,7 +375,7 @@ def test_D_carries_the_personas_surveyed_demographics(engine, store):
     """The consensus scenario's D: each persona's surveyed profile, the most
     probable option per trait of the stored survey."""
     from agents import demographics as demo
-    from scenarios.consensus import surveyed_profiles
+    from mechanisms.groups import surveyed_profiles
 
     people = [{"persona_id": p.id, "conditioning": p.conditioning} for p in PERSONAS[:1]]
     profiles = surveyed_profiles(engine, store, people)
@@ -541,3 +541,76 @@ def test_payoff_model_option_needs_a_trained_model_in_one_line(tmp_path):
         run(_scenario(tmp_path, tmp_path / "s.db", tmp_path / "runs", ["options.payoff=model", f"options.payoff_model={tmp_path / 'none'}"]))
     assert str(err.value).startswith(f"options.payoff_model: {tmp_path / 'none'}: no trained payoff model") and "\n" not in str(err.value)
     assert not (tmp_path / "runs").exists()  # nothing written
+
+
+@pytest.mark.fast
+def test_history_episodes_and_the_survey_are_logged_steps_shown_on_the_page(tmp_path):
+    """The demographic survey (D) and every history question are steps of the
+    model, not set-up: the step log holds them (each persona's profile, each
+    group's history episode and its utterances), a run stopped after them
+    resumes repeating none of their calls, the page shows them as phases (each
+    group's latest history episode until the main debate starts) and a replay
+    reproduces the report with no engine call."""
+    import io
+
+    from core.store import Store
+    from scenarios.config import load_config
+    from simulation.console import RunConsole
+    from simulation.runner import build_model, replay, run
+    from simulation.viz import PersonaeViz
+    from simulation.viz_source import ViewSource
+
+    bank = tmp_path / "personas.jsonl"
+    bank.write_text("".join(json.dumps({"id": f"p{i}", "conditioning": f"I am persona {i}."}) + "\n" for i in range(4)))
+    cfg = load_config(ROOT / "scenarios" / "consensus.yaml", [
+        "engine={kind: fake}", "population.size=4", "population.conditions=[imported]", f"population.import_path={bank}",
+        "options={groups: 2, group_size: 2, rounds: 1, mediator: llm, history: 2, representatives: [D, OC], rollouts: 1, "
+        "budget: {opinion: 6, critique: 6, statement: 8}}", f"store={tmp_path / 's.db'}", f"output={tmp_path / 'runs'}",
+    ])
+    run_id = cfg.run_id()
+    # Stopped after the survey and the first history question ...
+    model = build_model(cfg, Store(cfg.store), run_id)
+    phases = [i.id for i in model.item_list]
+    assert phases[:4] == ["demographic survey", "history 1", "history 2", "opinions"] and phases[-1] == "representatives r1 self (null)"
+    model.step()
+    model.step()
+    ids = [a.persona_id for a in model.agent_list]
+    assert model.engine.misses > 0 and Store(cfg.store).logged_steps(run_id) == [0, 1]
+    # ... resumed: their calls are answered from the store, none is made again.
+    console = RunConsole(live=False, file=io.StringIO())
+    result = run(cfg, console=console)
+    printed = console.file.getvalue()
+    n = len(phases)
+    assert f"step 1/{n} demographic survey:  | engine 0 calls, 0 from store" in printed  # the stored survey
+    assert re.search(rf"step 2/{n} history 1:  \| engine 0 calls, [1-9]\d* from store", printed)
+    assert re.search(rf"step 3/{n} history 2:  \| engine [1-9]\d* calls", printed) and result.engine_calls > 0
+    store = Store(cfg.store, readonly=True)
+    assert store.logged_steps(run_id) == list(range(n))
+    events = store.events(run_id)
+    survey = [e for e in events if e["step"] == 0]
+    assert {e["kind"] for e in survey} == {"demographics"} and [e["agent"] for e in survey] == ids
+    assert all(e["payload"]["profile"] for e in survey)  # D: each persona's most probable answers
+    for h in (0, 1):
+        logged = [e for e in events if e["step"] == 1 + h]
+        assert sorted(e["payload"]["group"] for e in logged if e["kind"] == "history") == [0, 1]
+        assert {e["payload"]["history"] for e in logged} == {h} and {e["kind"] for e in logged} == {"history", "utterance"}
+    episodes = [json.loads(line) for line in (result.output_dir / "episodes.jsonl").read_text().splitlines()]
+    history = [e for e in events if e["kind"] == "history"]
+    assert [(h["payload"]["group"], h["payload"]["question"]) for h in sorted(history, key=lambda e: e["payload"]["group"])] == [
+        (int(ep["group"][1:]), ep["question"]["id"]) for ep in episodes[:4]]  # the report's history episodes are the logged ones
+
+    # The page: each step a phase; during the history steps each group's latest history episode.
+    page = PersonaeViz(source=ViewSource(replay=run_id, store=str(cfg.store)))
+    page.step()
+    assert page.error is None and page.sim.current_item.id == "demographic survey" and page.progress_text() == f"phase 1/{n}"
+    page.step()
+    views = page.sim.group_views()
+    assert page.sim.current_item.id == "history 1" and [v.label for v in views] == ["group 0 · history 1/2", "group 1 · history 1/2"]
+    assert views[0].phase == "history 2" and views[0].statements and views[0].agreement.shape == (2, 2)
+    assert views[0].question == episodes[0]["question"]["question"]
+    while page.running:
+        page.step()
+    assert page.error is None and [v.label for v in page.sim.group_views()] == ["group 0", "group 1"]
+
+    again, same = replay(run_id, str(cfg.store))
+    assert same and again.engine_calls == 0

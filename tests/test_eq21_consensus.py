@@ -133,9 +133,9 @@ def test_fine_tuned_representatives_play_beside_prompted_ones(tmp_path):
     model = build_model(cfg, Store(cfg.store), "ft-run")
     while model.running:
         model.step()
-    assert model.rep_sets == ["C", "C (fine-tuned)", NULL_SET]
+    assert model.representatives.sets == ["C", "C (fine-tuned)", NULL_SET]
     assert model.ft_engines["C"].misses > 0  # the fine-tuned set's critiques came from its own engine
-    pooled, by_group = model.representativity_tables()
+    pooled, by_group = model.representatives.tables("n/a")
     assert list(pooled["subset"]) == ["C", "C", "C (fine-tuned)", "C (fine-tuned)", NULL_SET, NULL_SET]
-    subs = [s for s in model.substitutions[0] if s.subset == "C (fine-tuned)"]
+    subs = [s for s in model.representatives.substitutions[0] if s.subset == "C (fine-tuned)"]
     assert subs and all(p.id.startswith("ft:") and p.engine is model.ft_engines["C"] for s in subs for p in s.stand_ins.values())

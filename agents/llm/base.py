@@ -139,6 +139,12 @@ class Engine(ABC):
     def __init__(self) -> None:
         self.stats = EngineStats()
 
+    @property
+    def replaying(self) -> bool:
+        """Whether this engine only replays stored answers (a miss is an error,
+        never a model call); engines that call a model never do."""
+        return False
+
     def fingerprint(self) -> dict:
         """What identifies this engine's outputs for caching (no secrets)."""
         return {"kind": self.kind, "model": self.model}

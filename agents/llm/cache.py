@@ -100,6 +100,11 @@ class CachedEngine(Engine):
         return self._inner
 
     @property
+    def replaying(self) -> bool:
+        """A replay engine (built with no factory) answers from the store only."""
+        return self._factory is None
+
+    @property
     def loaded(self) -> bool:
         return self._inner is not None
 
@@ -120,7 +125,7 @@ class CachedEngine(Engine):
         computed = 0
         pending = list(unique)
         while pending:
-            if self._factory is None:
+            if self.replaying:
                 self.inner  # replay: a miss is an error (ReplayMiss), never a call
             # Another run on this store may be computing some of them: take only
             # the requests nobody holds, wait for the rest (see Store.claim).
