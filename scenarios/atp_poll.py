@@ -12,3 +12,4 @@ from .survey import SurveyScenario
 
 class AtpPollModel(SurveyScenario):
     """``scenario: survey`` with a Pew ATP study; kept as a name for existing YAMLs."""
+    scenario = "atp_poll"

@@ -39,6 +39,13 @@ MATCHINGS = ("greedy", "max_weight", "random")
 PER_RESPONDENT = ("qa", "bio", "portray", "anthology_dp")
 
 
+def control(label: str, widget: str, **extra) -> dict:
+    """A field's control on the browser page (``Field(json_schema_extra=control(...))``):
+    the page builds its controls from the fields that carry one (Mesa's "the controls
+    are the model's parameters"), so a new option needs no page code."""
+    return {"control": {"label": label, "type": widget, **extra}}
+
+
 class BackstoryConfig(StrictModel):
     max_tokens: int = Field(GenerationParams.max_tokens, gt=0)  # one default: agents.backstories.GenerationParams
     temperature: float = Field(1.0, ge=0)
@@ -85,14 +92,14 @@ class GenerativeAgentConfig(StrictModel):
 
 
 class PopulationConfig(StrictModel):
-    size: int = Field(8, gt=0)  # personas generated per generated condition
+    size: int = Field(8, gt=0, json_schema_extra=control("Population size", "SliderInt", min=1, max=64, step=1))  # personas generated per generated condition
     # Or: personas generated per matched human (H1, quantity); overrides size.
     per_human: int | None = Field(None, gt=0)
     # Conditioning methods compared side by side: anthology, interview ("ours":
     # long interviews + consistency critic), generative_agent (generated
     # backstories, matched to humans), qa, bio, portray, anthology_dp (one
     # persona per human from the human's demographics), imported (a JSONL bank).
-    conditions: list[Condition] = ["anthology"]
+    conditions: list[Condition] = Field(["anthology"], json_schema_extra=control("Conditioning method", "Select"))
     import_path: str | None = None  # JSONL of backstories for the 'imported' condition
     backstories: BackstoryConfig = BackstoryConfig()
     generative_agent: GenerativeAgentConfig = GenerativeAgentConfig()
@@ -152,7 +159,7 @@ class ScenarioConfig(StrictModel):
     name: str
     scenario: str  # module in scenarios/
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, json_schema_extra=control("Seed", "SliderInt", min=0, max=99, step=1))
     output: str = "runs"
     store: str = "personae.db"
     engine: EngineConfig = EngineConfig()

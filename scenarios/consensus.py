@@ -48,8 +48,10 @@ from .items import Item
 
 
 class ConsensusModel(ScenarioModel):
+    scenario = "consensus"
     title = "Consensus with a mediator, and digital representatives"
     kind = "deliberation"
+    options_model = ConsensusOptions
 
     @classmethod
     def options_of(cls, cfg: ScenarioConfig) -> ConsensusOptions:

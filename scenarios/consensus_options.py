@@ -22,14 +22,14 @@ from mechanisms.groups import check_record_parts
 from mechanisms.mediators import HabermasMediator, LLMMediator, OpinionMediator
 from mechanisms.representatives import ConditioningError
 from mechanisms.representatives_phase import finetuned_label
-from scenarios.config import ConfigError, ScenarioConfig
+from scenarios.config import ConfigError, ScenarioConfig, control
 
 
 class ConsensusOptions(StrictModel):
-    groups: int = Field(2, gt=0)
-    group_size: int = Field(3, ge=2, le=8)
-    rounds: int = Field(1, ge=0)
-    mediator: Literal["habermas", "llm", "opinion"] = "habermas"
+    groups: int = Field(2, gt=0, json_schema_extra=control("Groups", "SliderInt", min=1, max=8, step=1))
+    group_size: int = Field(3, ge=2, le=8, json_schema_extra=control("Group size", "SliderInt", min=2, max=8, step=1))
+    rounds: int = Field(1, ge=0, json_schema_extra=control("Critique rounds", "SliderInt", min=0, max=4, step=1))
+    mediator: Literal["habermas", "llm", "opinion"] = Field("habermas", json_schema_extra=control("Mediator", "Select"))
     candidates: int = Field(4, ge=1, le=16)
     history: int = Field(1, ge=0)  # other questions debated first, for representatives' records
     representatives: list[str] = ["DOCP"]  # conditioning subsets: letters of DOCP ("" = none)

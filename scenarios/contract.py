@@ -18,7 +18,7 @@ A scenario declares
 
 To add a scenario: subclass ``scenarios.base.SurveyModel`` (a questionnaire:
 implement ``items()`` and ``evaluate()``) or this class (anything else), and
-register it in ``simulation.runner.SCENARIOS``.
+give it a ``scenario`` name (the module ``scenarios/<name>.py`` is found from the YAML).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import mesa
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
 from .items import Item
 
@@ -121,6 +122,9 @@ class GroupView:
     representatives: tuple[RepresentativeView, ...] = ()
 
 
+REGISTRY: dict[str, type[ScenarioModel]] = {}
+
+
 class ScenarioModel(mesa.Model):
     """The base of every scenario (see the module docstring).
 
@@ -134,8 +138,19 @@ class ScenarioModel(mesa.Model):
     # "survey": multiple-choice items asked of persona populations (persona and
     # human distributions, fidelity); "deliberation": phases of discussion groups.
     kind: ClassVar[Literal["survey", "deliberation"]] = "survey"
+    # The name a YAML's ``scenario:`` gives this class: set in a subclass, it registers the
+    # class (``REGISTRY``); by convention the module is ``scenarios/<scenario>.py``.
+    scenario: ClassVar[str] = ""
+    # The typed model of the configuration's ``options:`` (None: the scenario takes none);
+    # its fields that carry a page control appear on the browser page as ``options.<field>``.
+    options_model: ClassVar[type[BaseModel] | None] = None
 
     cfg: ScenarioConfig
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "scenario" in cls.__dict__ and cls.scenario:
+            REGISTRY[cls.scenario] = cls
     engine: Any  # agents.llm cached engine: ``hits`` / ``misses`` count store answers / real calls
     store: Store
     run_id: str

@@ -9,3 +9,4 @@ from .survey import SurveyScenario
 
 class GssSpendingModel(SurveyScenario):
     """``scenario: survey`` with ``human.study: gss_spending``; kept as a name for existing YAMLs."""
+    scenario = "gss_spending"

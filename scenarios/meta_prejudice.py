@@ -28,6 +28,7 @@ SCALE = ("Very cold", "Cold", "Neutral", "Warm", "Very warm")
 
 
 class MetaPrejudiceModel(PartisanModel):
+    scenario = "meta_prejudice"
     title = "Meta-prejudice: feeling thermometers and meta-perceptions"
     gap_kind = "meta_perception"
     # The ANES thermometers answer the self-rating items of a respondent of each party.

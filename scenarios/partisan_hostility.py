@@ -31,6 +31,7 @@ def _options(good: str, bad: str) -> tuple[str, ...]:
 
 
 class PartisanHostilityModel(PartisanModel):
+    scenario = "partisan_hostility"
     title = "Partisan hostility: trait ratings of Democrats and Republicans"
     gap_kind = "hostility"
 

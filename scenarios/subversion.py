@@ -43,6 +43,7 @@ class SubversionItem(Item):
 
 
 class SubversionModel(PartisanModel):
+    scenario = "subversion"
     title = "Subversion dilemma: own vs perceived willingness"
     gap_kind = "subversion"
 

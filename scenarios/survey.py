@@ -25,6 +25,7 @@ PROFILE_CONDITIONS = ("qa", "bio", "portray")  # one persona per respondent, fro
 
 
 class SurveyScenario(StudySurveyModel):
+    scenario = "survey"
     title = "Survey"
 
     def load_study(self):

@@ -12,6 +12,7 @@ import contextlib
 import filecmp
 import importlib
 import json
+import re
 import shutil
 import socket
 import sqlite3
@@ -28,18 +29,10 @@ from agents.llm.factory import EngineConfig, cached_engine
 from core.errors import PersonaeError, error_line
 from core.store import Store, StoreError, describe
 from scenarios.config import ScenarioConfig, validate_config
-from scenarios.contract import ScenarioModel, ScenarioReport
+from scenarios.contract import REGISTRY, ScenarioModel, ScenarioReport
 from simulation.console import RunConsole
 
-SCENARIOS = {
-    "atp_poll": "scenarios.atp_poll:AtpPollModel",
-    "gss_spending": "scenarios.gss_spending:GssSpendingModel",
-    "survey": "scenarios.survey:SurveyScenario",
-    "partisan_hostility": "scenarios.partisan_hostility:PartisanHostilityModel",
-    "subversion": "scenarios.subversion:SubversionModel",
-    "meta_prejudice": "scenarios.meta_prejudice:MetaPrejudiceModel",
-    "consensus": "scenarios.consensus:ConsensusModel",
-}
+SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
 
 class RunError(PersonaeError, RuntimeError):
@@ -47,10 +40,20 @@ class RunError(PersonaeError, RuntimeError):
 
 
 def scenario_class(name: str) -> type[ScenarioModel]:
-    if name not in SCENARIOS:
-        raise RunError(f"scenario: unknown scenario '{name}' (expected one of {', '.join(SCENARIOS)})")
-    module, cls = SCENARIOS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    """The class registered under ``name`` (``scenario = "name"``), from the module
+    ``scenarios/<name>.py``: a new scenario is one module and its YAML."""
+    if name not in REGISTRY and re.fullmatch(r"[a-z_][a-z0-9_]*", name) and (SCENARIOS_DIR / f"{name}.py").exists():
+        importlib.import_module(f"scenarios.{name}")
+    if name not in REGISTRY:
+        raise RunError(f"scenario: unknown scenario '{name}' (expected one of {', '.join(known_scenarios())})")
+    return REGISTRY[name]
+
+
+def known_scenarios() -> list[str]:
+    """The scenario names the modules in ``scenarios/`` declare, read from their text:
+    importing every scenario just to word an error would load the agents' stack."""
+    found = (re.findall(r'^    scenario = "([a-z0-9_]+)"$', p.read_text(encoding="utf-8"), re.M) for p in SCENARIOS_DIR.glob("*.py"))
+    return sorted(n for names in found for n in names)
 
 
 @dataclass

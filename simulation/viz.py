@@ -53,7 +53,10 @@ def _log_unexpected(exc: BaseException) -> None:
 class PersonaeViz(mesa.Model):
     """The model SolaraViz drives (``cls(**model_params)`` on Reset)."""
 
-    def __init__(self, source: ViewSource, population_size: int | None = None, conditioning: str | None = None, seed: int | None = None):
+    def __init__(self, source: ViewSource, **kwargs):
+        """``source``: what to show; ``kwargs``: the page's controls, one per
+        configuration field with a control hint, named by its path
+        (``population__size``, ``options__rounds``; see ``simulation.viz_source.controls_for``)."""
         super().__init__()
         self.source = source
         self.replay = bool(source.replay)
@@ -63,7 +66,7 @@ class PersonaeViz(mesa.Model):
         self.error: str | None = None
         self.fidelity = RunningFidelity()
         try:
-            self.cfg, self.run_id = resolve(source, {"population_size": population_size, "conditioning": conditioning, "seed": seed})
+            self.cfg, self.run_id = resolve(source, kwargs)
             if self.replay:
                 self._build()
             else:

@@ -3,8 +3,9 @@
 A :class:`ViewSource` travels from ``python run.py view`` to the solara server
 through environment variables; :func:`resolve` turns it (plus the page's
 controls) into a validated configuration and a run id. The page's controls are
-the constructor arguments of ``simulation.viz.PersonaeViz`` (Mesa's
-``model_params`` convention), listed by :func:`model_params_for`.
+the configuration fields that carry a control hint (``scenarios.config.control``),
+passed to ``simulation.viz.PersonaeViz`` as keyword arguments named by their
+path (Mesa's ``model_params`` convention), listed by :func:`model_params_for`.
 """
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel
 
 from core.errors import PersonaeError
 
@@ -20,9 +23,6 @@ ENV_SCENARIO = "PERSONAE_SCENARIO"
 ENV_SET = "PERSONAE_SET"
 ENV_REPLAY = "PERSONAE_REPLAY"
 ENV_STORE = "PERSONAE_STORE"
-
-CONDITIONS = ("anthology", "interview", "qa", "bio", "portray")  # choices of the conditioning control
-
 
 class ViewError(PersonaeError, ValueError):
     """A page that cannot be shown (one line)."""
@@ -72,17 +72,110 @@ class ViewSource:
         )
 
 
-def param_overrides(population_size=None, conditioning=None, seed=None) -> list[str]:
-    """Control values -> ``--set`` overrides (None: leave as configured)."""
-    out = []
-    if population_size is not None:
-        out.append(f"population.size={int(population_size)}")
-    if conditioning:
-        methods = [m.strip() for m in str(conditioning).split(",") if m.strip()]
-        out.append(f"population.conditions=[{', '.join(methods)}]")
-    if seed is not None and str(seed).strip() != "":
-        out.append(f"seed={int(seed)}")
+@dataclass(frozen=True)
+class Control:
+    """One page control: a configuration field that carries a control hint
+    (``scenarios.config.control``), named by its path (``population__size``, the
+    model's keyword argument) and applied with ``model_copy(update=...)``."""
+
+    path: tuple[str, ...]
+    hint: dict
+    choices: tuple[str, ...] = ()  # a Select's values (a Literal field's, or a list of them)
+    is_list: bool = False
+
+    @property
+    def name(self) -> str:
+        return "__".join(self.path)
+
+    def value(self, cfg) -> Any:
+        v: Any = cfg
+        for part in self.path:
+            v = v.get(part, None) if isinstance(v, dict) else getattr(v, part)
+        return ", ".join(v) if self.is_list else v
+
+    def param(self, cfg) -> dict:
+        """SolaraViz's ``model_params`` entry, at the configured value."""
+        hint = {k: v for k, v in self.hint.items()}
+        value = self.value(cfg)
+        if hint["type"] == "Select":
+            hint["values"] = [str(value)] + [c for c in self.choices if c != str(value)]
+        if "max" in hint and isinstance(value, (int, float)):
+            hint["max"] = max(hint["max"], value)
+        return {**hint, "value": value}
+
+    def parse(self, value: Any) -> Any:
+        if self.is_list:
+            return [m.strip() for m in str(value).split(",") if m.strip()]
+        return value
+
+
+def _choices(annotation) -> tuple[tuple[str, ...], bool]:
+    """(Literal values, is a list of them) of a field's annotation."""
+    if get_origin(annotation) is list:
+        return _choices(get_args(annotation)[0])[0], True
+    if get_origin(annotation) is Literal:
+        return tuple(str(a) for a in get_args(annotation)), False
+    return (), False
+
+
+def _model_in(annotation) -> type[BaseModel] | None:
+    for a in (annotation, *get_args(annotation)):
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a
+    return None
+
+
+def schema_controls(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[Control]:
+    """Every field of ``model`` (and of the models inside it) that carries a control hint."""
+    out: list[Control] = []
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if "control" in extra:
+            choices, is_list = _choices(field.annotation)
+            out.append(Control((*prefix, name), dict(extra["control"]), choices, is_list))
+        inner = _model_in(field.annotation)
+        if inner is not None:
+            out += schema_controls(inner, (*prefix, name))
     return out
+
+
+def controls_for(cfg) -> list[Control]:
+    """The page's controls for ``cfg``: the scenario schema's, then the scenario's own
+    options model's (``options__<field>``)."""
+    from scenarios.config import ScenarioConfig
+    from simulation.runner import scenario_class
+
+    out = schema_controls(ScenarioConfig)
+    options = getattr(scenario_class(cfg.scenario), "options_model", None)
+    if options is not None:
+        out += schema_controls(options, ("options",))
+    return out
+
+
+def apply_controls(cfg, values: dict[str, Any], label: str):
+    """``cfg`` with the page's control values (None: leave as configured), validated
+    again (a bad value is one ConfigError line naming the field)."""
+    from scenarios.config import validate_config
+
+    updated = cfg
+    for c in controls_for(cfg):
+        v = values.get(c.name)
+        if v is None or (isinstance(v, str) and not v.strip()):
+            continue
+        updated = _updated(updated, c.path, c.parse(v))
+    if updated is cfg:
+        return cfg
+    return validate_config(updated.model_dump(mode="json"), label)
+
+
+def _updated(model, path: tuple[str, ...], value):
+    head, rest = path[0], path[1:]
+    if not rest:
+        return model.model_copy(update={head: value})
+    child = getattr(model, head)
+    if isinstance(child, dict):  # options: the scenario validates them from the dict
+        return model.model_copy(update={head: {**child, rest[0]: value}})
+    return model.model_copy(update={head: _updated(child, rest, value)})
 
 
 def resolve(source: ViewSource, params: dict | None = None):
@@ -101,26 +194,15 @@ def resolve(source: ViewSource, params: dict | None = None):
         return validate_config(row["config"], f"{source.store}:runs[{source.replay}].config"), source.replay
     if not source.scenario:
         raise ViewError(f"no scenario: set {ENV_SCENARIO}=scenarios/X.yaml or {ENV_REPLAY}=RUN_ID (or use: python run.py view ...)")
-    cfg = load_config(source.scenario, [*source.overrides, *param_overrides(**(params or {}))])
+    cfg = apply_controls(load_config(source.scenario, list(source.overrides)), params or {}, source.scenario)
     return cfg, cfg.run_id()
 
 
 def model_params_for(source: ViewSource, cfg) -> dict:
-    """SolaraViz ``model_params``: the source (fixed) and, for a live run, the
-    population size, conditioning method and seed controls."""
+    """SolaraViz ``model_params``: the source (fixed) and, for a live run, one control
+    per configuration field that carries a control hint (:func:`controls_for`)."""
     params: dict[str, Any] = {"source": source}
     if source.replay or cfg is None:
         return params
-    configured = ", ".join(cfg.population.conditions)
-    choices = [configured] + [c for c in CONDITIONS if c != configured]
-    params["population_size"] = {
-        "type": "SliderInt",
-        "value": cfg.population.size,
-        "label": "Population size",
-        "min": 1,
-        "max": max(64, cfg.population.size),
-        "step": 1,
-    }
-    params["conditioning"] = {"type": "Select", "value": configured, "values": choices, "label": "Conditioning method"}
-    params["seed"] = {"type": "SliderInt", "value": cfg.seed, "label": "Seed", "min": 0, "max": max(99, cfg.seed), "step": 1}
+    params.update({c.name: c.param(cfg) for c in controls_for(cfg)})
     return params

@@ -138,3 +138,57 @@ def test_run_py_turns_a_bug_into_one_line_and_a_saved_traceback(monkeypatch, cap
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# ------------------------------------------------------------------ a new scenario: one module, its YAML, its test
+@pytest.mark.fast
+def test_a_new_scenario_is_its_module_its_yaml_and_a_test(tmp_path):
+    """A toy scenario declared here -- no registry, runner or page edited -- runs from
+    its YAML through the runner, and its options model's hinted fields become page
+    controls (``options__flips``) that change the run."""
+    import pandas as pd
+    from pydantic import Field
+
+    from agents.llm.base import OptionRequest
+    from core.config import StrictModel
+    from scenarios.config import control, load_config
+    from scenarios.contract import ScenarioModel, ScenarioReport
+    from scenarios.items import Item
+    from simulation.runner import run, scenario_class
+    from simulation.viz_source import ViewSource, model_params_for, resolve
+
+    class CoinOptions(StrictModel):
+        flips: int = Field(2, ge=1, le=5, json_schema_extra=control("Flips", "SliderInt", min=1, max=5, step=1))
+
+    class CoinPoll(ScenarioModel):
+        scenario = "toy_coin_poll"
+        title = "Heads or tails"
+        kind = "deliberation"
+        options_model = CoinOptions
+
+        def __init__(self, cfg, engine, store, run_id, *, progress=None):
+            super().__init__(cfg, engine, store, run_id, progress=progress)
+            self.opts = CoinOptions.model_validate(cfg.options)
+            self.populations, self.answers = [], []
+            self.item_list = [Item(f"flip{k}", f"Flip {k}: heads or tails?", ("A", "B")) for k in range(self.opts.flips)]
+
+        def step(self):
+            item = self.item_list[self.step_index]
+            [res] = self.engine.option_probs([OptionRequest(prefix="", suffix=item.text + "\n(A) heads\n(B) tails\nAnswer: (", options=item.options)])
+            self.answers.append(res.probs[0])
+            self.step_index += 1
+            self.running = self.step_index < len(self.item_list)
+
+        def evaluate(self):
+            return ScenarioReport(tables={"coin": pd.DataFrame({"item": [i.id for i in self.item_list], "p_heads": self.answers})})
+
+    assert scenario_class("toy_coin_poll") is CoinPoll
+    yaml_file = tmp_path / "coin.yaml"
+    yaml_file.write_text(f"name: coin\nscenario: toy_coin_poll\nengine: {{kind: fake}}\nstore: {tmp_path / 's.db'}\noutput: {tmp_path / 'runs'}\noptions: {{flips: 3}}\n")
+    result = run(load_config(yaml_file))
+    table = pd.read_csv(result.output_dir / "coin.csv")
+    assert list(table["item"]) == ["flip0", "flip1", "flip2"] and table["p_heads"].between(0, 1).all()
+    source = ViewSource(scenario=str(yaml_file))
+    assert model_params_for(source, load_config(yaml_file))["options__flips"]["value"] == 3
+    cfg, _ = resolve(source, {"options__flips": 1})
+    assert cfg.options["flips"] == 1 and len(run(cfg).files) and pd.read_csv(run(cfg).output_dir / "coin.csv").shape[0] == 1

@@ -54,24 +54,37 @@ def test_view_source_round_trips_through_the_environment():
     assert ViewSource.from_env({"PERSONAE_SCENARIO": SCENARIO, "PERSONAE_SET": "seed=1\npopulation.size=3\n"}).overrides == ("seed=1", "population.size=3")
 
 
-def test_controls_become_config_overrides():
-    from scenarios.config import load_config
-    from simulation.viz_source import (
-        ViewSource,
-        model_params_for,
-        param_overrides,
-        resolve,
-    )
+def test_controls_come_from_the_schema_and_update_the_config():
+    """The page's controls are the configuration fields carrying a control hint
+    (every conditioning method of the schema, the scenario's own options), applied
+    with model_copy and validated again."""
+    from typing import get_args
 
-    assert param_overrides(5, "qa, bio", 2) == ["population.size=5", "population.conditions=[qa, bio]", "seed=2"]
+    from scenarios.config import Condition, ConfigError, load_config
+    from simulation.viz_source import ViewSource, model_params_for, resolve
+
     src = ViewSource(scenario=SCENARIO, overrides=tuple(TINY))
-    cfg, run_id = resolve(src, {"population_size": 3, "conditioning": "bio", "seed": 7})
-    assert (cfg.population.size, cfg.population.conditions, cfg.seed) == (3, ["bio"], 7)
+    cfg, run_id = resolve(src, {"population__size": 3, "population__conditions": "bio, qa", "seed": 7})
+    assert (cfg.population.size, cfg.population.conditions, cfg.seed) == (3, ["bio", "qa"], 7)
     assert run_id == cfg.run_id() != load_config(SCENARIO, TINY).run_id()
-    params = model_params_for(src, load_config(SCENARIO, TINY))
+    base = load_config(SCENARIO, TINY)
+    params = model_params_for(src, base)
     assert params["source"] is src  # fixed parameter, passed to the model class on Reset
-    assert params["conditioning"]["value"] == "qa" and "anthology" in params["conditioning"]["values"]
+    assert {"population__size", "population__conditions", "seed"} <= set(params)
+    assert params["population__conditions"]["value"] == "qa" and set(get_args(Condition)) <= set(params["population__conditions"]["values"])
+    assert params["population__size"]["value"] == base.population.size and params["population__size"]["type"] == "SliderInt"
     assert set(model_params_for(ViewSource(replay="r"), cfg)) == {"source"}
+    with pytest.raises(ConfigError, match="population.size"):
+        resolve(src, {"population__size": 0})
+
+    # a scenario's own options model adds its controls, one level down
+    consensus = ViewSource(scenario=str(ROOT / "scenarios" / "consensus.yaml"))
+    ccfg = load_config(consensus.scenario)
+    cparams = model_params_for(consensus, ccfg)
+    assert {"options__groups", "options__rounds", "options__mediator"} <= set(cparams)
+    assert set(cparams["options__mediator"]["values"]) == {"habermas", "llm", "opinion"}
+    got, _ = resolve(consensus, {"options__rounds": 2, "options__mediator": "llm"})
+    assert (got.options["rounds"], got.options["mediator"]) == (2, "llm") and got.options.get("groups") == ccfg.options.get("groups")
 
 
 def test_bad_sources_are_one_line_messages(tmp_path):
