@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from pydantic import ValidationError
 
 from agents.llm.factory import EngineConfig, cached_engine
-from core.errors import PersonaeError, error_line
+from core.errors import PersonaeError, error_line, explain, field_path
 from core.store import Store, StoreError, describe
-from scenarios.config import ScenarioConfig, validate_config
+from scenarios.config import ConfigError, ScenarioConfig, validate_config
 from scenarios.contract import REGISTRY, ScenarioModel, ScenarioReport
 from simulation.console import RunConsole
 
@@ -106,10 +107,27 @@ def ping(engine: EngineConfig, what: str = "engine") -> None:
             raise RunError(f"{what} {engine.kind}: {url} unreachable after {tries} tries ({cause}); nothing was computed")
 
 
-def preflight(cfg: ScenarioConfig) -> list[EngineConfig]:
-    """Check what the scenario needs at its size (question supply, data and
-    model files, ...) before anything is computed; one line on a shortfall.
-    Returns every engine the run will call."""
+def check_options(cfg: ScenarioConfig, label: str = "") -> None:
+    """``options:`` against the scenario's own options model: one line naming the
+    file and the field (a scenario without one takes none: nothing is ignored silently)."""
+    cls = scenario_class(cfg.scenario)
+    where = label or "scenario"
+    if cls.options_model is None:
+        if cfg.options:
+            raise ConfigError(f"{where}: options: scenario '{cfg.scenario}' takes no options (got {', '.join(map(str, cfg.options))})")
+        return
+    try:
+        cls.options_model.model_validate(cfg.options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"{where}: {field_path(('options', *err['loc']))}: {explain(err)}") from None
+
+
+def preflight(cfg: ScenarioConfig, label: str = "") -> list[EngineConfig]:
+    """Check what the scenario needs at its size (its options, question supply,
+    data and model files, ...) before anything is computed; one line on a
+    shortfall. Returns every engine the run will call."""
+    check_options(cfg, label)
     cls = scenario_class(cfg.scenario)
     check = getattr(cls, "preflight", None)
     extra = list(check(cfg)) if check is not None else []
@@ -211,7 +229,7 @@ def check_writable(folder: Path, what: str) -> None:
 
 def run(cfg: ScenarioConfig, *, console: RunConsole | None = None, label: str = "") -> RunResult:
     console = console or RunConsole(live=False)
-    engines = preflight(cfg)  # a run that cannot finish at its size stops here, before any work
+    engines = preflight(cfg, label)  # a run that cannot finish at its size stops here, before any work
     store = Store(cfg.store)
     run_id = cfg.run_id()
     out = output_dir(cfg, run_id)

@@ -186,6 +186,9 @@ def test_replay_reproduces_the_report_with_no_engine_calls(shared):
         ("name: x\nscenario: gss_spending\nengine: {kind: gpt}\n", [], r"bad\.yaml: engine\.kind: expected"),
         ("name: x\nscenario: nope\n", [], r"scenario: unknown scenario 'nope'"),
         ("name: x\nscenario: gss_spending\nhuman: {study: nowhere_study}\n", [], r"nowhere_study"),
+        ("name: x\nscenario: gss_spending\noptions: {rounds: 2}\n", [], r"bad\.yaml: options: scenario 'gss_spending' takes no options \(got rounds\)"),
+        ("name: x\nscenario: consensus\nengine: {kind: fake}\n", ["options.rounds=-1"], r"bad\.yaml: options\.rounds: expected greater than or equal to 0, got -1"),
+        ("name: x\nscenario: consensus\nengine: {kind: fake}\noptions: {roundz: 1}\n", [], r"bad\.yaml: options\.roundz: unknown field"),
     ],
 )
 @pytest.mark.fast
