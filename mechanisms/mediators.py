@@ -251,6 +251,12 @@ class Mediator(ABC):
     @abstractmethod
     def mediate(self, transcript: Transcript, inp: MediationInput) -> MediationOutput: ...
 
+    def mediate_many(self, transcript: Transcript, inputs: Sequence[MediationInput]) -> list[MediationOutput]:
+        """Independent mediations (other groups, rollouts or substitutions), each as
+        :meth:`mediate` would do it; a mediator that can batch their engine calls
+        overrides this (the answers are the same: every request carries its own seed)."""
+        return [self.mediate(transcript, inp) for inp in inputs]
+
     def describe(self) -> dict:
         return {"name": self.name}
 
@@ -301,16 +307,25 @@ class LLMMediator(Mediator):
         return {"name": self.name, "max_tokens": self.max_tokens, "temperature": self.temperature, "retries": self.retries}
 
     def mediate(self, t: Transcript, inp: MediationInput) -> MediationOutput:
-        n = len(inp.opinions)
-        order = np.random.default_rng(derive_seed(inp.seed, inp.round, "order")).permutation(n)
-        prompt, plen = _statement_prompt(inp, order)
-        req = GenerateRequest(prompt, self.max_tokens, self.temperature, prompts.STOP, derive_seed(inp.seed, inp.round, "statement"), plen)
-        meta = dict(round=inp.round, phase=inp.phase, act="candidate", candidate=0, extra={"order": order.tolist()})
-        [text] = t.generate([req], [meta], retries=self.retries, usable=usable_statement)
-        if not usable_statement(text):
-            statement, why = fallback_statement(inp, self.retries + 1)
-            return self._select(t, inp, MediationOutput(statement, [text], chosen=None, fallback=why))
-        return self._select(t, inp, MediationOutput(text, [text], chosen=0))
+        return self.mediate_many(t, [inp])[0]
+
+    def mediate_many(self, t: Transcript, inputs: Sequence[MediationInput]) -> list[MediationOutput]:
+        """One batched generation for all ``inputs`` (and one per retry round)."""
+        reqs, metas = [], []
+        for inp in inputs:
+            order = np.random.default_rng(derive_seed(inp.seed, inp.round, "order")).permutation(len(inp.opinions))
+            prompt, plen = _statement_prompt(inp, order)
+            reqs.append(GenerateRequest(prompt, self.max_tokens, self.temperature, prompts.STOP, derive_seed(inp.seed, inp.round, "statement"), plen))
+            metas.append(dict(round=inp.round, phase=inp.phase, act="candidate", candidate=0, extra={"order": order.tolist()}))
+        texts = t.generate(reqs, metas, retries=self.retries, usable=usable_statement) if inputs else []
+        out = []
+        for inp, text in zip(inputs, texts):
+            if not usable_statement(text):
+                statement, why = fallback_statement(inp, self.retries + 1)
+                out.append(self._select(t, inp, MediationOutput(statement, [text], chosen=None, fallback=why)))
+            else:
+                out.append(self._select(t, inp, MediationOutput(text, [text], chosen=0)))
+        return out
 
 
 RANKINGS = ("rating", "choice", "cot")

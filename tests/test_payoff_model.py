@@ -57,7 +57,7 @@ def test_payoff_model_trains_and_scores_heldout_groups(engine, tmp_path):
     train, held = split_ratings(data.ratings, split)
     assert {data.ratings[i].group for i in held} == set(split.validation_groups)
     assert not {data.ratings[i].participant for i in train} & {data.ratings[i].participant for i in held}
-    settings = TrainSettings(subset="", max_steps=6, eval_steps=6, batch_size=8, learning_rate=2e-3, patience=10, max_length=256)
+    settings = TrainSettings(subset="", max_steps=6, eval_steps=6, batch_size=4, learning_rate=2e-3, patience=10, max_length=192)
     record = train_payoff_model(data, split, tmp_path / "payoff", settings, progress=False)
     assert record["kind"] == "payoff" and record["global_step"] == 6 and record["train_ratings"] == len(train)
 

@@ -161,12 +161,12 @@ def test_payoff_model_and_eval_from_the_cli(trained):
     model (critique NLL, autorater) and computes eq. 21 from the payoff model's
     scores (real model throughout; the self-rating path runs on the fake engine below)."""
     tmp, cfg, _, _ = trained
-    small = ["--set", "payoff.train.max_steps=4", "--set", "payoff.train.eval_steps=4", "--set", "payoff.train.batch_size=8"]
+    small = ["--set", "payoff.train.max_steps=2", "--set", "payoff.train.eval_steps=2", "--set", "payoff.train.batch_size=4", "--set", "payoff.train.max_length=256"]
     r = represent("payoff", str(cfg), *small)
     assert r.returncode == 0, r.stderr[-2000:]
     folder = tmp / "runs" / "rep" / "payoff_model"
     table = pd.read_csv(folder / "payoff_model.csv")
-    assert table["ratings"].iloc[0] > 0 and 0 <= table["mae"].iloc[0] <= 6 and table["best_step"].iloc[0] == 4
+    assert table["ratings"].iloc[0] > 0 and 0 <= table["mae"].iloc[0] <= 6 and table["best_step"].iloc[0] == 2
     assert json.loads((folder / "training_record.json").read_text())["kind"] == "payoff"
 
     r = represent("eval", str(cfg), "--set", "eval.payoff=model")

@@ -227,25 +227,21 @@ def _model_discrepancy(
         opinions, real = [m.opinion for m in members], [m.critique for m in members]
         judges = [payoff_model.participant(m.opinion, data.records.get(m.participant), m.question) for m in members]
 
-        def revise(critiques: list[str], r: int, *salt: str) -> str:
-            inp = MediationInput(
+        def revision(critiques: list[str], r: int, *salt: str) -> MediationInput:
+            return MediationInput(
                 first.question, 1, "revision", opinions, critiques, first.draft, [m.participant for m in members], [""] * n, [False] * n,
                 derive_seed(seed, name, "rollout", r, *salt),
             )
-            return mediator.mediate(Transcript(engine), inp).statement
 
-        def pay(statements: list[str]) -> np.ndarray:  # (R, n)
+        def pay(statements: list[str]) -> np.ndarray:  # (statements, n)
             return payoff_model.score_matrix(first.question, statements, judges)
 
-        base = [revise(real, r) for r in range(rollouts)]
-        base_pay = pay(base)
+        # Every revision of this episode in one batched mediation (each input carries its
+        # own seed, so the statements are those of one call per revision).
+        inputs = [revision(real, r) for r in range(rollouts)]
         if null:  # the real critiques revised under other seeds: the same outcome in expectation
-            again = [revise(real, r, NULL_SET) for r in range(rollouts)]
-            again_pay = pay(again)
-            pairs = [ConsensusPair(first.question, tuple(opinions), s, b) for s, b in zip(again, base)]
-            wins = tuple(consensus_win_rate(judge, pairs).per_pair) if judge is not None else ()
-            out += [PayoffSample(first.group, NULL_SET, "one", again_pay, base_pay, wins),
-                    PayoffSample(first.group, NULL_SET, "all", again_pay, base_pay, wins)]
+            inputs += [revision(real, r, NULL_SET) for r in range(rollouts)]
+        plans: list[tuple[str, str, list[list[int]]]] = []
         for subset in subsets:
             reqs = []
             for r in range(rollouts):
@@ -255,16 +251,30 @@ def _model_discrepancy(
             texts = [prompts.clean_text(g.text) for g in (rep_engine or engine).generate(reqs)]
             rep = np.array(texts, dtype=object).reshape(rollouts, n)
             for mode, runs in (("one", [[i] for i in range(n)]), ("all", [list(range(n))])):
-                sub_cols, orig_cols, pairs = [], [], []
+                plans.append((subset, mode, runs))
                 for slots in runs:
-                    statements = []
-                    for r in range(rollouts):
-                        critiques = [rep[r, i] if i in slots else real[i] for i in range(n)]
-                        statements.append(revise(critiques, r))
-                    sub_cols.append(pay(statements)[:, slots])
-                    orig_cols.append(base_pay[:, slots])
-                    pairs += [ConsensusPair(first.question, tuple(opinions), s, b) for s, b in zip(statements, base)]
-                sub, orig = np.concatenate(sub_cols, axis=1), np.concatenate(orig_cols, axis=1)
-                wins = tuple(consensus_win_rate(judge, pairs).per_pair) if judge is not None else ()
-                out.append(PayoffSample(first.group, subset, mode, sub, orig, wins))
+                    inputs += [revision([rep[r, i] if i in slots else real[i] for i in range(n)], r) for r in range(rollouts)]
+        statements = [o.statement for o in mediator.mediate_many(Transcript(engine), inputs)]
+        payoffs = pay(statements)  # one batched scoring; row i is statement i's
+        base, k = statements[:rollouts], rollouts
+        base_pay = payoffs[:rollouts]
+        if null:
+            again = statements[k:k + rollouts]
+            again_pay = payoffs[k:k + rollouts]
+            k += rollouts
+            pairs = [ConsensusPair(first.question, tuple(opinions), s, b) for s, b in zip(again, base)]
+            wins = tuple(consensus_win_rate(judge, pairs).per_pair) if judge is not None else ()
+            out += [PayoffSample(first.group, NULL_SET, "one", again_pay, base_pay, wins),
+                    PayoffSample(first.group, NULL_SET, "all", again_pay, base_pay, wins)]
+        for subset, mode, runs in plans:
+            sub_cols, orig_cols, pairs = [], [], []
+            for slots in runs:
+                substituted = statements[k:k + rollouts]
+                sub_cols.append(payoffs[k:k + rollouts][:, slots])
+                k += rollouts
+                orig_cols.append(base_pay[:, slots])
+                pairs += [ConsensusPair(first.question, tuple(opinions), s, b) for s, b in zip(substituted, base)]
+            sub, orig = np.concatenate(sub_cols, axis=1), np.concatenate(orig_cols, axis=1)
+            wins = tuple(consensus_win_rate(judge, pairs).per_pair) if judge is not None else ()
+            out.append(PayoffSample(first.group, subset, mode, sub, orig, wins))
     return out
