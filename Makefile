@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 UV     := $(VENV)/bin/uv
 SCENARIO ?= scenarios/meta_prejudice.yaml
+TEST_WORKERS ?= 4  # at most; one per core
 # uv's version is also in requirements/cpu.lock (requirements/cpu.in): this one only bootstraps.
 UV_VERSION := 0.13.9
 # Local wheel folders (the CPU build of torch is not on PyPI; on these machines it lies in /opt/wheels).
@@ -21,7 +22,7 @@ run: setup
 ## the whole test suite; set-up and suite are timed apart.
 test: setup-test
 	$(VENV)/bin/lint-imports  # the layers (pyproject.toml [tool.importlinter]), so CI keeps them
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses $(TEST_WORKERS)  # one worker per core (tests/conftest.py: which tests share one)
 
 ## The fast tier for development (under two minutes, no model, server or browser):
 ## lint, the import layers (pyproject.toml [tool.importlinter]), the tests marked `fast`.

@@ -1,7 +1,7 @@
 """The persona bank: personas stored in the SQLite store, generated in batches
 (resumable), imported from and exported to JSONL.
 
-A persona record::
+A persona record (:class:`core.persona_record.PersonaRecord`)::
 
     persona_id  "<bank>:<idx>"
     bank, idx   the bank it belongs to and its position there
@@ -25,6 +25,7 @@ from typing import Callable, Protocol
 
 from core.canonical import dumps
 from core.errors import PersonaeError
+from core.persona_record import PersonaRecord
 from core.seeds import derive_seed
 
 from . import backstories, baselines
@@ -40,9 +41,9 @@ class PersonaStore(Protocol):
     """What a bank needs of a store (``core.store.Store`` is one); the
     caller passes it in, so agents never import the layers above them."""
 
-    def personas(self, bank: str) -> list[dict]: ...
+    def personas(self, bank: str) -> list[PersonaRecord]: ...
     def persona_indices(self, bank: str) -> set[int]: ...
-    def put_personas(self, rows: list[dict]) -> None: ...
+    def put_personas(self, rows: list[PersonaRecord]) -> None: ...
 
 
 class BankError(PersonaeError, ValueError):
@@ -65,7 +66,7 @@ def generate(
     chunk: int = 8,
     progress: Callable[[int, int], None] | None = None,
     profiles: list[dict] | None = None,
-) -> list[dict]:
+) -> list[PersonaRecord]:
     """Generate ``n`` personas into ``bank`` (skipping those already there).
 
     ``anthology_dp``: one backstory per profile (``n = len(profiles)``), its
@@ -96,20 +97,20 @@ def generate(
         else:
             backstories.interview(engine, drafts, params)
 
-        def row(d: Draft, method: str, text: str) -> dict:
-            return {
-                "persona_id": persona_id(bank, d.idx),
-                "bank": bank,
-                "idx": d.idx,
-                "method": method,
-                "conditioning": text,
-                "model": model,
-                "prompts": d.prompts,
-                "params": asdict(params),
-                "seed": d.seed,
-                "critic": d.critic,
-                "profile": d.profile,
-            }
+        def row(d: Draft, method: str, text: str) -> PersonaRecord:
+            return PersonaRecord(
+                persona_id=persona_id(bank, d.idx),
+                bank=bank,
+                idx=d.idx,
+                method=method,
+                conditioning=text,
+                model=model,
+                prompts=d.prompts,
+                params=asdict(params),
+                seed=d.seed,
+                critic=d.critic,
+                profile=d.profile,
+            )
 
         # A rejected draft (citizenship filter) still takes its index, recorded
         # with empty conditioning, so a resume does not retry it forever.
@@ -121,43 +122,45 @@ def generate(
     return usable(store, bank)
 
 
-def usable(store: PersonaStore, bank: str) -> list[dict]:
-    return [p for p in store.personas(bank) if p["method"] != "rejected" and p["conditioning"]]
+def usable(store: PersonaStore, bank: str) -> list[PersonaRecord]:
+    return [p for p in store.personas(bank) if p.method != "rejected" and p.conditioning]
 
 
-def from_profiles(store: PersonaStore, bank: str, method: str, profiles: list[dict]) -> list[dict]:
+def from_profiles(store: PersonaStore, bank: str, method: str, profiles: list[dict]) -> list[PersonaRecord]:
     """Rule-based personas (QA / Bio / Portray), one per profile, in order."""
     rows = [
-        {
-            "persona_id": persona_id(bank, i),
-            "bank": bank,
-            "idx": i,
-            "method": method,
-            "conditioning": baselines.render(method, prof),
-            "model": "rule-based",
-            "prompts": None,
-            "params": None,
-            "seed": 0,
-            "critic": None,
-            "profile": prof,
-        }
+        PersonaRecord(
+            persona_id=persona_id(bank, i),
+            bank=bank,
+            idx=i,
+            method=method,
+            conditioning=baselines.render(method, prof),
+            model="rule-based",
+            prompts=None,
+            params=None,
+            seed=0,
+            critic=None,
+            profile=prof,
+        )
         for i, prof in enumerate(profiles)
     ]
     store.put_personas(rows)
     return store.personas(bank)
 
 
-def _record_to_export(p: dict) -> dict:
+def _record_to_export(p: PersonaRecord) -> dict:
+    """The JSONL line's object (``EXPORT_FIELDS``: the record's fields, ``id``
+    without the bank, no ``bank``, ``idx`` or ``created``)."""
     return {
-        "id": p["persona_id"].split(":", 1)[1],
-        "method": p["method"],
-        "conditioning": p["conditioning"],
-        "model": p["model"],
-        "prompts": p["prompts"],
-        "params": p["params"],
-        "seed": p["seed"],
-        "critic": p["critic"],
-        "profile": p["profile"],
+        "id": p.persona_id.split(":", 1)[1],
+        "method": p.method,
+        "conditioning": p.conditioning,
+        "model": p.model,
+        "prompts": p.prompts,
+        "params": p.params,
+        "seed": p.seed,
+        "critic": p.critic,
+        "profile": p.profile,
     }
 
 
@@ -177,7 +180,8 @@ def import_jsonl(store: PersonaStore, bank: str, path: str | Path) -> int:
     path = Path(path)
     if not path.exists():
         raise BankError(f"{path}: file not found")
-    rows, seen = [], set()
+    rows: list[PersonaRecord] = []
+    seen: set[str] = set()
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -208,19 +212,19 @@ def import_jsonl(store: PersonaStore, bank: str, path: str | Path) -> int:
                 raise BankError(f"{path}:{lineno}: field 'id': '{pid}' repeats an earlier line")
             seen.add(persona_id(bank, pid))
             rows.append(
-                {
-                    "persona_id": persona_id(bank, pid),
-                    "bank": bank,
-                    "idx": idx,
-                    "method": rec.get("method", "imported"),
-                    "conditioning": text,
-                    "model": rec.get("model"),
-                    "prompts": rec.get("prompts"),
-                    "params": rec.get("params"),
-                    "seed": seed,
-                    "critic": rec.get("critic"),
-                    "profile": profile,
-                }
+                PersonaRecord(
+                    persona_id=persona_id(bank, pid),
+                    bank=bank,
+                    idx=idx,
+                    method=rec.get("method", "imported"),
+                    conditioning=text,
+                    model=rec.get("model"),
+                    prompts=rec.get("prompts"),
+                    params=rec.get("params"),
+                    seed=seed,
+                    critic=rec.get("critic"),
+                    profile=profile,
+                )
             )
     if not rows:
         raise BankError(f"{path}: no personas (the file is empty)")

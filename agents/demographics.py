@@ -17,6 +17,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from core.persona_record import PersonaRecord
 from core.seeds import consecutive_seeds
 
 from .llm.base import Engine, GenerateRequest, option_letters
@@ -71,7 +72,7 @@ CHUNK = 256
 def survey(
     engine: Engine,
     store: DemographicsStore,
-    personas: list[dict],
+    personas: list[PersonaRecord],
     traits: list[TraitQuestion],
     survey_name: str,
     *,
@@ -91,10 +92,10 @@ def survey(
     and only the chunk's requests are ever held in memory."""
     if method not in ("probs", "sample"):
         raise ValueError(f"demographics.method: '{method}' (expected 'probs' or 'sample')")
-    ids = [p["persona_id"] for p in personas]
+    ids = [p.persona_id for p in personas]
     have = store.demographics(ids, survey_name)
     wanted = {t.trait for t in traits}
-    todo = [p for p in personas if set(have.get(p["persona_id"], {})) != wanted]
+    todo = [p for p in personas if set(have.get(p.persona_id, {})) != wanted]
     done = len(personas) - len(todo)
     if progress:
         progress(done, len(personas))
@@ -111,15 +112,15 @@ def survey(
     return store.demographics(ids, survey_name) if todo else have
 
 
-def _survey_by_probs(engine, personas, traits, survey_name, orders) -> list[dict]:
+def _survey_by_probs(engine: Engine, personas: list[PersonaRecord], traits: list[TraitQuestion], survey_name: str, orders: tuple[bool, ...]) -> list[dict]:
     reqs, where = [], []
     for p in personas:
         for t in traits:
             q = t.asked()
             for rev in orders:
                 order = display_order(len(q.options), rev)
-                reqs.append(option_request(p["conditioning"], q, order, SURVEY_INSTRUCTION))
-                where.append((p["persona_id"], t, order))
+                reqs.append(option_request(p.conditioning, q, order, SURVEY_INSTRUCTION))
+                where.append((p.persona_id, t, order))
     results = engine.option_probs(reqs)
     acc: dict[tuple[str, str], np.ndarray] = {}
     for (pid, t, order), res in zip(where, results):
@@ -139,17 +140,17 @@ def sample_requests(prompt: str, prefix_len: int, persona_id: str, trait: str, n
     return [GenerateRequest(prompt=prompt, max_tokens=2, temperature=1.0, seed=seed, prefix_len=prefix_len) for seed in consecutive_seeds(n, persona_id, trait)]
 
 
-def _survey_by_sampling(engine, personas, traits, survey_name, n) -> list[dict]:
+def _survey_by_sampling(engine: Engine, personas: list[PersonaRecord], traits: list[TraitQuestion], survey_name: str, n: int) -> list[dict]:
     reqs, where = [], []
     for p in personas:
         for t in traits:
             q = t.asked()
             order = display_order(len(q.options), False)
-            req = option_request(p["conditioning"], q, order, SURVEY_INSTRUCTION)
+            req = option_request(p.conditioning, q, order, SURVEY_INSTRUCTION)
             # One prompt string for the n samples: ``req.prompt`` builds a new
             # string (the whole backstory) on every access.
-            reqs += sample_requests(req.prompt, len(req.prefix), p["persona_id"], t.trait, n)
-            where += [(p["persona_id"], t)] * n
+            reqs += sample_requests(req.prompt, len(req.prefix), p.persona_id, t.trait, n)
+            where += [(p.persona_id, t)] * n
     gens = engine.generate(reqs)
     counts: dict[tuple[str, str], np.ndarray] = {}
     for (pid, t), g in zip(where, gens):

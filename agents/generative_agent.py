@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.persona_record import PersonaRecord
 from core.seeds import derive_seed
 
 from .llm.base import Engine, GenerateRequest, OptionRequest
@@ -93,24 +94,24 @@ def conditioning(backstory: str, notes: dict[str, str]) -> str:
     return backstory + REFLECTIONS_HEAD + lines + "\n"
 
 
-def personas_from(engine: Engine, sources: list[dict], bank: str, settings: GenerativeAgentSettings) -> list[dict]:
+def personas_from(engine: Engine, sources: list[PersonaRecord], bank: str, settings: GenerativeAgentSettings) -> list[PersonaRecord]:
     """Generative Agent persona records built over ``sources`` (persona records
     whose conditioning is the backstory), in the same order."""
-    notes = reflections(engine, [p["conditioning"] for p in sources], settings, [p["seed"] for p in sources])
+    notes = reflections(engine, [p.conditioning for p in sources], settings, [p.seed for p in sources])
     return [
-        {
-            "persona_id": f"{bank}:{p['idx']}",
-            "bank": bank,
-            "idx": p["idx"],
-            "method": "generative_agent",
-            "conditioning": conditioning(p["conditioning"], n),
-            "model": p["model"],
-            "prompts": {"source": p["persona_id"], "experts": {k: EXPERTS[k][1] for k in settings.experts}, "reflections": n},
-            "params": {"reflection_tokens": settings.reflection_tokens, "reasoning_tokens": settings.reasoning_tokens, "temperature": settings.temperature},
-            "seed": p["seed"],
-            "critic": p.get("critic"),
-            "profile": p.get("profile"),
-        }
+        PersonaRecord(
+            persona_id=f"{bank}:{p.idx}",
+            bank=bank,
+            idx=p.idx,
+            method="generative_agent",
+            conditioning=conditioning(p.conditioning, n),
+            model=p.model,
+            prompts={"source": p.persona_id, "experts": {k: EXPERTS[k][1] for k in settings.experts}, "reflections": n},
+            params={"reflection_tokens": settings.reflection_tokens, "reasoning_tokens": settings.reasoning_tokens, "temperature": settings.temperature},
+            seed=p.seed,
+            critic=p.critic,
+            profile=p.profile,
+        )
         for p, n in zip(sources, notes)
     ]
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import mesa
 import numpy as np
 
+from core.persona_record import PersonaRecord
 from core.seeds import derive_seed
 
 from .llm.base import GenerateRequest, OptionRequest, OptionResult
@@ -60,7 +61,7 @@ class PersonaAgent(mesa.Agent):
     def __init__(
         self,
         model: mesa.Model,
-        persona: dict,
+        persona: PersonaRecord,
         *,
         seed: int,
         reverse: bool | None = None,
@@ -73,10 +74,10 @@ class PersonaAgent(mesa.Agent):
     ) -> None:
         super().__init__(model)
         self.persona = persona
-        self.persona_id: str = persona["persona_id"]
-        self.conditioning: str = persona["conditioning"]
-        self.profile: dict = persona.get("profile") or {}
-        self.method: str = persona.get("method", "")
+        self.persona_id: str = persona.persona_id
+        self.conditioning: str = persona.conditioning
+        self.profile: dict = persona.profile or {}
+        self.method: str = persona.method
         self.condition = condition
         self.population = population
         self.human = human

@@ -11,16 +11,25 @@ Typical use::
     write_report([ev, ...], "out/")
 
 Modules: :mod:`~analysis.studies` (study YAML and data),
-:mod:`~analysis.matching`, :mod:`~analysis.metrics`,
-:mod:`~analysis.lower_bound`, :mod:`~analysis.subgroups` (evaluation, whole
-sample and per subgroup), :mod:`~analysis.individual` (each persona against
-its own respondent, baselines and the test-retest ceiling), :mod:`~analysis.report`.
+:mod:`~analysis.matching`; the metrics :mod:`~analysis.distributions` (WD),
+:mod:`~analysis.correlations` (Frobenius, alpha), :mod:`~analysis.gaps`
+(partisan gaps), :mod:`~analysis.bootstrap` (CIs); :mod:`~analysis.lower_bound`;
+:mod:`~analysis.evaluation` (whole sample and per subgroup: its input
+:mod:`~analysis.persona_answers`, :mod:`~analysis.scoring`,
+:mod:`~analysis.subgroups`, its output :mod:`~analysis.evaluation_results`);
+:mod:`~analysis.individual` (each persona against its own respondent, the test-retest
+ceiling; :mod:`~analysis.individual_scores`, :mod:`~analysis.individual_baselines`,
+:mod:`~analysis.individual_report`); :mod:`~analysis.report` (files), with
+:mod:`~analysis.report_tables` and :mod:`~analysis.report_plots`.
 """
+from analysis.evaluation import evaluate
+from analysis.evaluation_results import Evaluation
 from analysis.lower_bound import LowerBound, human_lower_bound
 from analysis.matching import MatchingError, MatchResult, match, match_study
-from analysis.report import conditions_table, gap_table, print_summary, write_report
+from analysis.persona_answers import PersonaAnswers
+from analysis.report import write_report
+from analysis.report_tables import conditions_table, gap_table, print_summary
 from analysis.studies import HumanStudy, StudyError, builtin_studies, load_study
-from analysis.subgroups import Evaluation, PersonaAnswers, evaluate
 
 __all__ = [
     "Evaluation",

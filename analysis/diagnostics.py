@@ -18,7 +18,7 @@ noise. These diagnostics, per condition, make that visible:
 All functions are pure numpy on ``[N, K]`` (personas x options) arrays of one
 item; :func:`diagnose` combines them over a condition's items. Personas can
 differ from each other and still not follow their people: the individual-level
-warning (:func:`analysis.individual.no_binding_alert`) fires beside these when
+warning (:func:`analysis.individual_report.no_binding_alert`) fires beside these when
 no condition beats its respondents' demographic cell.
 """
 from __future__ import annotations

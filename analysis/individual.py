@@ -52,16 +52,19 @@ point off) and the ratio would be undefined. Without a retest the ceiling is
 unknown and stays NaN.
 
 All functions are pure numpy; :func:`individual_fidelity` returns a typed
-:class:`IndividualFidelity`, :func:`individual_table` / :func:`plot_individual`
-render several of them.
+:class:`IndividualFidelity`. The item scores are in :mod:`analysis.individual_scores`,
+the baselines in :mod:`analysis.individual_baselines`; :mod:`analysis.individual_report`
+renders several results (table, alert, plot).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from analysis.individual_baselines import Reference, baseline_distributions, shuffled_scores
+from analysis.individual_scores import item_scores, one_hot, person_means
 
 UNKNOWN_CEILING = "unknown (no retest)"
 
@@ -82,17 +85,6 @@ class Interval:
 
 
 NAN = Interval(float("nan"))
-
-
-@dataclass(frozen=True)
-class Reference:
-    """The respondents the cell and marginal baselines are read from (default: the
-    evaluated people). ``answers [M, Q]`` option indices (NaN = missing),
-    ``demographics [M, T]`` trait codes (-1 = refused), ``weights [M]``."""
-
-    answers: np.ndarray
-    demographics: np.ndarray
-    weights: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -160,147 +152,6 @@ class IndividualFidelity:
             out[name] = float(v) if np.isfinite(v) else None
         out["beats_cell"] = self.beats_cell
         return out
-
-
-# ---------------------------------------------------------------------------
-# Item scores
-# ---------------------------------------------------------------------------
-
-
-def _normalise(dists: np.ndarray) -> np.ndarray:
-    total = dists.sum(axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, dists / np.where(total > 0, total, 1), np.nan)
-
-
-def item_scores(dists, answers, positions, nominal) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(s, exact, distance)``, each ``[N, Q]``.
-
-    ``dists [N, Q, K]``: option distributions (renormalised; a row without mass
-    is no answer); ``answers [N, Q]``: the respondents' option indices (NaN =
-    missing); ``positions [Q, K]``: option positions on [0, 1] (padding
-    ignored); ``nominal [Q]``. ``exact = p_h``; ``distance = sum_k p_k |x_k -
-    x_h|`` (NaN for nominal items); ``s`` = exact on nominal items and
-    ``1 - distance`` on ordinal ones. NaN where either side has no answer.
-    """
-    p = _normalise(np.asarray(dists, dtype=float))
-    h = np.asarray(answers, dtype=float)
-    x = np.asarray(positions, dtype=float)
-    nominal = np.asarray(nominal, dtype=bool)
-    ok = np.isfinite(h) & np.isfinite(p).all(axis=-1)
-    hi = np.where(ok, h, 0).astype(np.int64)
-    exact = np.take_along_axis(np.nan_to_num(p), hi[..., None], axis=-1)[..., 0]
-    xh = np.take_along_axis(np.broadcast_to(x, p.shape), hi[..., None], axis=-1)
-    distance = (np.nan_to_num(p) * np.abs(np.nan_to_num(x)[None] - xh)).sum(axis=-1)
-    exact = np.where(ok, exact, np.nan)
-    distance = np.where(ok & ~nominal[None], distance, np.nan)
-    score = np.where(nominal[None], exact, 1.0 - distance)
-    return np.where(ok, score, np.nan), exact, distance
-
-
-def one_hot(answers, k: int) -> np.ndarray:
-    """``[N, Q]`` option indices (NaN = missing) -> ``[N, Q, K]`` (all zero where missing)."""
-    a = np.asarray(answers, dtype=float)
-    out = np.zeros((*a.shape, k))
-    ok = np.isfinite(a)
-    idx = np.nonzero(ok)
-    out[(*idx, a[ok].astype(np.int64))] = 1.0
-    return out
-
-
-def person_means(scores: np.ndarray) -> np.ndarray:
-    """Mean over each person's scored items; NaN for a person with none."""
-    s = np.asarray(scores, dtype=float)
-    n = np.isfinite(s).sum(axis=1)
-    return np.where(n > 0, np.nansum(s, axis=1) / np.maximum(n, 1), np.nan)
-
-
-# ---------------------------------------------------------------------------
-# Baselines
-# ---------------------------------------------------------------------------
-
-
-def cell_codes(demographics, reference_demographics) -> tuple[np.ndarray, np.ndarray]:
-    """One integer per distinct row of trait codes, shared by both arrays (a refused trait, -1, is a value of its own)."""
-    d = np.asarray(demographics, dtype=np.int64).reshape(len(demographics), -1)
-    r = np.asarray(reference_demographics, dtype=np.int64).reshape(len(reference_demographics), -1)
-    _, inverse = np.unique(np.vstack([d, r]), axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    return inverse[: len(d)], inverse[len(d) :]
-
-
-def _counts(answers: np.ndarray, weights: np.ndarray, groups: np.ndarray, n_groups: int, k: int) -> np.ndarray:
-    """``[G, Q, K]`` weighted answer counts per group."""
-    out = np.zeros((n_groups, answers.shape[1], k))
-    np.add.at(out, groups, one_hot(answers, k) * weights[:, None, None])
-    return out
-
-
-def best_answer(counts: np.ndarray, positions, nominal) -> np.ndarray:
-    """``[..., Q]`` option index from ``[..., Q, K]`` weighted counts: the mode
-    (``argmax_k C_k``) on nominal items, the weighted median on ordinal ones (the
-    first option, in position order, where the cumulative count reaches half the
-    total); NaN without counts. Ties go to the lowest option."""
-    c = np.asarray(counts, dtype=float)
-    x = np.asarray(positions, dtype=float)
-    order = np.argsort(x, axis=-1, kind="stable")  # [Q, K]
-    ranked = np.take_along_axis(c, np.broadcast_to(order, c.shape), axis=-1)
-    cum = np.cumsum(ranked, axis=-1)
-    half = cum[..., -1:] / 2
-    at = np.argmax(cum >= half - 1e-12, axis=-1)
-    median = np.take_along_axis(np.broadcast_to(order, c.shape), at[..., None], axis=-1)[..., 0]
-    pick = np.where(np.asarray(nominal, dtype=bool), c.argmax(axis=-1), median)
-    return np.where(c.sum(axis=-1) > 0, pick, np.nan)
-
-
-def baseline_distributions(answers, demographics, reference: Reference, self_index, k: int, positions=None, nominal=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(cell_best [N, Q, K] one-hot, marginal [N, Q, K], fallback [N, Q])``.
-
-    For person ``i`` with reference row ``self_index[i]`` (-1: not in the
-    reference), counts ``C_c = sum_{m in cell c} w_m onehot(a_m)`` minus the
-    person's own ``w_i onehot(a_i)`` (leave-one-out); the cell's answer is
-    :func:`best_answer` of ``C_c`` (default: every item nominal, the mode); the
-    marginal is ``sum_c C_c`` minus the same, normalised.
-    """
-    a = np.asarray(answers, dtype=float)
-    ref_a = np.asarray(reference.answers, dtype=float)
-    ref_w = np.asarray(reference.weights, dtype=float)
-    me, ref_cells = cell_codes(demographics, reference.demographics)
-    n_cells = int(max(me.max(initial=-1), ref_cells.max(initial=-1)) + 1)
-    by_cell = _counts(ref_a, ref_w, ref_cells, n_cells, k)
-    total = by_cell.sum(axis=0)
-    idx = np.asarray(self_index, dtype=np.int64)
-    own = np.zeros((len(a), a.shape[1], k))
-    inside = idx >= 0
-    own[inside] = one_hot(ref_a[idx[inside]], k) * ref_w[idx[inside], None, None]
-    cell = np.clip(by_cell[me] - own, 0, None)
-    marg = np.clip(total[None] - own, 0, None)
-    fallback = cell.sum(axis=-1) <= 1e-12
-    cell = np.where(fallback[..., None], marg, cell)
-    q = a.shape[1]
-    positions = np.tile(np.arange(k, dtype=float), (q, 1)) if positions is None else positions
-    nominal = np.ones(q, dtype=bool) if nominal is None else nominal
-    return one_hot(best_answer(cell, positions, nominal), k), _normalise(marg), fallback & np.isfinite(a)
-
-
-def shuffled_scores(dists, answers, positions, nominal, n_shuffles: int = 20, seed: int = 0) -> np.ndarray:
-    """``[N]``: each person's agreement with a randomly re-assigned persona,
-    averaged over ``n_shuffles`` seeded permutations of the binding."""
-    rng = np.random.default_rng(seed)
-    n = len(answers)
-    out = np.zeros(n)
-    seen = np.zeros(n)
-    for _ in range(n_shuffles):
-        # A random cycle: nobody keeps their own persona (a plain permutation
-        # would leave ~1 person bound, a large share of a small sample).
-        order = rng.permutation(n)
-        persona = np.empty(n, dtype=np.int64)
-        persona[order] = np.roll(order, -1)
-        s = person_means(item_scores(np.asarray(dists)[persona], answers, positions, nominal)[0])
-        ok = np.isfinite(s)
-        out[ok] += s[ok]
-        seen[ok] += 1
-    return np.where(seen > 0, out / np.maximum(seen, 1), np.nan)
 
 
 # ---------------------------------------------------------------------------
@@ -438,83 +289,3 @@ def individual_fidelity(
         cell_fallback=float(fallback[answered].mean()) if answered.any() else float("nan"),
         per_person=per_person,
     )
-
-
-# ---------------------------------------------------------------------------
-# Rendering
-# ---------------------------------------------------------------------------
-
-
-def individual_table(results: Sequence[IndividualFidelity]) -> pd.DataFrame:
-    """The report's short table: one row per condition, each figure with its interval."""
-    return pd.DataFrame([r.row() for r in results])
-
-
-def no_binding_alert(results: Sequence[IndividualFidelity]) -> str:
-    """One line when no condition's personas beat their respondents' demographic cell ('' otherwise)."""
-    scored = [r for r in results if np.isfinite(r.vs_cell.value)]
-    if not scored or any(r.beats_cell for r in scored):
-        return ""
-    shown = ", ".join(f"{r.condition} {r.vs_cell.text()}" for r in scored)
-    return (
-        "WARNING individual level: no condition beats its respondents' demographic cell (persona agreement minus the "
-        f"cell's best answer, 95% CI: {shown}): the personas answer like their demographics, not like their people."
-    )
-
-
-def describe(answers: str, retest_note: str = "", weighted: bool = True) -> str:
-    """The estimator of the individual-level figures, in words, for the report header
-    (``weighted``: whether the study has survey weights; unweighted data say so)."""
-    ceiling = f"ceiling: the respondents' own test-retest agreement ({retest_note})" if retest_note else "ceiling unknown: the study has no retest"
-    over = "survey-weighted over people" if weighted else "averaged over people (unweighted data)"
-    return (
-        f"individual level: each persona against its own respondent under the same {answers} (nominal items: expected exact "
-        f"agreement; ordinal: 1 - expected distance on [0, 1] positions), per person then {over}, "
-        f"95% bootstrap over people; {ceiling}"
-    )
-
-
-NOTE = (
-    "individual_level: each bound persona scored against its own respondent (nominal items: expected exact agreement; "
-    "ordinal: 1 - expected |position - respondent's position| on [0, 1]; 1 = the respondent's answer for sure), averaged "
-    "per person over the items both answered, then over people (survey weights) with a 95% percentile bootstrap over "
-    "people. Baselines on the same people, scored the same way: demographic_cell = the best single answer of the "
-    "respondents who share every matching trait (mode of a nominal item, median of an ordinal one), leaving the respondent "
-    "out, so their own answer does not count; a cell with nobody else falls back to the whole population); marginal = "
-    "the population's leave-one-out answer distribution; shuffled = each person scored against another person's persona "
-    "(20 random cycles). vs_cell = mean per-person difference from the demographic cell (a persona that "
-    "does not beat it has not bound to its person); kappa = (agreement - marginal) / (1 - marginal), the share of answers "
-    "that follow the person beyond the population. retest_ceiling = the respondents' agreement with their own re-test; "
-    "normalized_accuracy = persona agreement / retest agreement on the re-tested items (ratio of means over people; "
-    "Park et al. 2024)."
-)
-
-
-def plot_individual(results: Sequence[IndividualFidelity], title: str):
-    """Per condition: persona agreement (95% CI) beside the demographic cell, the
-    marginal and the shuffled binding, with the retest ceiling as a dashed line
-    (or 'ceiling unknown')."""
-    from analysis.report import new_figure
-
-    fig = new_figure(max(5.0, 1.9 * len(results) + 2.5), 4.2)
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.3, top=0.86)
-    ax = fig.add_subplot(1, 1, 1)
-    bars = (("persona", "agreement", "#dd8452"), ("demographic cell", "cell", "#4c72b0"), ("marginal", "marginal", "#8c8c8c"), ("shuffled", "shuffled", "#c7c7c7"))
-    width = 0.8 / len(bars)
-    x = np.arange(len(results))
-    for b, (label, attr, color) in enumerate(bars):
-        ivs = [getattr(r, attr) for r in results]
-        vals = np.array([iv.value for iv in ivs])
-        err = np.array([[max(0.0, iv.value - iv.low), max(0.0, iv.high - iv.value)] if np.isfinite(iv.low) else [0.0, 0.0] for iv in ivs]).T
-        ax.bar(x + (b - (len(bars) - 1) / 2) * width, np.nan_to_num(vals), width, yerr=np.nan_to_num(err), capsize=2, label=label, color=color)
-    for j, r in enumerate(results):
-        if r.has_ceiling:
-            ax.hlines(r.retest.value, j - 0.45, j + 0.45, colors="black", linestyles="dashed", label="retest ceiling" if j == 0 else None)
-        else:
-            ax.text(j, 0.02, "ceiling unknown", ha="center", va="bottom", fontsize=7, rotation=90)
-    ax.set_xticks(x, [r.condition for r in results], rotation=30, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("agreement with own respondent")
-    ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(title, fontsize=10)
-    return fig

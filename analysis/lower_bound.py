@@ -4,7 +4,7 @@ Anthology (Moon et al. 2024) reports, next to each persona method, the value
 a perfect simulator could hope for: split the human respondents at random into
 two halves, compute each metric between the halves, and average over splits
 (SPEC section 4; the paper's ATP values are
-:data:`analysis.metrics.PAPER_ATP_LOWER_BOUNDS`).
+:data:`PAPER_ATP_LOWER_BOUNDS`).
 
 * WD: per question, W1 between the two halves' survey-weighted answer
   distributions, averaged over questions, then over splits.
@@ -31,8 +31,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.metrics import ItemProducts, OptionIndicators, frobenius_distance, pairwise_moments, wasserstein_many, weighted_distributions
+from analysis.correlations import ItemProducts, frobenius_distance, pairwise_moments
+from analysis.distributions import OptionIndicators, wasserstein_many, weighted_distributions
 from analysis.studies import StudyError
+
+#: Human lower bounds (split-half) for Pew ATP waves, Anthology main table:
+#: WD (normalisation as in the Anthology code, positions 1..K), Frobenius, alpha.
+PAPER_ATP_LOWER_BOUNDS: dict[str, dict[str, float]] = {
+    "W34": {"wd": 0.057, "fro": 0.418, "alpha": 0.784},
+    "W92": {"wd": 0.091, "fro": 0.411, "alpha": 0.641},
+    "W99": {"wd": 0.081, "fro": 0.327, "alpha": 0.830},
+}
 
 
 @dataclass(frozen=True)
@@ -146,7 +155,7 @@ def _compute(study, n_splits: int, seed: int, normalize: bool) -> LowerBound:
 
     # Each split is a pair of 0/1 membership vectors (frequency counts); the
     # metrics are evaluated for a block of splits at once (see the batched
-    # forms in analysis.metrics).  Blocks bound the [splits, N] count matrices.
+    # forms in analysis.distributions).  Blocks bound the [splits, N] count matrices.
     block = max(1, int(4e6 // n))
     total = pairwise_moments(positions, weights)
     wd, fro, alpha = [], [], []

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.metrics import HUMAN_GAP_REFERENCE, bootstrap_ci, mean_gap, wasserstein, weighted_distribution
+from analysis.bootstrap import bootstrap_ci
+from analysis.distributions import wasserstein, weighted_distribution
+from analysis.gaps import HUMAN_GAP_REFERENCE, mean_gap
 
 PARTIES = ("Democrat", "Republican")
 OTHER = {"Democrat": "Republican", "Republican": "Democrat"}

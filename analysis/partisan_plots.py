@@ -1,7 +1,7 @@
 """Plots of partisan reports: gap bars beside their comparators, and per-party
 answer distributions of personas beside the matched humans.
 
-Drawn on private Agg figures (as analysis.report), so the global pyplot backend
+Drawn on private Agg figures (as analysis.report_plots), so the global pyplot backend
 is never touched and the PNGs are deterministic.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.report import new_figure
+from analysis.report_plots import new_figure
 
 PARTY_COLOURS = {"Democrat": "#4c72b0", "Republican": "#c44e52"}
 

@@ -23,13 +23,14 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 from urllib.parse import quote
 
 import sqlite_utils
 
 from core.canonical import dumps
 from core.errors import PersonaeError
+from core.persona_record import PERSONA_FIELDS, PERSONA_JSON_FIELDS, PersonaRecord
 
 
 class StoreError(PersonaeError, RuntimeError):
@@ -505,37 +506,38 @@ class Store:
         return [r[0] for r in self.db.execute("select distinct step from events where run_id = ? order by step", [run_id])]
 
     # ------------------------------------------------------------ personas
-    def put_personas(self, rows: list[dict]) -> None:
-        def enc(r: dict) -> dict:
-            out = dict(r)
-            for k in ("prompts", "params", "critic", "profile"):
-                out[k] = dumps(out.get(k))
-            out.setdefault("created", time.time())
+    def put_personas(self, rows: Sequence[PersonaRecord]) -> None:
+        def enc(r: PersonaRecord) -> dict:
+            out = {k: getattr(r, k) for k in PERSONA_FIELDS}
+            for k in PERSONA_JSON_FIELDS:
+                out[k] = dumps(out[k])
+            if out["created"] is None:
+                out["created"] = time.time()
             return out
 
-        if self.readonly and self._all_present("personas", "persona_id = ?", [(r["persona_id"],) for r in rows]):
+        if self.readonly and self._all_present("personas", "persona_id = ?", [(r.persona_id,) for r in rows]):
             return  # a replay re-registering rule-based personas it already has
         self._writable("save personas")
         with self.errors("saving personas"), self.db.conn:
             self.db["personas"].upsert_all([enc(r) for r in rows], pk="persona_id")
 
-    def personas(self, bank: str) -> list[dict]:
+    def personas(self, bank: str) -> list[PersonaRecord]:
         # A bank's rows repeat the same model, method and settings (and often prompts and
         # profiles): equal fields are read into one shared object, not one per persona,
         # so a 40k-persona bank in memory costs about its texts. Treat the values as read-only.
         out, shared = [], {}
         for r in self.db["personas"].rows_where("bank = ?", [bank], order_by="idx"):
-            r = dict(r)
+            r = {k: r[k] for k in PERSONA_FIELDS}
             for k in ("bank", "method", "model"):
                 r[k] = shared.setdefault(r[k], r[k])
-            for k in ("prompts", "params", "critic", "profile"):
+            for k in PERSONA_JSON_FIELDS:
                 raw = r[k]
                 if raw is None:
                     continue
                 if raw not in shared:
                     shared[raw] = json.loads(raw)
                 r[k] = shared[raw]
-            out.append(r)
+            out.append(PersonaRecord(**r))
         return out
 
     def persona_indices(self, bank: str) -> set[int]:

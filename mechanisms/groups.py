@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from agents import demographics as demo
 from agents.llm.base import Engine
+from core.persona_record import PersonaRecord
 
 from .episode import EpisodeConfig, EpisodeResult, Participant, Question, run_episode
 from .mediators import LogRecord, Mediator
@@ -52,7 +53,7 @@ class Group:
         return f"g{self.index}"
 
 
-def surveyed_profiles(engine: Engine, store: demo.DemographicsStore, people: list[dict], method: str = "probs", progress=None, *,
+def surveyed_profiles(engine: Engine, store: demo.DemographicsStore, people: list[PersonaRecord], method: str = "probs", progress=None, *,
                       chunk: int = demo.CHUNK) -> dict[str, dict[str, str]]:
     """D for each persona: its surveyed demographic profile (the Pew ATP W92
     questions, the analysis layer's default survey), the most probable option
@@ -61,7 +62,7 @@ def surveyed_profiles(engine: Engine, store: demo.DemographicsStore, people: lis
     cb = (lambda done, total: progress("demographic survey (D)", done, total)) if progress else None
     surveyed = demo.survey(engine, store, people, traits, SURVEY, method=method, chunk=chunk, progress=cb)
     options = {t.trait: [*t.options, demo.REFUSAL] for t in traits}
-    return {p["persona_id"]: most_probable_profile(surveyed[p["persona_id"]], options, demo.REFUSAL) for p in people}
+    return {p.persona_id: most_probable_profile(surveyed[p.persona_id], options, demo.REFUSAL) for p in people}
 
 
 def utterance_events(records: Sequence[LogRecord], about: dict) -> list[dict]:

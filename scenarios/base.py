@@ -97,7 +97,7 @@ class SurveyModel(ScenarioModel):
         study = load_study(self.cfg.human.study, self.cfg.human.overrides or None)
         study = self.select_humans(study)
         # Seeded; asking for more respondents than there are keeps them all, with a warning.
-        return study.sample(self.cfg.human.sample, self.cfg.seed)
+        return study.sample(self.cfg.human.sample, self.cfg.draw_seed("human sample"))
 
     def select_humans(self, study):
         return study
@@ -115,7 +115,7 @@ class SurveyModel(ScenarioModel):
                 raise ConfigError(f"questionnaire.questions: unknown id '{missing[0]}' (known: {', '.join(sorted(known))})")
             items = [i for i in items if i.id in wanted]
         if self.cfg.questionnaire.order == "random":
-            order = np.random.default_rng(self.cfg.seed).permutation(len(items))
+            order = np.random.default_rng(self.cfg.draw_seed("question order")).permutation(len(items))
             items = [items[i] for i in order]
         return items
 
@@ -206,7 +206,7 @@ class SurveyModel(ScenarioModel):
     def running_fidelity(self) -> RunningFidelity:
         """Mean WD so far per population (mean persona distribution vs the
         humans'), unweighted: the report computes the weighted, exact figures."""
-        from analysis.metrics import wasserstein
+        from analysis.distributions import wasserstein
 
         done = [(i, h) for i in self.item_list[: self.step_index] if (h := self.human_distribution(i.id)) is not None]
         if not done:
@@ -274,8 +274,9 @@ class StudySurveyModel(SurveyModel):
         return self._item_lower_bounds
 
     def evaluate(self) -> ScenarioReport:
+        from analysis.evaluation import evaluate
         from analysis.lower_bound import human_lower_bound
-        from analysis.subgroups import PersonaAnswers, evaluate
+        from analysis.persona_answers import PersonaAnswers
 
         study = self.study.select([i.id for i in self.item_list]) if self.study is not None else None
         from analysis import estimators

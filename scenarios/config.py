@@ -21,6 +21,7 @@ from agents.backstories import GenerationParams
 from agents.llm.factory import EngineConfig
 from core.config import StrictModel
 from core.errors import PersonaeError, validation_line
+from core.seeds import derive_seed
 
 
 class ConfigError(PersonaeError, ValueError):
@@ -160,6 +161,10 @@ class ScenarioConfig(StrictModel):
     scenario: str  # module in scenarios/
     description: str = ""
     seed: int = Field(0, json_schema_extra=control("Seed", "SliderInt", min=0, max=99, step=1))
+    # How the seed is split between the run's own random draws (draw_seed): 2 gives each
+    # draw its own stream; 1 is the scheme of runs stored before 2 existed (every draw
+    # seeded with `seed` itself), kept so that their replays reproduce their reports.
+    draws: Literal[1, 2] = 2
     output: str = "runs"
     store: str = "personae.db"
     engine: EngineConfig = EngineConfig()
@@ -200,6 +205,12 @@ class ScenarioConfig(StrictModel):
                 hint = difflib.get_close_matches(label, known, n=1)
                 raise ValueError(f"row '{row}' names '{label}', not a condition label{f' (did you mean {hint[0]!r}?)' if hint else ''}; expected 'condition (matching)', e.g. 'interview (greedy)', or one of {', '.join(PER_RESPONDENT)}")
         return rows
+
+    def draw_seed(self, draw: str) -> int:
+        """The seed of one named random draw of the run ("human sample", "question
+        order"): ``derive_seed(seed, draw)``, so draws do not share a stream and
+        adding one leaves the others unchanged (``draws: 1``: ``seed`` itself)."""
+        return self.seed if self.draws == 1 else derive_seed(self.seed, draw)
 
     def row_labels(self) -> dict[str, str]:
         """Condition label -> the paper's row label (``rows`` read backwards)."""
@@ -363,6 +374,12 @@ def resolve_study(study: str, scenario: Path, label: str, *, from_set: bool = Fa
     close = difflib.get_close_matches(study, builtins, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
     raise ConfigError(_shown(f"{label}: human.study: '{study}' is not a built-in study ({hint}built-ins: {', '.join(builtins)}) nor a study file (looked in {looked})"))
+
+
+def stored_config(data: dict, label: str) -> ScenarioConfig:
+    """The configuration of a run read back from the store (replays): one stored
+    before ``draws`` existed drew everything from ``seed`` (``draws: 1``)."""
+    return validate_config({"draws": 1, **data}, label)
 
 
 def validate_config(data: dict, label: str, model: type[BaseModel] | None = None):

@@ -35,7 +35,7 @@ from .items import Item
 
 if TYPE_CHECKING:  # annotations only: no import cost, no cycle
     from agents.persona import PersonaAgent
-    from analysis.subgroups import Evaluation
+    from analysis.evaluation_results import Evaluation
     from core.store import Store
     from scenarios.config import ScenarioConfig
 
@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # annotations only: no import cost, no cycle
 class ScenarioReport:
     """What ``evaluate()`` returns; ``simulation.runner.write_outputs`` writes it.
 
-    * ``evaluations``: ``analysis.subgroups.Evaluation`` per population (study
+    * ``evaluations``: ``analysis.evaluation_results.Evaluation`` per population (study
       scenarios), written by ``analysis.report.write_report`` (conditions table,
       subgroups, plots);
     * ``tables``: name -> DataFrame, each written as ``<name>.csv`` and as a

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.metrics import weighted_distribution
+from analysis.distributions import weighted_distribution
 from analysis.partisan import has_thermometers, party_rows, thermometer_ratings
 
 from .base import Item
@@ -82,8 +82,7 @@ class MetaPrejudiceModel(PartisanModel):
                 believed, wb = self.ratings(p_i, ["meta_other"], party)
                 actual, wa = self.ratings(p_i, ["feel_other"], other)
                 gaps.append(self.gap_row(population.label, party, actual, wa, believed, wb, paired=False))
-                own, w = self.ratings(p_i, ["feel_own"], party)
-                oth, _ = self.ratings(p_i, ["feel_other"], party)
+                (own, oth), w = self.paired_ratings(p_i, [["feel_own"], ["feel_other"]], party)
                 therm.append(self.gap_row(population.label, party, own, w, oth, w, paired=True, kind="", human_side=self.human_thermometer_gap))
         wd = self.party_wd_rows([i.id for i in self.item_list])
         gap_table = self.with_wd(self.gap_table(gaps), wd, ["meta_other", "feel_other"])

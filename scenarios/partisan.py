@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import estimators
-from analysis.metrics import wasserstein, weighted_distribution
+from analysis.distributions import wasserstein, weighted_distribution
 from analysis.partisan import (
     NOT_IN_STUDY,
     OTHER,
@@ -104,19 +104,32 @@ class PartisanModel(SurveyModel):
         """Per agent of population ``p_i`` whose party is ``party``: its mean
         position (1..K, higher = more favourable when ``favourable_first``) over
         ``item_ids`` under the estimator, and its human's survey weight."""
-        vals, weights = [], []
+        (vals,), weights = self.paired_ratings(p_i, [item_ids], party, favourable_first=favourable_first)
+        return vals, weights
+
+    def paired_ratings(self, p_i: int, item_sets: list[list[str]], party: str, *, favourable_first: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
+        """:meth:`ratings` over several item sets for the same agents: only the
+        agents rated on every set (a within-persona gap pairs them), one array
+        per set, and their humans' survey weights."""
+        sets: list[list[float]] = [[] for _ in item_sets]
+        weights = []
         for a in self.agents_of(p_i):
             if a.party != party:
                 continue
-            pos = []
-            for qid in item_ids:
-                p = self.persona_distribution(a, qid)
-                if p is not None:
-                    pos.append(float(p @ positions_of(np.arange(len(p)), len(p), favourable_first=favourable_first)))
-            if pos:
-                vals.append(np.mean(pos))
+            means = [self._mean_position(a, ids, favourable_first) for ids in item_sets]
+            if all(m is not None for m in means):
+                for out, m in zip(sets, means):
+                    out.append(m)
                 weights.append(self.study.weights[a.human] if self.study is not None and a.human is not None else 1.0)
-        return np.asarray(vals, dtype=float), np.asarray(weights, dtype=float)
+        return [np.asarray(v, dtype=float) for v in sets], np.asarray(weights, dtype=float)
+
+    def _mean_position(self, agent, item_ids: list[str], favourable_first: bool) -> float | None:
+        pos = []
+        for qid in item_ids:
+            p = self.persona_distribution(agent, qid)
+            if p is not None:
+                pos.append(float(p @ positions_of(np.arange(len(p)), len(p), favourable_first=favourable_first)))
+        return float(np.mean(pos)) if pos else None
 
     # ------------------------------------------------------------ matched humans
     def human_question(self, item_id: str, party: str) -> str | None:

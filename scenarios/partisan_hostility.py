@@ -66,8 +66,7 @@ class PartisanHostilityModel(PartisanModel):
             for party in PARTIES:
                 own_ids = [i.id for i in self.item_list if i.group == party]
                 other_ids = [i.id for i in self.item_list if i.group == OTHER[party]]
-                own, w = self.ratings(p_i, own_ids, party, favourable_first=True)
-                oth, _ = self.ratings(p_i, other_ids, party, favourable_first=True)
+                (own, oth), w = self.paired_ratings(p_i, [own_ids, other_ids], party, favourable_first=True)
                 extra = {"persona_own_mean": float(np.average(own, weights=w)) if len(own) else np.nan,
                          "persona_other_mean": float(np.average(oth, weights=w)) if len(oth) else np.nan}
                 rows.append(self.gap_row(population.label, party, own, w, oth, w, paired=True, extra=extra))

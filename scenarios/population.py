@@ -29,6 +29,7 @@ from agents import demographics as demo
 from agents import generative_agent as ga
 from agents.llm.base import Engine
 from agents.persona import PersonaAgent
+from core.persona_record import PersonaRecord
 from core.store import Store
 from scenarios.config import ConfigError, ScenarioConfig
 
@@ -37,7 +38,7 @@ from scenarios.config import ConfigError, ScenarioConfig
 class Population:
     condition: str
     matching: str | None  # None for rule-based conditions (one persona per human)
-    personas: list[dict]  # the persona of each human, in human order
+    personas: list[PersonaRecord]  # the persona of each human, in human order
     match: object | None = None  # analysis.matching.MatchResult
     demographics: dict = field(default_factory=dict)
     agent_class: object = PersonaAgent  # what the scenario builds for each persona
@@ -49,7 +50,7 @@ class Population:
     def critic_shares(self) -> tuple[float, float]:
         """(share of personas the consistency critic flagged, share of the
         flagged ones its revisions fixed); NaN when there is nothing to count."""
-        reviews = [c for p in self.personas for c in (p.get("critic") or []) if isinstance(c, dict) and c.get("check") == "consistency"]
+        reviews = [c for p in self.personas for c in (p.critic or []) if isinstance(c, dict) and c.get("check") == "consistency"]
         flagged = [r for r in reviews if r["flagged"]]
         return (
             float(np.mean([r["flagged"] for r in reviews])) if reviews else float("nan"),
@@ -99,9 +100,9 @@ def survey_name(study) -> str:
     return study.name
 
 
-def persona_trait_probs(personas: list[dict], surveyed: dict, traits: list[demo.TraitQuestion]) -> dict[str, np.ndarray]:
+def persona_trait_probs(personas: list[PersonaRecord], surveyed: dict, traits: list[demo.TraitQuestion]) -> dict[str, np.ndarray]:
     return {
-        t.trait: np.array([demo.without_refusal(surveyed[p["persona_id"]][t.trait]) for p in personas]) for t in traits
+        t.trait: np.array([demo.without_refusal(surveyed[p.persona_id][t.trait]) for p in personas]) for t in traits
     }
 
 
@@ -153,14 +154,14 @@ def build(
                 raise ConfigError("population.conditions: 'anthology_dp' needs a human study to take profiles from (set human.study)")
             cb = (lambda done, total: progress("backstories: anthology_dp", done, total)) if progress else None
             banks.generate(engine, store, f"{name}-{study.name}", "anthology_dp", study.n, seed=cfg.seed, params=cfg.population.backstories.params(), progress=cb, profiles=human_profiles(study), chunk=cfg.population.chunk)
-            by_idx = {p["idx"]: p for p in banks.usable(store, f"{name}-{study.name}")}
+            by_idx = {p.idx: p for p in banks.usable(store, f"{name}-{study.name}")}
             pops.append(Population(condition, None, [by_idx[h] for h in range(study.n)]))
             continue
         if condition in ("qa", "bio", "portray"):
             if study is None:
                 raise ConfigError(f"population.conditions: '{condition}' needs a human study to take profiles from (set human.study)")
             people = banks.from_profiles(store, f"{condition}-{study.name}", condition, human_profiles(study))
-            by_idx = {p["idx"]: p for p in people}
+            by_idx = {p.idx: p for p in people}
             pops.append(Population(condition, None, [by_idx[h] for h in range(study.n)]))
             continue
         if condition == "imported":
@@ -201,15 +202,15 @@ def build(
     return pops
 
 
-def _generative_agents(cfg: ScenarioConfig, engine: Engine, store: Store, size: int, progress=None) -> list[dict]:
+def _generative_agents(cfg: ScenarioConfig, engine: Engine, store: Store, size: int, progress=None) -> list[PersonaRecord]:
     """Generative Agent personas over the source bank (generated first if
     needed); stored as their own bank, so a re-run reads them back."""
     g = cfg.population.generative_agent
     name = bank_name(cfg, "generative_agent")
-    have = {p["idx"]: p for p in banks.usable(store, name)}
+    have = {p.idx: p for p in banks.usable(store, name)}
     cb = (lambda done, total: progress(f"backstories: {g.source}", done, total)) if progress else None
     sources = banks.generate(engine, store, bank_name(cfg, g.source), g.source, size, seed=cfg.seed, params=cfg.population.backstories.params(), progress=cb, chunk=cfg.population.chunk)[:size]
-    todo = [p for p in sources if p["idx"] not in have]
+    todo = [p for p in sources if p.idx not in have]
     if todo:
         settings = ga.GenerativeAgentSettings(tuple(g.experts), g.reflection_tokens, g.reasoning_tokens, g.temperature)
         step = cfg.population.chunk
@@ -219,8 +220,8 @@ def _generative_agents(cfg: ScenarioConfig, engine: Engine, store: Store, size: 
             store.put_personas(ga.personas_from(engine, todo[start : start + step], name, settings))
         if progress:
             progress("expert reflections", len(todo), len(todo))
-    by_idx = {p["idx"]: p for p in banks.usable(store, name)}
-    return [by_idx[p["idx"]] for p in sources]
+    by_idx = {p.idx: p for p in banks.usable(store, name)}
+    return [by_idx[p.idx] for p in sources]
 
 
 def critic_and_spread(model) -> pd.DataFrame:
@@ -247,7 +248,7 @@ def critic_and_spread(model) -> pd.DataFrame:
             {
                 "condition": population.label,
                 "personas": len(population.personas),
-                "backstory_words": float(np.mean([answer_words(p.get("conditioning") or "") for p in population.personas])) if population.personas else float("nan"),
+                "backstory_words": float(np.mean([answer_words(p.conditioning or "") for p in population.personas])) if population.personas else float("nan"),
                 "critic_flagged": flagged,
                 "critic_fixed": fixed,
                 "answer_variance": float(np.mean(variances)) if variances else float("nan"),

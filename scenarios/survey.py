@@ -76,8 +76,9 @@ def individual_level(model) -> list:
     personas are bound to respondents (matching of any kind, Anthology (DP), the
     rule-based profiles), on the items whose human answers the model's
     ``individual_answers`` gives; [] when there are none."""
-    from analysis.individual import Reference, individual_fidelity
-    from analysis.metrics import option_positions
+    from analysis.distributions import option_positions
+    from analysis.individual import individual_fidelity
+    from analysis.individual_baselines import Reference
 
     study = model.study
     if study is None or not study.is_individual:
@@ -143,7 +144,7 @@ def _json_id(value):
 def add_individual_level(model, report) -> None:
     """The individual-level table, plot, note, per-person records, header
     line and alert (``analysis.individual``) of a survey or partisan report."""
-    from analysis import individual
+    from analysis import individual_report as individual
 
     results = individual_level(model)
     if not results:

@@ -283,7 +283,8 @@ def _mediator_note(cfg: RepresentConfig) -> str:
 
 
 def write_eval_report(out: Path, cfg: RepresentConfig, split: Split, nll: pd.DataFrame, judge: pd.DataFrame, payoff: pd.DataFrame) -> list[Path]:
-    from analysis.report import markdown_table, new_figure, save_png
+    from analysis.report_plots import new_figure, save_png
+    from analysis.report_tables import markdown_table
 
     out.mkdir(parents=True, exist_ok=True)
     files = []

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from agents.llm.factory import EngineConfig, cached_engine
 from core.errors import PersonaeError, error_line, explain, field_path
 from core.store import Store, StoreError, describe
-from scenarios.config import ConfigError, ScenarioConfig, validate_config
+from scenarios.config import ConfigError, ScenarioConfig, stored_config
 from scenarios.contract import REGISTRY, ScenarioModel, ScenarioReport
 from simulation.console import RunConsole
 
@@ -143,7 +143,8 @@ def build_model(cfg: ScenarioConfig, store: Store, run_id: str, *, replay: bool 
 def write_outputs(model: ScenarioModel, out: Path, console: RunConsole | None = None) -> list[Path]:
     """Evaluate the finished model and write every part of its
     ``ScenarioReport`` into ``out``."""
-    from analysis.report import markdown_table, with_paper_rows, write_report
+    from analysis.report import write_report
+    from analysis.report_tables import markdown_table, with_paper_rows
 
     out.mkdir(parents=True, exist_ok=True)
     result: ScenarioReport = model.evaluate()
@@ -293,7 +294,7 @@ def replay(run_id: str, store_path: str, *, console: RunConsole | None = None, o
     if row is None:
         known = ", ".join(r["run_id"] for r in store.list_runs()[-5:]) or "none"
         raise RunError(f"replay: no run '{run_id}' in {store_path} (latest: {known})")
-    cfg = validate_config(row["config"], f"{store_path}:runs[{run_id}].config")
+    cfg = stored_config(row["config"], f"{store_path}:runs[{run_id}].config")
     original = Path(row["output_dir"])
     out = Path(out_dir) if out_dir else original / "replay"
     try:

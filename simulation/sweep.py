@@ -76,7 +76,7 @@ def run_sweep(cfg: ScenarioConfig, label: str, *, console=None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     table.to_csv(out / "sweep.csv", index=False, float_format="%.6f", lineterminator="\n")
-    from analysis.report import markdown_table
+    from analysis.report_tables import markdown_table
 
     plot = plot_factor(table, cfg.sweep, out) if len(table) else None
     link = f"\n![{plot.stem}]({plot.name})\n" if plot else ""

@@ -181,7 +181,7 @@ def _updated(model, path: tuple[str, ...], value):
 def resolve(source: ViewSource, params: dict | None = None):
     """(config, run id) of a source; raises ConfigError / ViewError with one line."""
     from core.store import Store
-    from scenarios.config import load_config, validate_config
+    from scenarios.config import load_config, stored_config
 
     if source.replay:
         if not Path(source.store).exists():
@@ -191,7 +191,7 @@ def resolve(source: ViewSource, params: dict | None = None):
         if row is None:
             known = ", ".join(r["run_id"] for r in store.list_runs()[-3:]) or "none"
             raise ViewError(f"replay: no run '{source.replay}' in {source.store} (latest: {known})")
-        return validate_config(row["config"], f"{source.store}:runs[{source.replay}].config"), source.replay
+        return stored_config(row["config"], f"{source.store}:runs[{source.replay}].config"), source.replay
     if not source.scenario:
         raise ViewError(f"no scenario: set {ENV_SCENARIO}=scenarios/X.yaml or {ENV_REPLAY}=RUN_ID (or use: python run.py view ...)")
     cfg = apply_controls(load_config(source.scenario, list(source.overrides)), params or {}, source.scenario)

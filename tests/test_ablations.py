@@ -23,7 +23,7 @@ ROUNDS = "population.backstories.consistency_rounds"
 def test_consistency_ablation_runs_through_batch_run_and_plots_wd_and_gaps(tmp_path):
     cfg = load_config(ROOT / "scenarios" / "ablations" / "consistency.yaml", [
         f"store={tmp_path / 's.db'}", f"output={tmp_path / 'runs'}", "engine.kind=fake",
-        "human.sample=5", "population.per_human=1",  # 2 and 3 partisans: a CI on both sides
+        "human.sample=6", "population.per_human=1",  # at least 2 partisans per party (seed 0): a CI on both sides
         "population.backstories.interview_questions=2", "population.backstories.answer_tokens=[8, 4]",
         "population.backstories.consistency_max_flags=1",
         f"sweep={{{ROUNDS}: [0, 1]}}",

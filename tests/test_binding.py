@@ -47,12 +47,12 @@ def test_interview_follows_budgets_with_the_whole_transcript_in_context(store, e
     prompts = {r["prompt"]: r["max_tokens"] for r in stored_requests(store.path, "generate")}
     hit_budget = 0
     for p in people:
-        assert p["prompts"]["answer_tokens"] == [20, 8, 8]
-        lengths = p["prompts"]["answer_lengths"]
+        assert p.prompts["answer_tokens"] == [20, 8, 8]
+        lengths = p.prompts["answer_lengths"]
         assert len(lengths) == 3 and all(0 < n <= b for n, b in zip(lengths, [20, 8, 8]))
         hit_budget += sum(n == b for n, b in zip(lengths, [20, 8, 8]))
         # Answer k was generated after every earlier question and answer, with its own budget.
-        text = p["conditioning"]
+        text = p.conditioning
         assert text.count("Question: ") == 3
         for k, question in enumerate(INTERVIEW_QUESTIONS[:3]):
             ask = f"Question: {question}\nAnswer:"
@@ -80,7 +80,7 @@ def test_killed_interview_resumes_without_regenerating_finished_answers(tmp_path
     assert len(people) == 2
     clean = Store(tmp_path / "clean.db")
     banks.generate(cached(clean, engine), clean, "k", "interview", 2, seed=5, chunk=2, params=params)
-    assert [p["conditioning"] for p in clean.personas("k")] == [p["conditioning"] for p in store.personas("k")]
+    assert [p.conditioning for p in clean.personas("k")] == [p.conditioning for p in store.personas("k")]
     total = len(stored_requests(clean.path, "generate"))  # 6, more if an empty answer was resampled
     # Only the unfinished answers went to the model; the finished ones were read back.
     assert eng.misses == total - done and eng.hits == done
@@ -135,12 +135,12 @@ def test_dp_and_generative_agent_conditions_in_a_scenario_report(tmp_path):
     store = Store(db)
     dp_bank = next(b for b in store.banks() if b.startswith("anthology_dp-"))
     for p in store.personas(dp_bank):  # one backstory per respondent, written from their demographics
-        assert p["profile"] and p["conditioning"].startswith("Question: Tell me about yourself.")
-        assert "I am " in p["conditioning"].split("Answer:", 1)[1][:40]
+        assert p.profile and p.conditioning.startswith("Question: Tell me about yourself.")
+        assert "I am " in p.conditioning.split("Answer:", 1)[1][:40]
     ga_bank = next(b for b in store.banks() if b.startswith("ga-"))
     for p in store.personas(ga_bank):
-        assert "Expert reflections on the person above:\nPsychologist: " in p["conditioning"]
-        assert p["prompts"]["source"].startswith("interview-")
+        assert "Expert reflections on the person above:\nPsychologist: " in p.conditioning
+        assert p.prompts["source"].startswith("interview-")
     reasoning = [r for r in stored_requests(db, "generate") if r["prompt"].endswith("Reasoning:")]
     # two items, four agents (identical requests -- one persona matched twice -- are stored once)
     assert 2 <= len(reasoning) <= 2 * 4
@@ -188,36 +188,6 @@ def test_consistency_critic_reads_whole_transcripts_and_stores_revisions(store, 
     [quiet] = critic.revise(eng, [clean], [10, 10, 10], strict, [8])
     assert not quiet.flagged and not quiet.fixed and quiet.revisions == [] and clean == CLEAN
     assert len(quiet.verdicts) == 1 and len(quiet.verdicts[0].p_yes) == 3
-
-
-@pytest.mark.vllm
-def test_interview_and_critic_through_the_vllm_server(vllm_server, tmp_path):
-    """The same request types through the real vLLM server: budgets hold, each
-    answer follows the whole transcript so far, the critic's verdicts are stored."""
-    from agents.llm.openai_engine import OpenAIEngine
-
-    server_engine = OpenAIEngine.from_server(vllm_server, concurrency=8, timeout=60)
-    store = Store(tmp_path / "v.db")
-    eng = cached(store, server_engine)
-    params = GenerationParams(interview_questions=3, answer_tokens=(12, 6), critic=False, consistency_rounds=1, consistency_max_flags=1)
-    people = banks.generate(eng, store, "v", "interview", 2, seed=2, params=params)
-    server_engine.close()
-    assert len(people) == 2
-    prompts = {r["prompt"]: r["max_tokens"] for r in stored_requests(store.path, "generate")}
-    hit_budget = 0
-    for p in people:
-        # Lengths are the server's own token counts (usage), within each answer's budget.
-        lengths = p["prompts"]["answer_lengths"]
-        assert p["prompts"]["answer_tokens"] == [12, 6, 6] and len(lengths) == 3
-        assert all(0 < n <= b for n, b in zip(lengths, [12, 6, 6]))
-        hit_budget += sum(n == b for n, b in zip(lengths, [12, 6, 6]))
-        [review] = [c for c in p["critic"] if c.get("check") == "consistency"]
-        assert len(review["verdicts"][0]["p_yes"]) == 3
-        # The first answer is never rewritten (the later answer of a pair is), so the
-        # second question was asked after it, verbatim, with its own budget.
-        ask = "Question: " + INTERVIEW_QUESTIONS[1] + "\nAnswer:"
-        assert prompts[p["conditioning"][: p["conditioning"].index(ask)] + ask] == 6
-    assert hit_budget > 0, "no answer used its whole budget: budgets are not what limits the length"
 
 
 def test_ablation_yamls_sweep_valid_factors_and_plot_them(tmp_path):

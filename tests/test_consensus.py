@@ -375,11 +375,12 @@ def test_D_carries_the_personas_surveyed_demographics(engine, store):
     """The consensus scenario's D: each persona's surveyed profile, the most
     probable option per trait of the stored survey."""
     from agents import demographics as demo
+    from core.persona_record import PersonaRecord
     from mechanisms.groups import surveyed_profiles
 
-    people = [{"persona_id": p.id, "conditioning": p.conditioning} for p in PERSONAS[:1]]
+    people = [PersonaRecord(persona_id=p.id, bank="consensus", idx=i, method="imported", conditioning=p.conditioning) for i, p in enumerate(PERSONAS[:1])]
     profiles = surveyed_profiles(engine, store, people)
-    stored = store.demographics([p["persona_id"] for p in people], "consensus-ATP_W92")
+    stored = store.demographics([p.persona_id for p in people], "consensus-ATP_W92")
     for pid, profile in profiles.items():
         assert profile, pid
         for t in demo.default_traits():

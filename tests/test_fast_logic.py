@@ -106,6 +106,31 @@ def test_a_run_replays_to_the_same_report_and_a_rerun_makes_no_engine_call(tmp_p
     assert (result.output_dir / "summary.md").read_bytes() == (first.output_dir / "summary.md").read_bytes()
 
 
+def test_each_random_draw_has_its_own_stream_and_runs_stored_before_replay_theirs(tmp_path):
+    """The human sample and the question order are seeded apart (``draws: 2``);
+    a run stored before that (its config has no ``draws``) replays with the old
+    scheme, every draw seeded with ``seed``, and reproduces its report."""
+    import json
+    import sqlite3
+    from contextlib import closing
+
+    from core.seeds import derive_seed
+    from simulation.runner import replay, run
+
+    cfg = _config(tmp_path)
+    assert cfg.draws == 2 and cfg.draw_seed("human sample") == derive_seed(cfg.seed, "human sample") != cfg.draw_seed("question order")
+    old = _config(tmp_path, "draws=1")
+    assert old.draw_seed("human sample") == old.draw_seed("question order") == old.seed and old.run_id() != cfg.run_id()
+    first = run(old)
+    with closing(sqlite3.connect(old.store)) as con, con:  # as a store written before `draws` existed
+        stored = json.loads(con.execute("select config from runs where run_id = ?", [first.run_id]).fetchone()[0])
+        del stored["draws"]
+        con.execute("update runs set config = ? where run_id = ?", [json.dumps(stored), first.run_id])
+    result, same = replay(first.run_id, old.store)
+    assert same and result.engine_calls == 0
+    assert (result.output_dir / "summary.md").read_bytes() == (first.output_dir / "summary.md").read_bytes()
+
+
 def test_run_py_bad_input_is_one_line_exit_2(tmp_path, capsys):
     import run as cli
 

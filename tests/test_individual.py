@@ -1,4 +1,4 @@
-"""Individual-level fidelity (analysis/individual.py): planted bindings whose answers are known,
+"""Individual-level fidelity (analysis/individual*.py): planted bindings whose answers are known,
 the retest ceiling of a study YAML, the shipped BSA panel study, and a run on the fake engine."""
 from __future__ import annotations
 
@@ -9,16 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.individual import (
-    UNKNOWN_CEILING,
-    Reference,
-    best_answer,
-    individual_fidelity,
-    individual_table,
-    item_scores,
-    no_binding_alert,
-    one_hot,
-)
+from analysis.individual import UNKNOWN_CEILING, individual_fidelity
+from analysis.individual_baselines import Reference, best_answer
+from analysis.individual_report import individual_table, no_binding_alert
+from analysis.individual_scores import item_scores, one_hot
 from analysis.studies import StudyError, load_study
 
 pytestmark = pytest.mark.fast  # planted data and the fake engine: no model

@@ -15,27 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import wasserstein_distance
 
-from analysis.metrics import (
-    HUMAN_GAP_REFERENCE,
-    PAPER_ATP_LOWER_BOUNDS,
-    bootstrap_ci,
-    bootstrap_cis,
-    cohens_d,
-    corr_and_alpha,
-    cronbach_alpha,
-    frobenius_distance,
-    hostility_gap,
-    meta_perception_gap,
-    option_positions,
-    pairwise_moments,
-    subversion_gap,
-    wasserstein,
-    wasserstein_many,
-    weighted_corr,
-    weighted_cov,
-    weighted_distribution,
-    weighted_distributions,
-)
+from analysis.bootstrap import bootstrap_ci, bootstrap_cis
+from analysis.correlations import corr_and_alpha, cronbach_alpha, frobenius_distance, pairwise_moments, weighted_corr, weighted_cov
+from analysis.distributions import option_positions, wasserstein, wasserstein_many, weighted_distribution, weighted_distributions
+from analysis.gaps import HUMAN_GAP_REFERENCE, cohens_d, hostility_gap, meta_perception_gap, subversion_gap
+from analysis.lower_bound import PAPER_ATP_LOWER_BOUNDS
 
 pytestmark = pytest.mark.fast  # needs no model: part of `make check`
 

@@ -34,14 +34,14 @@ def test_anthology_bank_with_citizenship_filter(store, engine):
     rows = store.personas("anth")
     assert len(rows) == 3  # kept or rejected, every index is recorded
     for p in people:
-        assert p["conditioning"].startswith("Question: Tell me about yourself.")
-        assert p["method"] == "anthology" and p["seed"] > 0
-        assert all(c["check"] == "citizenship" for c in p["critic"])  # filter verdicts kept
-        assert p["critic"][-1]["kept"] is True
-        assert p["params"]["citizenship_filter"] is True and p["model"]
+        assert p.conditioning.startswith("Question: Tell me about yourself.")
+        assert p.method == "anthology" and p.seed > 0
+        assert all(c["check"] == "citizenship" for c in p.critic)  # filter verdicts kept
+        assert p.critic[-1]["kept"] is True
+        assert p.params["citizenship_filter"] is True and p.model
     for r in rows:
-        if r["method"] == "rejected":
-            assert len(r["critic"]) == 2 and not any(c["kept"] for c in r["critic"])
+        if r.method == "rejected":
+            assert len(r.critic) == 2 and not any(c["kept"] for c in r.critic)
 
 
 def test_interview_bank_records_critic_verdicts(store, engine):
@@ -50,16 +50,16 @@ def test_interview_bank_records_critic_verdicts(store, engine):
     people = banks.generate(eng, store, "intv", "interview", 2, seed=1, params=params)
     assert len(people) == 2
     for p in people:
-        text = p["conditioning"]
+        text = p.conditioning
         assert text.count("Question: ") == 2 and "tell me the story of your life" in text
-        assert p["critic"], "critic verdicts must be stored"
-        for verdict in p["critic"]:
+        assert p.critic, "critic verdicts must be stored"
+        for verdict in p.critic:
             assert set(verdict["p_yes"]) == set(CRITIC_CHECKS)
             assert all(0 <= v <= 1 for v in verdict["p_yes"].values())
             assert verdict["flagged"] == sorted(c for c, v in verdict["p_yes"].items() if v > 0.5)
         # Flagged answers were resampled, up to max_attempts per question.
         per_question = {}
-        for v in p["critic"]:
+        for v in p.critic:
             per_question.setdefault(v["question"], []).append(v)
         for attempts in per_question.values():
             assert len(attempts) <= 2
@@ -87,7 +87,7 @@ def test_baselines_render_expected_text():
 def test_rule_based_banks_and_demographics_sum_to_one(store, engine):
     eng = cached(store, engine)
     people = banks.from_profiles(store, "bio-bank", "bio", [PROFILE, {"party": "Democrat"}])
-    assert [p["profile"] for p in people] == [PROFILE, {"party": "Democrat"}]
+    assert [p.profile for p in people] == [PROFILE, {"party": "Democrat"}]
     traits = demo.default_traits()[:3] + [demo.default_traits()[-1]]
     out = demo.survey(eng, store, people, traits, "default")
     for pid, per_trait in out.items():
@@ -120,7 +120,7 @@ def test_import_export_round_trips_byte_for_byte(store, tmp_path):
     banks.export_jsonl(store2, "again", second)
     assert first.read_bytes() == second.read_bytes()
     assert "Ich bin Lehrerin — aus Texas." in first.read_text(encoding="utf-8")
-    assert [p["persona_id"] for p in store.personas("imp")] == ["imp:a1", "imp:a2"]
+    assert [p.persona_id for p in store.personas("imp")] == ["imp:a1", "imp:a2"]
 
 
 @pytest.mark.fast
@@ -148,7 +148,7 @@ def _agents_answers(store, engine, seed):
     agents = [PersonaAgent(model, p, seed=seed) for p in people]
     q = Question.make("q", "Do you like dogs?", ["Yes", "No", "Not sure"])
     results = eng.option_probs([a.ask(q) for a in agents])
-    return [p["conditioning"] for p in people], [a.receive(q, r).sampled for a, r in zip(agents, results)]
+    return [p.conditioning for p in people], [a.receive(q, r).sampled for a, r in zip(agents, results)]
 
 
 def test_same_seed_same_personas_and_answers(tmp_path, engine):
@@ -165,7 +165,7 @@ def test_killed_generation_resumes_without_regenerating(tmp_path, engine):
            "--max-tokens", "12", "--seed", "5", "--no-critic", "--store", str(db)]
     done = kill_when(cmd, ROOT, db, "select count(*) from personas", 2)
     assert 2 <= done < 4, "the kill must land between chunks"
-    first_rows = {p["persona_id"]: p["conditioning"] for p in Store(db).personas("k")}
+    first_rows = {p.persona_id: p.conditioning for p in Store(db).personas("k")}
     responses_before = count(db, "select count(*) from responses")
 
     store = Store(db)
@@ -173,11 +173,11 @@ def test_killed_generation_resumes_without_regenerating(tmp_path, engine):
     people = banks.generate(eng, store, "k", "anthology", 4, seed=5, chunk=2, params=GenerationParams(max_tokens=12, critic=False))
     assert len(store.personas("k")) == 4
     # finished personas untouched, and only the missing ones cost engine calls
-    assert {p["persona_id"]: p["conditioning"] for p in store.personas("k") if p["persona_id"] in first_rows} == first_rows
+    assert {p.persona_id: p.conditioning for p in store.personas("k") if p.persona_id in first_rows} == first_rows
     assert eng.misses == 4 - done
     assert count(db, "select count(*) from responses") == responses_before + eng.misses
     # identical to an uninterrupted run with the same seed
     clean = Store(tmp_path / "clean.db")
     banks.generate(cached(clean, engine), clean, "k", "anthology", 4, seed=5, chunk=2, params=GenerationParams(max_tokens=12, critic=False))
-    assert [p["conditioning"] for p in clean.personas("k")] == [p["conditioning"] for p in store.personas("k")]
+    assert [p.conditioning for p in clean.personas("k")] == [p.conditioning for p in store.personas("k")]
     assert len(people) == 4

@@ -4,12 +4,17 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from analysis.bootstrap import bootstrap_cis
+from analysis.correlations import cronbach_alpha, frobenius_distance, weighted_corr
+from analysis.distributions import wasserstein, weighted_distribution
+from analysis.evaluation import evaluate
+from analysis.gaps import Gap
 from analysis.lower_bound import human_lower_bound
 from analysis.matching import match_study
-from analysis.metrics import Gap, bootstrap_cis, cronbach_alpha, frobenius_distance, wasserstein, weighted_corr, weighted_distribution
-from analysis.report import LOWER_BOUND_ROW, conditions_table, gap_table, print_summary, write_report
+from analysis.persona_answers import PersonaAnswers
+from analysis.report import write_report
+from analysis.report_tables import LOWER_BOUND_ROW, conditions_table, gap_table, print_summary
 from analysis.studies import load_study
-from analysis.subgroups import PersonaAnswers, evaluate
 
 pytestmark = pytest.mark.fast  # needs no model: part of `make check`
 

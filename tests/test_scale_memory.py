@@ -20,6 +20,7 @@ from agents.backstories import GenerationParams
 from agents.llm.base import Engine, GenerateRequest, LoglikRequest, OptionRequest
 from agents.llm.cache import CachedEngine
 from agents.llm.fake_engine import FakeEngine
+from core.persona_record import PersonaRecord
 from core.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,9 +64,9 @@ def words(rng: random.Random, n: int) -> str:
     return "\n\n".join(paras)[:n] + "\n\n"
 
 
-def personas(n: int, length: int, seed: int = 0) -> list[dict]:
+def personas(n: int, length: int, seed: int = 0) -> list[PersonaRecord]:
     rng = random.Random(seed)
-    return [{"persona_id": f"b:{i}", "conditioning": words(rng, length)} for i in range(n)]
+    return [PersonaRecord(persona_id=f"b:{i}", bank="b", idx=i, method="imported", conditioning=words(rng, length)) for i in range(n)]
 
 
 TRAITS = [
@@ -88,13 +89,13 @@ def test_sampled_survey_holds_one_chunk_of_requests_and_commits_per_chunk(tmp_pa
     with pytest.raises(KeyboardInterrupt):
         demo.survey(cached(store, killed), store, people, TRAITS, "w", method="sample", n_samples=n, chunk=chunk)
     assert killed.batches == [("generate", chunk * len(TRAITS) * n)] * 2
-    assert len(store.demographics([p["persona_id"] for p in people], "w")) == 2 * chunk  # two chunks committed
+    assert len(store.demographics([p.persona_id for p in people], "w")) == 2 * chunk  # two chunks committed
 
     resumed = Counting()
     got = demo.survey(cached(store, resumed), store, people, TRAITS, "w", method="sample", n_samples=n, chunk=chunk)
     assert max(b for _, b in resumed.batches) == chunk * len(TRAITS) * n  # bounded by the chunk, not 23 personas
     assert sum(b for _, b in resumed.batches) == (23 - 2 * chunk) * len(TRAITS) * n  # nothing finished is asked again
-    assert set(got) == {p["persona_id"] for p in people}
+    assert set(got) == {p.persona_id for p in people}
 
     # The same answers as one unchunked survey (results do not depend on the chunk).
     other = Store(tmp_path / "t.db")
@@ -153,14 +154,14 @@ def test_store_bytes_grow_with_the_texts_not_with_requests_times_prompt_length(t
     eng = cached(store, Counting())
     demo.survey(eng, store, people, TRAITS, "w", method="probs", chunk=4)
     qs = [Question.make(f"q{k}", f"Question number {k}?", ["Yes", "No", "Maybe"]) for k in range(6)]
-    contexts = {p["persona_id"]: p["conditioning"] for p in people}
+    contexts = {p.persona_id: p.conditioning for p in people}
     for q in qs:  # a questionnaire in series: each answer joins the context
         order = display_order(3, False)
-        reqs = [option_request(contexts[p["persona_id"]], q, order) for p in people]
+        reqs = [option_request(contexts[p.persona_id], q, order) for p in people]
         eng.option_probs(reqs)
         for p in people:
-            contexts[p["persona_id"]] += answered_block(q, order, 0)
-    text = sum(len(p["conditioning"]) for p in people)
+            contexts[p.persona_id] += answered_block(q, order, 0)
+    text = sum(len(p.conditioning) for p in people)
     with closing(sqlite3.connect(store.path)) as con:
         requests = con.execute("select sum(length(request)), count(*) from responses").fetchone()
         texts = con.execute("select sum(length(tail)), count(*) from texts").fetchone()
@@ -187,7 +188,7 @@ def test_a_stored_request_reads_back_whole_and_the_cache_key_is_unchanged(tmp_pa
     assert eng._key("generate", gen) == "b7bbb858a69c1d92866ccb076828a60ff40a6af43a9db6f86d429f340dac8775"
     assert eng._key("loglikelihood", loglik) == "72eb84975dd08072b5084848973033a24371df000bc476b4e8bcd4699878caac"
 
-    long_prefix = personas(1, 3000)[0]["conditioning"]
+    long_prefix = personas(1, 3000)[0].conditioning
     reqs = [OptionRequest(prefix=long_prefix, suffix=f"Q{k}?\n(A) a\n(B) b\nAnswer: (", options=("A", "B")) for k in range(3)]
     gens = [GenerateRequest(prompt=long_prefix + "Question: more?\nAnswer:", max_tokens=5, seed=k, prefix_len=len(long_prefix)) for k in range(2)]
     eng.option_probs(reqs)
@@ -225,7 +226,7 @@ def test_interview_personas_store_bytes_per_persona(tmp_path):
     params = GenerationParams(interview_words=600)
     people = banks.generate(eng, store, "i", "interview", 6, seed=1, params=params, chunk=3)
     demo.survey(eng, store, people, demo.default_traits(), "w", chunk=3)
-    own = sum(len(p["conditioning"].encode()) for p in people) / len(people)
+    own = sum(len(p.conditioning.encode()) for p in people) / len(people)
     with closing(sqlite3.connect(store.path)) as con:
         kept = (con.execute("select sum(length(request)) from responses").fetchone()[0]
                 + con.execute("select sum(length(tail)) from texts").fetchone()[0]) / len(people)

@@ -99,12 +99,12 @@ CASES = {
     ),
     "partisan_hostility.yaml": Case(
         "partisan_hostility",
-        ("human.sample=4", "population.conditions=[qa, bio]", "questionnaire.questions=[moral_democrat, moral_republican, honest_democrat, honest_republican]"),
+        ("human.sample=6", "population.conditions=[qa, bio]", "questionnaire.questions=[moral_democrat, moral_republican, honest_democrat, honest_republican]"),
         (gap_table("hostility", -4, 4), ANSWERS),
     ),
     "subversion.yaml": Case(
         "subversion",
-        ("human.sample=4", "population.conditions=[portray]", "questionnaire.questions=[self_courts, outgroup_courts, self_violence, outgroup_violence]"),
+        ("human.sample=6", "population.conditions=[portray]", "questionnaire.questions=[self_courts, outgroup_courts, self_violence, outgroup_violence]"),
         (gap_table("subversion", -1, 1), ANSWERS),
     ),
     "consensus.yaml": Case(

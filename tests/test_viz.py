@@ -382,7 +382,7 @@ def test_page_figures_plot_the_logged_run(logged_run, work):
     bars are the logged answers' means and the humans' distribution, the
     fidelity figure's points the WD between them, and the persona map marks each
     persona with its logged answer."""
-    from analysis.metrics import wasserstein
+    from analysis.distributions import wasserstein
     from core.store import Store
     from simulation import viz_figures as figures
     from simulation.viz import PersonaeViz

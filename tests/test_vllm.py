@@ -283,3 +283,36 @@ def test_seeded_generations_repeat_from_a_cold_and_a_warm_prefix_cache(engine):
     warm = engine.generate(reqs)
     assert engine.stats.cached_prompt_tokens - before >= 4 * 256  # the batch's prefixes came from the cache
     assert [g.text for g in warm] == [g.text for g in cold]
+
+
+def test_interview_and_critic_through_the_vllm_server(vllm_server, tmp_path):
+    """The interview's request types through the real vLLM server (in process on
+    the embedded model: tests/test_binding.py): budgets hold, each answer follows
+    the whole transcript so far, the critic's verdicts are stored."""
+    from agents import bank as banks
+    from agents.backstories import INTERVIEW_QUESTIONS, GenerationParams
+    from agents.llm.cache import CachedEngine
+    from core.store import Store
+
+    server_engine = OpenAIEngine.from_server(vllm_server, concurrency=8, timeout=60)
+    store = Store(tmp_path / "v.db")
+    eng = CachedEngine(store, server_engine.fingerprint(), lambda: server_engine)
+    params = GenerationParams(interview_questions=3, answer_tokens=(12, 6), critic=False, consistency_rounds=1, consistency_max_flags=1)
+    people = banks.generate(eng, store, "v", "interview", 2, seed=2, params=params)
+    server_engine.close()
+    assert len(people) == 2
+    prompts = {r["prompt"]: r["max_tokens"] for r in Store(store.path, readonly=True).requests("generate")}
+    hit_budget = 0
+    for p in people:
+        # Lengths are the server's own token counts (usage), within each answer's budget.
+        lengths = p.prompts["answer_lengths"]
+        assert p.prompts["answer_tokens"] == [12, 6, 6] and len(lengths) == 3
+        assert all(0 < n <= b for n, b in zip(lengths, [12, 6, 6]))
+        hit_budget += sum(n == b for n, b in zip(lengths, [12, 6, 6]))
+        [review] = [c for c in p.critic if c.get("check") == "consistency"]
+        assert len(review["verdicts"][0]["p_yes"]) == 3
+        # The first answer is never rewritten (the later answer of a pair is), so the
+        # second question was asked after it, verbatim, with its own budget.
+        ask = "Question: " + INTERVIEW_QUESTIONS[1] + "\nAnswer:"
+        assert prompts[p.conditioning[: p.conditioning.index(ask)] + ask] == 6
+    assert hit_budget > 0, "no answer used its whole budget: budgets are not what limits the length"

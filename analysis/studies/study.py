@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from analysis.metrics import weighted_distribution
+from analysis.distributions import weighted_distribution
 from analysis.studies.errors import StudyError, UnknownName, _warn
 from analysis.studies.schema import CROSS, QuestionSpec, StudySpec
 
@@ -169,7 +169,7 @@ class HumanStudy:
 
     def position_matrix(self, normalize: bool = False) -> np.ndarray:
         """``[N, Q]`` answers as ordinal positions (NaN = missing), for correlations and alpha."""
-        from analysis.metrics import option_positions
+        from analysis.distributions import option_positions
 
         idx = self.answer_matrix()
         out = np.full(idx.shape, np.nan)
