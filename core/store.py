@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import socket
@@ -28,9 +27,11 @@ from urllib.parse import quote
 
 import sqlite_utils
 
+from core import answer_codec as codec
 from core.canonical import dumps
 from core.errors import PersonaeError
 from core.persona_record import PERSONA_FIELDS, PERSONA_JSON_FIELDS, PersonaRecord
+from core.texts import QUOTE_MIN, Texts, TextsMissing
 
 
 class StoreError(PersonaeError, RuntimeError):
@@ -89,6 +90,7 @@ class Store:
         self.readonly = readonly
         self._uri: str | None = None
         self._local = threading.local()
+        self.texts = Texts(lambda: self.db.conn, compact=lambda: self.compact)
         with self.errors("open"):
             if readonly:
                 if not self.path.is_file():
@@ -149,11 +151,10 @@ class Store:
         db.conn.execute("BEGIN IMMEDIATE")
         db.conn.execute("ROLLBACK")
         if "responses" not in db.table_names():
-            db["responses"].create(
-                {"key": str, "engine": str, "op": str, "request": str, "response": str, "created": float},
-                pk="key",
-                if_not_exists=True,
-            )
+            # The compact layout (core.answer_codec); stores made before it keep theirs
+            # (one JSON row per request with its whole key) and are written in it.
+            db.conn.execute("create table if not exists responses (key blob primary key, op text not null, "
+                            "request text not null, response blob not null, created real not null) without rowid")
         if "personas" not in db.table_names():
             db["personas"].create(
                 {
@@ -174,6 +175,8 @@ class Store:
                 if_not_exists=True,
             )
             db["personas"].create_index(["bank", "idx"], if_not_exists=True)
+            if self.compact:  # a long persona text is a reference into texts (see put_personas)
+                db["personas"].add_column("conditioning_text", int)
         if "demographics" not in db.table_names():
             db["demographics"].create(
                 {"persona_id": str, "survey": str, "trait": str, "options": str, "probs": str, "method": str},
@@ -208,17 +211,36 @@ class Store:
         if "texts" not in db.table_names():
             # Each long prompt prefix (a backstory, a transcript so far) once; a text
             # that extends a stored one holds only its tail (zlib when that is smaller).
-            db.conn.execute("create table if not exists texts (id integer primary key, sha text not null unique, "
-                            "parent integer references texts(id), tail blob not null)")
+            db.conn.execute(f"create table if not exists texts (id integer primary key, sha {'blob' if self.compact else 'text'} "
+                            "not null unique, parent integer references texts(id), tail blob not null)")
 
     # ------------------------------------------------------------ responses
+    @property
+    def compact(self) -> bool:
+        """The store's answers are in the compact layout (``core.answer_codec``);
+        False for stores made before it, which keep their layout."""
+        value = getattr(self, "_compact", None)
+        if value is None:
+            with self.errors("reading the layout"):
+                cols = {r[1] for r in self.db.execute("pragma table_info(responses)")}
+            value = self._compact = bool(cols) and "engine" not in cols
+        return value
+
+    def _stored_key(self, key: str):
+        return codec.key_blob(key) if self.compact else key
+
+    def _stored_keys(self, keys: list[str]) -> dict:
+        """Stored key -> cache key, for a query's answer."""
+        return {self._stored_key(k): k for k in keys}
+
     def get_responses(self, keys: list[str]) -> dict[str, dict]:
         found: dict[str, dict] = {}
+        texts: dict[int, str] = {}
         for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, resp in self.db.execute(f"select key, response from responses where key in ({marks})", chunk):
-                found[key] = json.loads(resp)
+            back = self._stored_keys(keys[i : i + 500])
+            marks = ",".join("?" * len(back))
+            for key, resp in self.db.execute(f"select key, response from responses where key in ({marks})", list(back)):
+                found[back[key]] = self._response_in(codec.unpack(resp), texts) if self.compact else json.loads(resp)
         return found
 
     def put_responses(self, rows: Iterable[dict]) -> None:
@@ -227,12 +249,12 @@ class Store:
         A row may name the long text its request extends: ``text_field`` (a
         string field of ``request``) and ``text_len`` (how many of its leading
         characters are that text, e.g. a backstory). Long texts go to the
-        ``texts`` table once, and the stored request holds
-        ``{"$text": [part, ...]}`` in their place, each part a text id or an
-        inline string (:meth:`request` joins them back): the persona's text,
-        then what the request adds (a question suffix shared by every persona
-        is one text too). The cache key is computed by the caller from the
-        whole request, so it does not depend on how it is stored."""
+        ``texts`` table once and the stored request refers to them: in the
+        compact layout (:mod:`core.answer_codec`) as ``[field, text id, rest]``,
+        the rest of the request a shared text when long; in stores made before
+        it as ``{"$text": [part, ...]}`` per field. :meth:`request` joins them
+        back. The cache key is computed by the caller from the whole request,
+        so it does not depend on how it is stored."""
         rows = list(rows)
         if rows:
             self._writable("save engine answers")
@@ -246,24 +268,68 @@ class Store:
                         ids[text] = self._put_text(text)
                     return ids[text]
 
-                out = []
-                for r in rows:
-                    request = dict(r["request"])
-                    field, n = r.get("text_field"), int(r.get("text_len") or 0)
-                    for k, value in request.items():
-                        if not isinstance(value, str):
-                            continue
-                        cut = n if k == field and n >= self.TEXT_MIN else 0
-                        parts = ([part(value[:cut], 0)] if cut else []) + [part(value[cut:], self.SHARED_MIN)]
-                        if any(isinstance(x, int) for x in parts):
-                            request[k] = {"$text": [x for x in parts if x != ""]}
-                    out.append({"key": r["key"], "engine": r["engine"], "op": r["op"], "request": dumps(request),
-                                "response": dumps(r["response"]), "created": time.time()})
-                self.db["responses"].upsert_all(out, pk="key", batch_size=500)
+                out = [self._compact_row(r, part) if self.compact else self._legacy_row(r, part) for r in rows]
+                cols = ["key", "op", "request", "response", "created"] if self.compact else ["key", "engine", "op", "request", "response", "created"]
+                self.db.conn.executemany(f"insert or replace into responses({','.join(cols)}) values ({','.join('?' * len(cols))})",
+                                         [[o[c] for c in cols] for o in out])
                 keys = [r["key"] for r in rows]
                 for i in range(0, len(keys), 500):
                     chunk = keys[i : i + 500]
                     self.db.execute(f"delete from leases where key in ({','.join('?' * len(chunk))})", chunk)
+
+    def _legacy_row(self, r: dict, part) -> dict:
+        """A row of the layout before the compact one: the request's long strings as references."""
+        request = dict(r["request"])
+        field, n = r.get("text_field"), int(r.get("text_len") or 0)
+        for k, value in request.items():
+            if not isinstance(value, str):
+                continue
+            cut = n if k == field and n >= self.TEXT_MIN else 0
+            parts = ([part(value[:cut], 0)] if cut else []) + [part(value[cut:], self.SHARED_MIN)]
+            if any(isinstance(x, int) for x in parts):
+                request[k] = {"$text": [x for x in parts if x != ""]}
+        return {"key": r["key"], "engine": r["engine"], "op": r["op"], "request": dumps(request),
+                "response": dumps(r["response"]), "created": time.time()}
+
+    def _compact_row(self, r: dict, part) -> dict:
+        """A row of the compact layout: ``[field, head, rest]`` (the persona's text
+        as a text id, the rest of the request a shared text when long), the
+        response packed (an option distribution) or JSON with a generated text as
+        the tail of the text prompt + answer."""
+        rest = dict(r["request"])
+        field, n = r.get("text_field"), int(r.get("text_len") or 0)
+        head = None
+        if field and n >= self.SHARED_MIN and isinstance(rest.get(field), str):
+            whole = rest[field]
+            head = part(whole[:n], 0)
+            rest[field] = whole[n:]
+            if not rest[field]:
+                del rest[field]
+        if r["op"] == "generate" and len(rest.get(field or "prompt", "")) >= QUOTE_MIN:
+            # The question a generation answers ("Question: ...\nAnswer:") is quoted by the
+            # next prompt and the critics' prompts, beside the answer.
+            self._put_text(rest[field or "prompt"], quotable=True)
+        # A generation's seed differs in every request while the rest (question,
+        # settings) repeats across personas: the seed stays inline, the rest is shared.
+        own = {k: rest.pop(k) for k in self.OWN_FIELDS if k in rest}
+        body = dumps(rest)
+        shared = part(body, self.SHARED_MIN) if len(body) >= self.SHARED_MIN else rest
+        request = dumps([field if head is not None else None, head, shared] + ([own] if own else []))
+        response = r["response"]
+        packed = codec.pack_option(response) if r["op"] == "option_probs" and isinstance(response, dict) else None
+        if packed is None:
+            if isinstance(response, dict) and isinstance(response.get("text"), str) and len(response["text"]) >= QUOTE_MIN:
+                # A generated text once, quotable: the next prompt, the critics' prompts
+                # and the persona's text refer to it instead of copying it (core.texts).
+                response = {**response, "text": {"$text": [self._put_text(response["text"], quotable=True)]}}
+            packed = codec.encode_json(response)
+        return {"key": codec.key_blob(r["key"]), "op": r["op"], "request": request, "response": packed, "created": time.time()}
+
+    def _response_in(self, response, texts: dict[int, str]):
+        """A compact response with a generated text's reference resolved."""
+        if isinstance(response, dict) and isinstance(response.get("text"), dict) and "$text" in response["text"]:
+            return {**response, "text": self._texts_in(response["text"], texts)}
+        return response
 
     # ------------------------------------------------------------ texts
     # A persona's text (the named prefix) is stored apart from this length on; any
@@ -271,53 +337,18 @@ class Store:
     # SHARED_MIN on -- shorter ones stay inline: a reference would save little.
     TEXT_MIN = 256
     SHARED_MIN = 96
+    OWN_FIELDS = ("seed",)  # request fields kept inline in the compact layout (see _compact_row)
 
-    def _put_text(self, text: str) -> int:
-        """The id of ``text`` in ``texts``, stored if new (inside the caller's
-        transaction). A new text that extends a stored one (a transcript one
-        answer longer, a questionnaire context one answer longer) is stored as
-        that text's id plus the tail: the parent is the longest stored text
-        ending at a paragraph break ("\n\n" ends every turn, answer block and
-        backstory), so growing contexts cost their growth, not their length."""
-        data = text.encode()
-        sha = hashlib.sha256(data).hexdigest()
-        con = self.db.conn
-        row = con.execute("select id from texts where sha = ?", [sha]).fetchone()
-        if row:
-            return row[0]
-        # Hash every paragraph-break prefix in one pass (utf-8 of a prefix cut
-        # at an ASCII "\n\n" is the prefix of the utf-8 bytes).
-        cuts: dict[str, int] = {}
-        h, pos = hashlib.sha256(), 0
-        while (end := data.find(b"\n\n", pos)) >= 0 and end + 2 < len(data):
-            h.update(data[pos : end + 2])
-            pos = end + 2
-            cuts[h.copy().hexdigest()] = pos
-        parent, cut = None, 0
-        shas = list(cuts)
-        for i in range(0, len(shas), 500):
-            chunk = shas[i : i + 500]
-            for pid, psha in con.execute(f"select id, sha from texts where sha in ({','.join('?' * len(chunk))})", chunk):
-                if cuts[psha] > cut:
-                    parent, cut = pid, cuts[psha]
-        tail = data[cut:]
-        packed = zlib.compress(tail, 6)
-        # zlib output is marked by its type (blob); a plain tail is stored as text.
-        value = packed if len(packed) < len(tail) else tail.decode()
-        cur = con.execute("insert into texts(sha, parent, tail) values (?, ?, ?)", [sha, parent, value])
-        return cur.lastrowid
+    def _put_text(self, text: str, *, quotable: bool = False) -> int:
+        """The id of ``text`` in ``texts`` (``core.texts``), stored if new, inside the caller's transaction."""
+        return self.texts.put(text, quotable=quotable)
 
     def text(self, text_id: int) -> str:
         """A stored text, its chain of tails joined."""
-        rows = self.db.execute(
-            "with recursive chain(id, parent, tail, depth) as (select id, parent, tail, 0 from texts where id = ? "
-            "union all select t.id, t.parent, t.tail, c.depth + 1 from texts t join chain c on t.id = c.parent) "
-            "select tail from chain order by depth desc",
-            [text_id],
-        ).fetchall()
-        if not rows:
-            raise StoreError(f"store {self.path}: text {text_id} is missing from the texts table (the store is damaged)")
-        return "".join(zlib.decompress(t).decode() if isinstance(t, bytes) else t for (t,) in rows)
+        try:
+            return self.texts.get(text_id)
+        except TextsMissing:
+            raise StoreError(f"store {self.path}: text {text_id} is missing from the texts table (the store is damaged)") from None
 
     def _expand(self, request: dict) -> dict:
         out = {}
@@ -327,17 +358,30 @@ class Store:
             out[k] = v
         return out
 
+    def _request_in(self, stored: str) -> dict:
+        """A stored request as the engine received it."""
+        value = json.loads(stored)
+        if isinstance(value, dict):  # stored before the compact layout
+            return self._expand(value)
+        field, head, rest, *own = value
+        request = json.loads(self.text(rest)) if isinstance(rest, int) else rest
+        request.update(*own)
+        if head is not None:
+            request[field] = self.text(head) + request.get(field, "")
+        return request
+
     def request(self, key: str) -> dict | None:
         """The stored request of ``key`` as the engine received it (texts re-expanded); None if absent."""
         with self.errors("reading a request"):
-            row = self.db.execute("select request from responses where key = ?", [key]).fetchone()
-            return None if row is None else self._expand(json.loads(row[0]))
+            row = self.db.execute("select request from responses where key = ?", [self._stored_key(key)]).fetchone()
+            return None if row is None else self._request_in(row[0])
 
     def requests(self, op: str | None = None) -> list[dict]:
         """Every stored request (of ``op``), texts re-expanded, in the order they were saved."""
         where, args = ("where op = ?", [op]) if op else ("", [])
+        order = "created, key" if self.compact else "rowid"  # the compact table has no rowid
         with self.errors("reading requests"):
-            return [self._expand(json.loads(r)) for (r,) in self.db.execute(f"select request from responses {where} order by rowid", args)]
+            return [self._request_in(r) for (r,) in self.db.execute(f"select request from responses {where} order by {order}", args)]
 
     # ------------------------------------------------------------ leases
     # Runs sharing one store claim the requests they are about to compute, so a
@@ -360,7 +404,8 @@ class Store:
                 for i in range(0, len(keys), 500):
                     chunk = keys[i : i + 500]
                     marks = ",".join("?" * len(chunk))
-                    done = {k for (k,) in con.execute(f"select key from responses where key in ({marks})", chunk)}
+                    back = self._stored_keys(chunk)
+                    done = {back[k] for (k,) in con.execute(f"select key from responses where key in ({','.join('?' * len(back))})", list(back))}
                     held = {k: (o, e) for k, o, e in con.execute(f"select key, owner, expires from leases where key in ({marks})", chunk)}
                     free = [k for k in chunk if k not in done and (k not in held or held[k][0] == owner or held[k][1] < now
                                                                      or _owner_dead(held[k][0]))]
@@ -507,12 +552,20 @@ class Store:
 
     # ------------------------------------------------------------ personas
     def put_personas(self, rows: Sequence[PersonaRecord]) -> None:
+        ids: dict[str, int] = {}
+
         def enc(r: PersonaRecord) -> dict:
             out = {k: getattr(r, k) for k in PERSONA_FIELDS}
             for k in PERSONA_JSON_FIELDS:
-                out[k] = dumps(out[k])
+                out[k] = self._json_out(out[k], ids) if self.compact else dumps(out[k])
             if out["created"] is None:
                 out["created"] = time.time()
+            if self.compact:
+                # The persona's text is already in texts (its requests' prefix) or extends
+                # one there (an interview's last prompt and answer): refer to it.
+                long = len(r.conditioning) >= self.TEXT_MIN
+                out["conditioning_text"] = self._put_text(r.conditioning) if long else None
+                out["conditioning"] = "" if long else r.conditioning
             return out
 
         if self.readonly and self._all_present("personas", "persona_id = ?", [(r.persona_id,) for r in rows]):
@@ -525,9 +578,12 @@ class Store:
         # A bank's rows repeat the same model, method and settings (and often prompts and
         # profiles): equal fields are read into one shared object, not one per persona,
         # so a 40k-persona bank in memory costs about its texts. Treat the values as read-only.
-        out, shared = [], {}
+        out, shared, seen = [], {}, {}
         for r in self.db["personas"].rows_where("bank = ?", [bank], order_by="idx"):
+            text_id = r.get("conditioning_text")
             r = {k: r[k] for k in PERSONA_FIELDS}
+            if text_id is not None:
+                r["conditioning"] = self.text(text_id)
             for k in ("bank", "method", "model"):
                 r[k] = shared.setdefault(r[k], r[k])
             for k in PERSONA_JSON_FIELDS:
@@ -535,10 +591,27 @@ class Store:
                 if raw is None:
                     continue
                 if raw not in shared:
-                    shared[raw] = json.loads(raw)
+                    shared[raw] = self._json_in(raw, seen)
                 r[k] = shared[raw]
             out.append(PersonaRecord(**r))
         return out
+
+    def _json_out(self, value, ids: dict[str, int]) -> str | bytes:
+        """A persona's JSON field in the compact layout: long strings (the interview's
+        questions, prompts) as text references, the rest zlib-compressed when long
+        (the critics' verdicts: ~2 KB of numbers and repeated names per persona)."""
+        text = dumps(self._texts_out(value, ids))
+        if len(text) >= self.TEXT_MIN:
+            packed = zlib.compress(text.encode(), 6)
+            if len(packed) < len(text):
+                return packed
+        return text
+
+    def _json_in(self, raw: str | bytes, seen: dict[int, str]):
+        if isinstance(raw, bytes):
+            raw = zlib.decompress(raw)
+        value = json.loads(raw)
+        return self._texts_in(value, seen) if self.compact else value
 
     def persona_indices(self, bank: str) -> set[int]:
         """Indices present in ``bank`` (generated or rejected), without reading their texts."""

@@ -7,9 +7,11 @@ at once, what is committed when, how many bytes the store keeps.
 """
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -165,7 +167,7 @@ def test_store_bytes_grow_with_the_texts_not_with_requests_times_prompt_length(t
     with closing(sqlite3.connect(store.path)) as con:
         requests = con.execute("select sum(length(request)), count(*) from responses").fetchone()
         texts = con.execute("select sum(length(tail)), count(*) from texts").fetchone()
-    assert requests[1] == 12 * (4 + 6)
+    assert requests[1] == store.count_responses() == 12 * (4 + 6)
     stored = requests[0] + texts[0]
     assert stored < 1.5 * text, (stored, text)
     whole = sum(len(r["prefix"]) for r in store.requests())  # what the old store repeated
@@ -197,16 +199,19 @@ def test_a_stored_request_reads_back_whole_and_the_cache_key_is_unchanged(tmp_pa
         assert store.request(eng._key("option_probs", r)) == r.key()
     for g in gens:
         assert store.request(eng._key("generate", g)) == g.key()
+    backstory = store.texts.sha(long_prefix.encode())
     with closing(sqlite3.connect(store.path)) as con:
-        assert con.execute("select count(*) from texts").fetchone()[0] == 1  # one backstory, five requests
-        assert all('"$text"' in r for (r,) in con.execute("select request from responses"))
+        (text_id,) = con.execute("select id from texts where sha = ?", [backstory]).fetchone()
+        # One backstory under five requests: each names it by id ([field, text id, rest]).
+        assert sorted(json.loads(r)[:2] for (r,) in con.execute("select request from responses")) == (
+            [["prefix", text_id]] * 3 + [["prompt", text_id]] * 2)
 
     # A store written before texts were shared (whole requests inline) still answers.
     from core.canonical import dumps
 
     old = tmp_path / "old.db"
-    Store(old)
-    with closing(sqlite3.connect(old)) as con, con:
+    with closing(sqlite3.connect(old)) as con, con:  # the layout of stores made before the compact one
+        con.execute("create table responses (key text primary key, engine text, op text, request text, response text, created float)")
         ans = FakeEngine().option_probs([option])[0].to_json()
         con.execute("insert into responses(key, engine, op, request, response, created) values (?, ?, ?, ?, ?, 0)",
                     ["85aaf0373bc59f9f49e7a5e3aecada13f70c6e4abc22186acc7298ab34843832", "fake", "option_probs", dumps(option.key()), dumps(ans)])
@@ -235,3 +240,85 @@ def test_interview_personas_store_bytes_per_persona(tmp_path):
     # The texts once (compressed) plus a ~70-byte reference per request: the fake engine's
     # answers trip the format critic often (~420 requests per persona), so that part dominates here.
     assert kept < whole / 8, (kept, whole, own)
+
+
+def legacy_store(path: Path) -> Store:
+    """A store in the layout of stores made before the compact one (one JSON row
+    per request with its whole key), as such a store's file holds it."""
+    with closing(sqlite3.connect(path)) as con, con:
+        con.execute("create table responses (key text primary key, engine text, op text, request text, response text, created float)")
+    store = Store(path)
+    assert not store.compact
+    return store
+
+
+def vacuumed_bytes(path: Path) -> int:
+    with closing(sqlite3.connect(path)) as con:
+        con.execute("vacuum")
+        con.execute("pragma wal_checkpoint(truncate)")  # WAL mode: the vacuumed pages land in the WAL first
+    return path.stat().st_size
+
+
+@pytest.mark.fast
+def test_an_interview_population_stores_at_most_3x_its_transcripts_and_old_stores_keep_their_layout(tmp_path):
+    """The talk's interview personas (ten questions, 2,500-word budget, format
+    critic, one consistency round) generated against the simulator writing
+    prose-like text (as compressible as English): the compact layout's store grows
+    by at most 3x the transcripts (it was ~10x); the same run into a store of the
+    earlier layout is written in that layout, costs more than 3x, and reads back
+    the same personas and answers."""
+    from agents.llm.openai_engine import OpenAIEngine
+    from agents.llm.simulated_server import SimulatedServer
+
+    params = GenerationParams(interview_questions=10, interview_words=2500, critic=True, consistency_rounds=1)
+    stores = {"compact": Store(tmp_path / "compact.db"), "legacy": legacy_store(tmp_path / "legacy.db")}
+    empty = {k: vacuumed_bytes(s.path) for k, s in stores.items()}
+    people, engines = {}, {}
+    with SimulatedServer(mean_tokens=300, text="prose") as sim:
+        for name, store in stores.items():
+            engine = OpenAIEngine.from_server(sim, concurrency=8)
+            engines[name] = CachedEngine(store, engine.fingerprint(), lambda engine=engine: engine)
+            people[name] = banks.generate(engines[name], store, "i", "interview", 16, seed=1, params=params, chunk=8)
+            engine.close()
+    own = sum(len(p.conditioning.encode()) for p in people["compact"])
+    growth = {k: vacuumed_bytes(s.path) - empty[k] for k, s in stores.items()}
+    assert growth["compact"] <= 3 * own, (growth, own)
+    assert growth["legacy"] > 3 * own  # what the compact layout saves
+    assert stores["compact"].compact and not Store(tmp_path / "legacy.db").compact
+
+    # Both layouts read back the same personas, requests and answers.
+    def read(store: Store) -> list[PersonaRecord]:
+        return [replace(p, created=None) for p in Store(store.path).personas("i")]  # stored at another time
+
+    assert read(stores["compact"]) == read(stores["legacy"]) == [replace(p, created=None) for p in people["compact"]]
+    assert engines["compact"].misses == engines["legacy"].misses  # the same requests, each sent once
+    compact, legacy = (Store(s.path) for s in stores.values())
+    assert sorted(json.dumps(r, sort_keys=True) for r in compact.requests()) == sorted(json.dumps(r, sort_keys=True) for r in legacy.requests())
+    assert compact.count_responses() == legacy.count_responses() > 16 * 100
+    with closing(sqlite3.connect(legacy.path)) as con:
+        sample = [k for (k,) in con.execute("select key from responses order by key limit 200")]
+    assert compact.get_responses(sample) == legacy.get_responses(sample)
+
+
+@pytest.mark.fast
+def test_a_generated_text_is_stored_once_and_texts_that_quote_it_refer_to_it(tmp_path):
+    """A generated answer, then a critic's prompt that quotes it and a transcript that
+    extends the prompt with it: the answer's characters are stored once; every text
+    reads back exactly."""
+    store = Store(tmp_path / "s.db")
+    rng = random.Random(3)
+    answer = " " + words(rng, 3000).strip().replace("\n\n", " ")
+    question = "Question: Tell me the story of your life, from your childhood to today, in as much detail as you like.\nAnswer:"
+    critic = "Here is one answer from an interview.\n" + question + " " + answer.strip() + "\n\n"
+    transcript = question + " " + answer.strip() + "\n\n"
+    with store.db.conn:
+        q_id = store.texts.put(question, quotable=True)
+        a_id = store.texts.put(answer, quotable=True)
+        ids = [store.texts.put(t) for t in (critic, transcript, transcript + question)]
+    assert [store.text(i) for i in (q_id, a_id, *ids)] == [question, answer, critic, transcript, transcript + question]
+    with closing(sqlite3.connect(store.path)) as con:
+        stored = con.execute("select sum(length(tail)) from texts").fetchone()[0]
+        rows = dict(con.execute("select id, tail from texts"))
+    assert stored < len(answer) + 600  # the answer once (random letters barely compress), the rest ~100 bytes each
+    assert all(rows[i][:1] == b"\x00" for i in ids[:2])  # quoting: literals and references
+    assert Store(store.path, readonly=True).text(ids[2]) == transcript + question  # extends the transcript: parent + tail

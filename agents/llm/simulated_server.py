@@ -55,7 +55,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
+import functools
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -142,6 +145,10 @@ class SimulatorConfig:
     yes_rate: float = 0.1  # P(Yes) of a yes/no question no rule covers (critic checks say "No")
     eos_rate: float = 0.5  # at its natural end a text stops (EOS) or runs on into "\n\nQuestion:"
     mean_tokens: int = 60  # mean natural length of a generated text, in tokens
+    # "sentences": texts drawn from a few fixed sentences (readable; zlib packs them ~6x);
+    # "prose": pseudo-words drawn by Zipf's law, which zlib packs ~2.4x, as English prose
+    # (2.4-3x): for measuring what a store of real texts costs.
+    text: str = "sentences"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -244,6 +251,29 @@ SENTENCES = (
 )
 RUN_ON = ("\n\n", "Question:", " What", " else", " would", " you", " like", " to", " share?")
 _SENT_TOKENS = tuple(tuple(" " + w for w in s.split()) for s in SENTENCES)
+TEXT_STYLES = ("sentences", "prose")
+_SYLLABLES = ("ba be bi bo bu da de di do du fa fe fi fo fu ga ge gi go gu ha he hi ho hu ja ka ke ki ko ku la le "
+              "li lo lu ma me mi mo mu na ne ni no nu pa pe pi po pu ra re ri ro ru sa se si so su ta te ti to tu va "
+              "ve vi vo wa we wi ya yo za ze zi zo an en in on ar er or st th ch sh ng").split()
+
+
+@functools.lru_cache(maxsize=1)
+def _prose_words() -> tuple[tuple[str, ...], list[float]]:
+    """5,000 pseudo-words and their cumulative Zipf weights (rank^-1), fixed."""
+    rng, words, seen = random.Random(0), [], set()
+    while len(words) < 5000:
+        w = "".join(rng.choice(_SYLLABLES) for _ in range(min(1 + int(rng.expovariate(1 / 1.2)), 5)))
+        if w not in seen:
+            seen.add(w)
+            words.append(w)
+    return tuple(words), list(itertools.accumulate(1 / (i + 1) for i in range(len(words))))
+
+
+def _prose_sentence(rng: random.Random) -> tuple[str, ...]:
+    words, cum = _prose_words()
+    picked = [words[bisect.bisect(cum, rng.random() * cum[-1])] for _ in range(rng.randint(6, 18))]
+    picked[0], picked[-1] = picked[0].capitalize(), picked[-1] + "."
+    return tuple(" " + w for w in picked)
 _WORD_RE = re.compile(r"\s*\S+|\s+")
 _OPTION_RE = re.compile(r"^\(([A-Z])\)[ \t]*([^\n]*)$", re.M)
 TAIL_CHARS = 6000  # option lines are looked for in this many trailing characters
@@ -466,11 +496,16 @@ class Simulator:
             toks, lps, tops, eos = toks[:max_tokens], lps[:max_tokens], tops[:max_tokens], False
         return toks, lps, tops, eos
 
+    def _sentence(self, rng: random.Random) -> tuple[str, ...]:
+        if self.config.text == "prose":
+            return _prose_sentence(rng)
+        return _SENT_TOKENS[rng.randrange(len(_SENT_TOKENS))]
+
     def _text(self, rng: random.Random, max_tokens: int) -> tuple[list[str], bool]:
         natural = max(1, int(rng.expovariate(1.0 / max(1, self.config.mean_tokens))))
         toks: list[str] = []
         while len(toks) < min(natural, max_tokens):
-            toks.extend(_SENT_TOKENS[rng.randrange(len(_SENT_TOKENS))])
+            toks.extend(self._sentence(rng))
         toks = toks[:natural]
         if len(toks) >= max_tokens:
             return toks[:max_tokens], False
@@ -478,7 +513,7 @@ class Simulator:
             return toks, True
         while len(toks) < max_tokens:  # runs on like a base model
             toks.extend(RUN_ON)
-            toks.extend(_SENT_TOKENS[rng.randrange(len(_SENT_TOKENS))])
+            toks.extend(self._sentence(rng))
         return toks[:max_tokens], False
 
     # -------------------------------------------------------------- endpoints
@@ -865,6 +900,7 @@ class SimulatedServer:
         yes_rate: float = 0.1,
         eos_rate: float = 0.5,
         mean_tokens: int = 60,
+        text: str = "sentences",
         startup_timeout: float = 30.0,
     ) -> None:
         if rules is None:
@@ -874,7 +910,7 @@ class SimulatedServer:
         else:
             parsed = rules_from_obj(list(rules))
         self.config = SimulatorConfig(model=model, seed=seed, rules=parsed, service=service or ServiceTime(),
-                                      yes_rate=yes_rate, eos_rate=eos_rate, mean_tokens=mean_tokens)
+                                      yes_rate=yes_rate, eos_rate=eos_rate, mean_tokens=mean_tokens, text=text)
         self.name = model
         self.startup_timeout = startup_timeout
         self.port = 0
@@ -889,7 +925,7 @@ class SimulatedServer:
     def argv(self, rules_file: str | None) -> list[str]:
         c, s = self.config, self.config.service
         argv = [sys.executable, "-m", "agents.llm.simulated_server", "--port", "0", "--model", c.model, "--seed", str(c.seed),
-                "--yes-rate", str(c.yes_rate), "--eos-rate", str(c.eos_rate), "--mean-tokens", str(c.mean_tokens),
+                "--yes-rate", str(c.yes_rate), "--eos-rate", str(c.eos_rate), "--mean-tokens", str(c.mean_tokens), "--text", c.text,
                 "--latency", str(s.latency_s), "--prompt-token-s", str(s.prompt_token_s), "--token-s", str(s.token_s),
                 "--max-batch", str(s.max_batch)]
         return argv + (["--rules", rules_file] if rules_file else [])
@@ -981,6 +1017,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--yes-rate", type=float, default=0.1, help="P(Yes) of yes/no questions no rule covers")
     ap.add_argument("--eos-rate", type=float, default=0.5)
     ap.add_argument("--mean-tokens", type=int, default=60)
+    ap.add_argument("--text", choices=TEXT_STYLES, default="sentences",
+                    help="generated texts: a few fixed sentences, or Zipf-drawn pseudo-words (as compressible as prose)")
     ap.add_argument("--latency", type=float, default=0.0, help="seconds per sequence (service-time model)")
     ap.add_argument("--prompt-token-s", type=float, default=0.0, help="seconds per prompt token")
     ap.add_argument("--token-s", type=float, default=0.0, help="seconds per generated token")
@@ -992,7 +1030,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     cfg = SimulatorConfig(model=a.model, seed=a.seed, rules=rules, yes_rate=a.yes_rate, eos_rate=a.eos_rate, mean_tokens=a.mean_tokens,
-                          service=ServiceTime(a.latency, a.prompt_token_s, a.token_s, a.max_batch))
+                          text=a.text, service=ServiceTime(a.latency, a.prompt_token_s, a.token_s, a.max_batch))
 
     def ready(port: int) -> None:
         print(json.dumps({"port": port, "base_url": f"http://{HOST}:{port}/v1", "model": a.model}), flush=True)
