@@ -111,6 +111,17 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"store {self.path}: {describe(exc)} ({doing})") from None
 
+    @contextlib.contextmanager
+    def writing_texts(self, doing: str):
+        """A transaction that may store texts: if it does not commit, the texts it
+        stored are gone, so the ids this process remembers as quotable are forgotten."""
+        try:
+            with self.errors(doing), self.db.conn:
+                yield
+        except BaseException:
+            self.texts.forget()
+            raise
+
     def _readonly_uri(self) -> str:
         """``mode=ro``; when the folder is read-only too, SQLite cannot create the
         WAL index (-shm) it needs even to read, and ``immutable=1`` (no locking,
@@ -258,7 +269,7 @@ class Store:
         rows = list(rows)
         if rows:
             self._writable("save engine answers")
-            with self.errors("saving engine answers"), self.db.conn:
+            with self.writing_texts("saving engine answers"):
                 ids: dict[str, int] = {}
 
                 def part(text: str, least: int):
@@ -484,7 +495,7 @@ class Store:
         """Append a step's events atomically (all or none), replacing any partial
         log of the same step left by a killed run."""
         self._writable("log the step")
-        with self.errors("logging a step"), self.db.conn:
+        with self.writing_texts("logging a step"):
             self.db.execute("delete from events where run_id = ? and step = ?", [run_id, step])
             start = self.db.execute("select coalesce(max(seq), -1) + 1 from events where run_id = ?", [run_id]).fetchone()[0]
             ids: dict[str, int] = {}
@@ -571,7 +582,7 @@ class Store:
         if self.readonly and self._all_present("personas", "persona_id = ?", [(r.persona_id,) for r in rows]):
             return  # a replay re-registering rule-based personas it already has
         self._writable("save personas")
-        with self.errors("saving personas"), self.db.conn:
+        with self.writing_texts("saving personas"):
             self.db["personas"].upsert_all([enc(r) for r in rows], pk="persona_id")
 
     def personas(self, bank: str) -> list[PersonaRecord]:

@@ -46,7 +46,8 @@ class Texts:
         self._conn = conn
         self._compact = compact
         self._quotes: dict[str, list[tuple[str, int, int]]] = {}  # first QUOTE_KEY chars -> (text, id, start)
-        self._recent: OrderedDict[int, tuple[str, str]] = OrderedDict()  # id -> (key, quoted text), oldest first
+        self._recent: OrderedDict[int, tuple[str, str, str]] = OrderedDict()  # id -> (key, quoted, text), oldest first
+        self._recent_ids: dict[str, int] = {}  # text -> id of the recent ones: a repeated question costs no lookup
         self._recent_chars = 0
 
     # ------------------------------------------------------------ writing
@@ -59,6 +60,10 @@ class Texts:
         """The id of ``text``, stored if new (inside the caller's transaction).
         ``quotable``: a generated text, stored whole and offered to later texts
         as a quote (compact layout)."""
+        if quotable and text in self._recent_ids:
+            text_id = self._recent_ids[text]
+            self._recent.move_to_end(text_id)  # still in use: evicted last
+            return text_id
         data = text.encode()
         sha = self.sha(data)
         con = self._conn()
@@ -105,6 +110,13 @@ class Texts:
         return parent, cut
 
     # ------------------------------------------------------------ quotes
+    def forget(self) -> None:
+        """Drop the recent quotable texts (their transaction did not commit)."""
+        self._quotes.clear()
+        self._recent.clear()
+        self._recent_ids.clear()
+        self._recent_chars = 0
+
     def _remember(self, text: str, text_id: int) -> None:
         quoted = text.strip()  # answers are quoted without the space a completion starts with
         if len(quoted) < QUOTE_MIN:
@@ -115,11 +127,13 @@ class Texts:
         start = text.index(quoted)
         key = quoted[:QUOTE_KEY]
         self._quotes.setdefault(key, []).append((quoted, text_id, start))
-        self._recent[text_id] = (key, quoted)
-        self._recent_chars += len(quoted)
+        self._recent[text_id] = (key, quoted, text)
+        self._recent_ids[text] = text_id
+        self._recent_chars += len(text)
         while self._recent_chars > QUOTE_BUDGET:
-            old_id, (old_key, old) = self._recent.popitem(last=False)
-            self._recent_chars -= len(old)
+            old_id, (old_key, old, old_text) = self._recent.popitem(last=False)
+            self._recent_chars -= len(old_text)
+            self._recent_ids.pop(old_text, None)
             kept = [q for q in self._quotes[old_key] if q[1] != old_id]
             if kept:
                 self._quotes[old_key] = kept

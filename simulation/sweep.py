@@ -7,6 +7,7 @@ sweep model below only wraps it so ``batch_run`` can drive it.
 """
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -38,8 +39,10 @@ class SweepPoint(mesa.Model):
         self.store.start_run(self.run_id, self.cfg.scenario, self.cfg.model_dump(mode="json"), str(output_dir(self.cfg, self.run_id)))
         self.values = values
         self.headline = ""
+        self.engine_calls = 0
         self.datacollector = mesa.DataCollector(
-            model_reporters={"run_id": "run_id", "headline": "headline", "engine_calls": lambda m: m.inner.engine.misses}
+            model_reporters={"run_id": "run_id", "headline": "headline",
+                             "engine_calls": lambda m: m.inner.engine.misses if m.inner is not None else m.engine_calls}
         )
         self.running = self.inner.running
 
@@ -52,7 +55,20 @@ class SweepPoint(mesa.Model):
             # table, a scenario's first table, else the answers).
             self.headline = next((str(f) for f in files if f.suffix == ".csv"), "")
             self.running = False
+            self.engine_calls = self.inner.engine.misses
+            release(self.inner)
+            self.inner = None
+            gc.collect()  # its agents, personas and answers, before the next point is built
         self.datacollector.collect(self)
+
+
+def release(model: mesa.Model) -> None:
+    """Let a finished model be freed. Mesa 3.3 keeps every model that ever made
+    an agent as a key of the class-level ``mesa.Agent._ids`` (its unique-id
+    counters; mesa issue #3179): a sweep held every earlier point's agents,
+    personas, histories and answers while the next point ran (measured: all
+    three waves of anthology_atp_main alive at the end)."""
+    mesa.Agent._ids.pop(model, None)
 
 
 def run_sweep(cfg: ScenarioConfig, label: str, *, console=None) -> Path:

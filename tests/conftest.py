@@ -44,7 +44,11 @@ def relative(path: Path) -> str:
 
 
 def served_files() -> set[str]:
-    """The test files with tests marked ``vllm`` (they share one vLLM server)."""
+    """The test files with tests marked ``vllm`` (they share one vLLM server).
+    Found by the text ``pytest.mark.vllm`` in each file, because the xdist
+    controller sees node ids only, not markers: a file that marks its tests
+    another way (``pytestmark = [vllm]`` through a name) gets its own unit and
+    would start a second server."""
     return {relative(p) for p in (ROOT / "tests").glob("test_*.py") if "pytest.mark.vllm" in p.read_text()}
 
 

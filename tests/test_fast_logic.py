@@ -217,3 +217,38 @@ def test_a_new_scenario_is_its_module_its_yaml_and_a_test(tmp_path):
     assert model_params_for(source, load_config(yaml_file))["options__flips"]["value"] == 3
     cfg, _ = resolve(source, {"options__flips": 1})
     assert cfg.options["flips"] == 1 and len(run(cfg).files) and pd.read_csv(run(cfg).output_dir / "coin.csv").shape[0] == 1
+
+
+@pytest.mark.fast
+def test_within_persona_gaps_pair_each_personas_own_ratings_and_weight():
+    """``PartisanModel.paired_ratings`` (hostility delta, thermometer gap): a
+    persona rated on one side only is left out, and every kept persona's two
+    ratings and its human's weight stay together. Pairing two separate lists by
+    position (the bug it fixed) would pair A's own rating with B's other-side
+    rating and give A's weight to C."""
+    from types import SimpleNamespace
+
+    from scenarios.partisan import PartisanModel
+
+    class Rated(PartisanModel):
+        def __init__(self, agents, weights):  # hand-made agents, no run
+            self._agents, self.study = agents, SimpleNamespace(weights=weights)
+
+        def agents_of(self, p_i):
+            return self._agents
+
+        def persona_distribution(self, agent, qid):
+            return agent.answers.get(qid)
+
+    def agent(name, party, human, **answers):  # each answer: one-hot on a 1..5 position
+        return SimpleNamespace(persona_id=name, party=party, human=human,
+                               answers={q: np.eye(5)[pos - 1] for q, pos in answers.items()})
+
+    agents = [agent("A", "rep", 0, own=5, other=1),
+              agent("B", "rep", 1, other=2),            # rated on the other side only
+              agent("C", "rep", 2, own=4, other=3),
+              agent("D", "dem", 3, own=1, other=5)]     # the other party
+    (own, other), weights = Rated(agents, [1.0, 2.0, 3.0, 4.0]).paired_ratings(0, [["own"], ["other"]], "rep")
+    assert own.tolist() == [5.0, 4.0] and other.tolist() == [1.0, 3.0] and weights.tolist() == [1.0, 3.0]
+    (flipped,), _ = Rated(agents, [1.0] * 4).paired_ratings(0, [["own"]], "rep", favourable_first=True)
+    assert flipped.tolist() == [1.0, 2.0]  # positions reversed when option 0 is the most favourable

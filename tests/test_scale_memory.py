@@ -322,3 +322,19 @@ def test_a_generated_text_is_stored_once_and_texts_that_quote_it_refer_to_it(tmp
     assert stored < len(answer) + 600  # the answer once (random letters barely compress), the rest ~100 bytes each
     assert all(rows[i][:1] == b"\x00" for i in ids[:2])  # quoting: literals and references
     assert Store(store.path, readonly=True).text(ids[2]) == transcript + question  # extends the transcript: parent + tail
+
+
+@pytest.mark.fast
+def test_a_text_whose_transaction_did_not_commit_is_never_quoted(tmp_path):
+    """A generated text stored in a transaction that fails (a full disk, a kill
+    caught by the caller) is gone: a later text must hold its own copy, not a
+    reference to the missing row."""
+    store = Store(tmp_path / "s.db")
+    answer = " " + words(random.Random(5), 400).strip().replace("\n\n", " ")
+    with pytest.raises(RuntimeError), store.writing_texts("saving engine answers"):
+        store.texts.put(answer, quotable=True)
+        raise RuntimeError("the transaction fails after the answer was stored")
+    quoting = "Here is one answer from an interview.\nAnswer: " + answer.strip() + "\n\n"
+    with store.writing_texts("saving engine answers"):
+        text_id = store.texts.put(quoting)
+    assert Store(store.path, readonly=True).text(text_id) == quoting
