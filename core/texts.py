@@ -25,7 +25,7 @@ import json
 import re
 import sqlite3
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Callable
 
 from core.canonical import dumps
@@ -34,7 +34,10 @@ PARTS_TAG = b"\x00"  # a tail stored as parts (literals and quotes); zlib output
 QUOTE_MIN = 96  # shorter generated texts are not worth a reference
 QUOTE_KEY = 32  # quotes are looked up by their first characters
 QUOTE_BUDGET = 16 << 20  # characters of recent generated texts kept quotable (~16 MB at most)
-WORD = re.compile(r"\S+")
+QUOTES_PER_KEY = 8  # recent texts kept per first characters: bounds the work per position
+# Where a quoted text can start: a text's start, a line's, after ": " (Answer: ..., Statement 2: ...)
+# or a quotation mark -- not every word, which would cost a lookup per word of every text.
+QUOTE_AT = re.compile(r'(?:\A|(?<=\n)|(?<=: )|(?<="))(?=\S)')
 
 
 class TextsMissing(LookupError):
@@ -45,7 +48,7 @@ class Texts:
     def __init__(self, conn: Callable[[], sqlite3.Connection], *, compact: Callable[[], bool]) -> None:
         self._conn = conn
         self._compact = compact
-        self._quotes: dict[str, list[tuple[str, int, int]]] = {}  # first QUOTE_KEY chars -> (text, id, start)
+        self._quotes: dict[str, deque[tuple[str, int, int]]] = {}  # first QUOTE_KEY chars -> (text, id, start), newest last
         self._recent: OrderedDict[int, tuple[str, str, str]] = OrderedDict()  # id -> (key, quoted, text), oldest first
         self._recent_ids: dict[str, int] = {}  # text -> id of the recent ones: a repeated question costs no lookup
         self._recent_chars = 0
@@ -126,7 +129,7 @@ class Texts:
             return
         start = text.index(quoted)
         key = quoted[:QUOTE_KEY]
-        self._quotes.setdefault(key, []).append((quoted, text_id, start))
+        self._quotes.setdefault(key, deque(maxlen=QUOTES_PER_KEY)).append((quoted, text_id, start))
         self._recent[text_id] = (key, quoted, text)
         self._recent_ids[text] = text_id
         self._recent_chars += len(text)
@@ -134,22 +137,22 @@ class Texts:
             old_id, (old_key, old, old_text) = self._recent.popitem(last=False)
             self._recent_chars -= len(old_text)
             self._recent_ids.pop(old_text, None)
-            kept = [q for q in self._quotes[old_key] if q[1] != old_id]
+            kept = [q for q in self._quotes.get(old_key, ()) if q[1] != old_id]
             if kept:
-                self._quotes[old_key] = kept
+                self._quotes[old_key] = deque(kept, maxlen=QUOTES_PER_KEY)
             else:
-                del self._quotes[old_key]
+                self._quotes.pop(old_key, None)
 
     def _quote(self, tail: str) -> list:
         """``tail`` as literals and quotes ``[id, start, end]`` (a slice of a stored
-        generated text), taking at each word the longest recent generated text
-        that starts there."""
+        generated text), taking at each place a quote can start (``QUOTE_AT``)
+        the longest recent generated text that starts there."""
         if not self._quotes or len(tail) < QUOTE_MIN:
             return [tail]
         parts: list = []
         cursor = 0
-        for word in WORD.finditer(tail):
-            at = word.start()
+        for place in QUOTE_AT.finditer(tail):
+            at = place.start()
             if at < cursor:
                 continue
             found = self._quotes.get(tail[at : at + QUOTE_KEY])
