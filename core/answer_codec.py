@@ -48,10 +48,11 @@ def pack_option(response: dict) -> bytes | None:
     """``{"probs": [...], "outside_mass": x, "method": m}`` as tag, n, n+1 float64s
     and the method name when it is not "logprobs"; None for any other shape (the
     caller stores it as JSON)."""
-    if set(response) - {"probs", "outside_mass", "method"} or "probs" not in response:
+    if set(response) != {"probs", "outside_mass", "method"}:
         return None
-    probs, outside, method = response["probs"], response.get("outside_mass"), response.get("method", DEFAULT_METHOD)
-    if not isinstance(outside, float) or not all(isinstance(p, float) for p in probs) or len(probs) > 255:
+    probs, outside, method = response["probs"], response["outside_mass"], response["method"]
+    if (not isinstance(outside, float) or not isinstance(probs, list) or not all(isinstance(p, float) for p in probs)
+            or len(probs) > 255 or not isinstance(method, str) or not method):
         return None
     tail = b"" if method == DEFAULT_METHOD else method.encode()
     return struct.pack(f"<BB{len(probs) + 1}d", OPTION_TAG, len(probs), *probs, outside) + tail

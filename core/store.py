@@ -181,12 +181,15 @@ class Store:
                     "critic": str,
                     "profile": str,
                     "created": float,
+                    # Compact layout: a long persona text is a reference into texts (see put_personas).
+                    **({"conditioning_text": int} if self.compact else {}),
                 },
                 pk="persona_id",
                 if_not_exists=True,
             )
             db["personas"].create_index(["bank", "idx"], if_not_exists=True)
-            if self.compact:  # a long persona text is a reference into texts (see put_personas)
+        if self.compact and "conditioning_text" not in db["personas"].columns_dict:
+            with contextlib.suppress(sqlite3.OperationalError):  # "duplicate column": another process added it first
                 db["personas"].add_column("conditioning_text", int)
         if "demographics" not in db.table_names():
             db["demographics"].create(
@@ -281,7 +284,9 @@ class Store:
 
                 out = [self._compact_row(r, part) if self.compact else self._legacy_row(r, part) for r in rows]
                 cols = ["key", "op", "request", "response", "created"] if self.compact else ["key", "engine", "op", "request", "response", "created"]
-                self.db.conn.executemany(f"insert or replace into responses({','.join(cols)}) values ({','.join('?' * len(cols))})",
+                # An answer saved again keeps its row (and, in the earlier layout, its place in save order).
+                self.db.conn.executemany(f"insert into responses({','.join(cols)}) values ({','.join('?' * len(cols))}) "
+                                         f"on conflict(key) do update set {', '.join(f'{c} = excluded.{c}' for c in cols[1:])}",
                                          [[o[c] for c in cols] for o in out])
                 keys = [r["key"] for r in rows]
                 for i in range(0, len(keys), 500):

@@ -16,7 +16,9 @@ text. The table keeps each of them once:
 
 Quoted texts are found through an index of the generated texts this process
 stored recently (bounded); a text quoting one stored by an earlier process
-keeps its own copy, which costs bytes, never correctness.
+keeps its own copy, which costs bytes, never correctness. The index belongs to
+the process, and a failed transaction clears it (:meth:`Texts.forget`): store
+writes come from one thread (the run's), which this relies on.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ PARTS_TAG = b"\x00"  # a tail stored as parts (literals and quotes); zlib output
 QUOTE_MIN = 96  # shorter generated texts are not worth a reference
 QUOTE_KEY = 32  # quotes are looked up by their first characters
 QUOTE_BUDGET = 16 << 20  # characters of recent generated texts kept quotable (~16 MB at most)
+QUOTED_CACHE = 4096  # quoted texts kept after reading (the questions every persona's transcript quotes)
 QUOTES_PER_KEY = 8  # recent texts kept per first characters: bounds the work per position
 # Where a quoted text can start: a text's start, a line's, after ": " (Answer: ..., Statement 2: ...)
 # or a quotation mark -- not every word, which would cost a lookup per word of every text.
@@ -51,6 +54,7 @@ class Texts:
         self._quotes: dict[str, deque[tuple[str, int, int]]] = {}  # first QUOTE_KEY chars -> (text, id, start), newest last
         self._recent: OrderedDict[int, tuple[str, str, str]] = OrderedDict()  # id -> (key, quoted, text), oldest first
         self._recent_ids: dict[str, int] = {}  # text -> id of the recent ones: a repeated question costs no lookup
+        self._quoted: OrderedDict[int, str] = OrderedDict()  # quoted texts read lately (get)
         self._recent_chars = 0
 
     # ------------------------------------------------------------ writing
@@ -77,7 +81,9 @@ class Texts:
             parent, cut = (None, 0) if quotable else self._longest_stored_prefix(data)
             tail = data[cut:]
             value = self._encode_tail(tail.decode(), quoting=not quotable)
-            text_id = con.execute("insert into texts(sha, parent, tail) values (?, ?, ?)", [sha, parent, value]).lastrowid
+            # Another process may have stored the same text since the lookup: keep its row.
+            con.execute("insert into texts(sha, parent, tail) values (?, ?, ?) on conflict(sha) do nothing", [sha, parent, value])
+            text_id = con.execute("select id from texts where sha = ?", [sha]).fetchone()[0]
         if quotable and self._compact():
             self._remember(text, text_id)
         return text_id
@@ -119,6 +125,7 @@ class Texts:
         self._recent.clear()
         self._recent_ids.clear()
         self._recent_chars = 0
+        self._quoted.clear()  # an id whose row was rolled back may be given to another text
 
     def _remember(self, text: str, text_id: int) -> None:
         quoted = text.strip()  # answers are quoted without the space a completion starts with
@@ -132,10 +139,10 @@ class Texts:
         self._quotes.setdefault(key, deque(maxlen=QUOTES_PER_KEY)).append((quoted, text_id, start))
         self._recent[text_id] = (key, quoted, text)
         self._recent_ids[text] = text_id
-        self._recent_chars += len(text)
+        self._recent_chars += len(text) + (len(quoted) if quoted is not text else 0)
         while self._recent_chars > QUOTE_BUDGET:
             old_id, (old_key, old, old_text) = self._recent.popitem(last=False)
-            self._recent_chars -= len(old_text)
+            self._recent_chars -= len(old_text) + (len(old) if old is not old_text else 0)
             self._recent_ids.pop(old_text, None)
             kept = [q for q in self._quotes.get(old_key, ()) if q[1] != old_id]
             if kept:
@@ -179,12 +186,33 @@ class Texts:
         ).fetchall()
         if not rows:
             raise TextsMissing(text_id)
-        return "".join(self._decode_tail(t) for (t,) in rows)
+        tails = [self._parts(t) for (t,) in rows]
+        self._fetch_quoted({p[0] for parts in tails for p in parts if not isinstance(p, str)})
+        return "".join(p if isinstance(p, str) else self._quoted[p[0]][p[1] : p[2]] for parts in tails for p in parts)
 
-    def _decode_tail(self, tail) -> str:
+    @staticmethod
+    def _parts(tail) -> list:
         if isinstance(tail, str):
-            return tail
+            return [tail]
         if tail[:1] == PARTS_TAG:
-            return "".join(p if isinstance(p, str) else self.get(p[0])[p[1] : p[2]]
-                           for p in json.loads(zlib.decompress(tail[1:])))
-        return zlib.decompress(tail).decode()
+            return json.loads(zlib.decompress(tail[1:]))
+        return [zlib.decompress(tail).decode()]
+
+    def _fetch_quoted(self, ids: set[int]) -> None:
+        """Read the quoted texts ``ids`` into a small cache, in one query. A quoted
+        text is stored whole (no parent, no quotes) unless it was stored before as
+        another text's extension; a committed text never changes, so the cache
+        holds until a transaction fails (:meth:`forget`)."""
+        missing = [i for i in ids if i not in self._quoted]
+        for i in range(0, len(missing), 500):
+            chunk = missing[i : i + 500]
+            rows = self._conn().execute(f"select id, parent, tail from texts where id in ({','.join('?' * len(chunk))})", chunk)
+            for text_id, parent, tail in rows.fetchall():
+                whole = parent is None and not (isinstance(tail, bytes) and tail[:1] == PARTS_TAG)
+                self._quoted[text_id] = "".join(self._parts(tail)) if whole else self.get(text_id)
+        for i in ids:
+            if i not in self._quoted:
+                raise TextsMissing(i)
+            self._quoted.move_to_end(i)
+        while len(self._quoted) > QUOTED_CACHE:
+            self._quoted.popitem(last=False)

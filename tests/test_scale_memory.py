@@ -338,3 +338,66 @@ def test_a_text_whose_transaction_did_not_commit_is_never_quoted(tmp_path):
     with store.writing_texts("saving engine answers"):
         text_id = store.texts.put(quoting)
     assert Store(store.path, readonly=True).text(text_id) == quoting
+
+
+@pytest.mark.fast
+def test_a_text_stored_as_an_extension_then_generated_is_quoted_whole(tmp_path):
+    """A generated text may equal a text stored earlier as another's extension
+    (parent + tail): quoting it must read it whole, not its tail."""
+    store = Store(tmp_path / "s.db")
+    rng = random.Random(9)
+    head = words(rng, 300)                      # ends with a paragraph break
+    extension = head + words(rng, 300).strip()  # stored as head + tail
+    with store.writing_texts("saving engine answers"):
+        store.texts.put(head)
+        ext_id = store.texts.put(extension)
+        assert store.texts.put(extension, quotable=True) == ext_id  # the same text, generated later
+        quoting_id = store.texts.put("Here is one answer from an interview.\nAnswer: " + extension.strip() + "\n\n")
+    assert Store(store.path).text(quoting_id) == "Here is one answer from an interview.\nAnswer: " + extension.strip() + "\n\n"
+
+
+@pytest.mark.fast
+def test_two_writers_storing_the_same_text_share_its_row(tmp_path):
+    """Two runs on one store save the same new text (a question every persona is
+    asked): the one that comes second between its lookup and its insert keeps the
+    first one's row instead of failing (and losing its computed answers)."""
+    first, second = Store(tmp_path / "s.db"), Store(tmp_path / "s.db")
+    text = words(random.Random(2), 500)
+    look_up = first.texts._longest_stored_prefix
+    theirs = []
+
+    def meanwhile(data):  # after first's lookup found nothing, before its insert
+        with second.writing_texts("saving engine answers"):
+            theirs.append(second.texts.put(text))
+        return look_up(data)
+
+    first.texts._longest_stored_prefix = meanwhile
+    with first.writing_texts("saving engine answers"):
+        mine = first.texts.put(text)
+    assert [mine] == theirs and first.text(mine) == text
+
+
+@pytest.mark.fast
+def test_only_an_exact_option_result_is_packed():
+    """The packed form is used only when it reads back equal; any other shape is JSON."""
+    from core import answer_codec as codec
+
+    full = {"method": "sampling:40", "outside_mass": 0.0, "probs": [0.25, 0.75]}
+    assert codec.unpack(codec.pack_option(full)) == full
+    assert codec.unpack(codec.pack_option({**full, "method": "logprobs"})) == {**full, "method": "logprobs"}
+    for odd in ({"outside_mass": 0.0, "probs": [1.0]}, {**full, "method": ""}, {**full, "method": None},
+                {**full, "probs": [1, 0]}, {**full, "extra": 1}):
+        assert codec.pack_option(odd) is None
+
+
+@pytest.mark.fast
+def test_a_compact_store_missing_the_persona_text_column_gets_it_back(tmp_path):
+    """The column that holds a persona's text reference is added on open when missing
+    (a store created by a process killed between two schema statements)."""
+    store = Store(tmp_path / "s.db")
+    with closing(sqlite3.connect(store.path)) as con, con:
+        con.execute("alter table personas drop column conditioning_text")
+    store = Store(tmp_path / "s.db")
+    people = personas(2, 3000)
+    store.put_personas(people)
+    assert Store(store.path, readonly=True).personas("b") == [replace(p, created=q.created) for p, q in zip(people, store.personas("b"))]
