@@ -308,10 +308,10 @@ class Store:
                 "response": dumps(r["response"]), "created": time.time()}
 
     def _compact_row(self, r: dict, part) -> dict:
-        """A row of the compact layout: ``[field, head, rest]`` (the persona's text
-        as a text id, the rest of the request a shared text when long), the
-        response packed (an option distribution) or JSON with a generated text as
-        the tail of the text prompt + answer."""
+        """A row of the compact layout: ``[field, head, rest(, own)]`` (the persona's
+        text as a text id, the rest of the request a shared text when long, the
+        seed inline), the response packed (an option distribution) or JSON with a
+        long generated text as a reference to it, stored once and quotable."""
         rest = dict(r["request"])
         field, n = r.get("text_field"), int(r.get("text_len") or 0)
         head = None
