@@ -8,6 +8,7 @@ over all personas.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import mesa
 import numpy as np
@@ -24,6 +25,22 @@ from .questions import (
     map_back,
     option_request,
 )
+
+
+@lru_cache(maxsize=4096)
+def _shared_block(q: Question, order: tuple[int, ...], chosen: int) -> str:
+    return answered_block(q, list(order), chosen)
+
+
+def history_block(q: Question, order: list[int], chosen: int) -> str:
+    """``answered_block``, one string per distinct (question, order, answer):
+    every agent that gave that answer holds the same string, so a series-mode
+    history costs a reference per answered question, not a copy of its text
+    (measured: ~2 KB per agent, 61k agents per wave at the Anthology ATP size)."""
+    try:
+        return _shared_block(q, tuple(order), chosen)
+    except TypeError:  # an unhashable question (options given as a list): not shared
+        return answered_block(q, order, chosen)
 
 
 @dataclass(frozen=True)
@@ -89,12 +106,17 @@ class PersonaAgent(mesa.Agent):
         self.answer_rng = np.random.default_rng(derive_seed(seed, self.persona_id))
         self.reverse = bool(self.answer_rng.integers(2)) if reverse is None else reverse
         self.series = series
-        self.history = ""  # previous questions and answers, in series mode
+        self._blocks: list[str] = []  # previous questions and answers, in series mode (shared strings)
         self.answers: dict[str, Answer] = {}
         self.current: str | None = None  # id of the last question answered
         self.texts: dict[str, str] = {}  # free-text utterances by key
 
     # ---------------------------------------------------------------- multiple choice
+    @property
+    def history(self) -> str:
+        """Previous questions and answers, in series mode."""
+        return "".join(self._blocks)
+
     def context(self) -> str:
         return self.conditioning + (self.history if self.series else "")
 
@@ -119,7 +141,7 @@ class PersonaAgent(mesa.Agent):
         answer = Answer(tuple(float(x) for x in probs), sampled, float(result.outside_mass), result.method, self.reverse)
         self.answers[q.id] = answer
         if self.series:
-            self.history += answered_block(q, order, sampled)
+            self._blocks.append(history_block(q, order, sampled))
         self.current = q.id
         return answer
 
@@ -130,7 +152,7 @@ class PersonaAgent(mesa.Agent):
         # Keep the generator in step with an original run that sampled here.
         self.answer_rng.choice(len(answer.probs), p=np.asarray(answer.probs) / np.sum(answer.probs))
         if self.series:
-            self.history += answered_block(q, self.order_for(q), answer.sampled)
+            self._blocks.append(history_block(q, self.order_for(q), answer.sampled))
         self.current = q.id
 
     @property

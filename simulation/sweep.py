@@ -59,6 +59,7 @@ class SweepPoint(mesa.Model):
             release(self.inner)
             self.inner = None
             gc.collect()  # its agents, personas and answers, before the next point is built
+            trim_heap()
         self.datacollector.collect(self)
 
 
@@ -67,8 +68,24 @@ def release(model: mesa.Model) -> None:
     an agent as a key of the class-level ``mesa.Agent._ids`` (its unique-id
     counters; mesa issue #3179): a sweep held every earlier point's agents,
     personas, histories and answers while the next point ran (measured: all
-    three waves of anthology_atp_main alive at the end)."""
-    mesa.Agent._ids.pop(model, None)
+    three waves of anthology_atp_main alive at the end). Later mesa releases
+    number agents in the model itself (mesa PR #3180): nothing to do there."""
+    ids = getattr(mesa.Agent, "_ids", None)
+    if isinstance(ids, dict):
+        ids.pop(model, None)
+
+
+def trim_heap() -> None:
+    """Hand the freed heap back to the OS (glibc's ``malloc_trim``; a no-op
+    elsewhere). glibc keeps freed small blocks mapped: without this the next
+    point's largest allocation (the max-weight matrix, mapped on its own) came
+    on top of the previous point's freed heap instead of reusing it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def run_sweep(cfg: ScenarioConfig, label: str, *, console=None) -> Path:

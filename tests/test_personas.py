@@ -181,3 +181,27 @@ def test_killed_generation_resumes_without_regenerating(tmp_path, engine):
     banks.generate(cached(clean, engine), clean, "k", "anthology", 4, seed=5, chunk=2, params=GenerationParams(max_tokens=12, critic=False))
     assert [p.conditioning for p in clean.personas("k")] == [p.conditioning for p in store.personas("k")]
     assert len(people) == 4
+
+
+@pytest.mark.fast
+def test_series_history_is_the_answered_blocks_shared_between_agents():
+    """An agent's series-mode history is its answered blocks in order, the text
+    it was before the blocks were shared; agents that gave the same answer to the
+    same question hold one string (61k agents a wave at the Anthology ATP size)."""
+    from agents.llm.base import OptionResult
+    from agents.questions import answered_block, display_order
+    from core.persona_record import PersonaRecord
+
+    model = mesa.Model(seed=0)
+    agents = [PersonaAgent(model, PersonaRecord(f"b:{i}", "b", i, "anthology", f"Backstory {i}.\n\n"), seed=0, reverse=False)
+              for i in range(3)]
+    questions = [Question.make("q1", "Do you like dogs?", ["Yes", "No"]), Question.make("q2", "And cats?", ["Yes", "No", "Unsure"])]
+    expected = ["", "", ""]
+    for q in questions:
+        for a in agents:
+            order = display_order(len(q.options), False)
+            ans = a.receive(Question.make(q.id, q.text, q.options), OptionResult([1.0] + [0.0] * (len(q.options) - 1), 0.0))
+            expected[agents.index(a)] += answered_block(q, order, ans.sampled)
+    assert [a.history for a in agents] == expected
+    assert [a.context() for a in agents] == [f"Backstory {i}.\n\n" + expected[i] for i in range(3)]
+    assert all(x is y for x, y in zip(agents[0]._blocks, agents[1]._blocks))  # same answers: the same strings

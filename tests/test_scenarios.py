@@ -247,7 +247,18 @@ def test_sweep_runs_every_combination_through_batch_run(tmp_path):
         tiny(tmp_path / "s.db", tmp_path / "runs", ["human.sample=4", "human.lower_bound_splits=5", "questionnaire.questions=[natspac, natenvir]",
                                                      "sweep={population.conditions: [[qa], [bio]], seed: [0, 1]}"]),
     )
+    import gc
+
+    import mesa
+
+    from scenarios.contract import ScenarioModel
+
+    held = set(map(id, mesa.Agent._ids))  # models other tests in this process left behind
     out = run_sweep(cfg, "sweep-test")
+    gc.collect()
+    # A finished point's model (agents, personas, answers) is freed before the next
+    # point is built: mesa 3.3 kept every model in Agent._ids (a 3-wave sweep held all three).
+    assert not [m for m in mesa.Agent._ids if id(m) not in held and isinstance(m, ScenarioModel)]
     table = pd.read_csv(out / "sweep.csv")
     assert table["run_id"].nunique() == 4
     assert set(table["seed"]) == {0, 1}
