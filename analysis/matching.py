@@ -26,7 +26,9 @@ Methods:
 Scale (``benchmarks/bench_matching.py``, 40,000 personas x 5,000 humans x 9
 traits, 2 busy cores): greedy about 3 s and 0.45 GB peak, max-weight about
 12 s and 1.7 GB peak -- the ``H x V`` float64 weight matrix (1.6 GB) is the
-only large allocation; greedy never holds more than a 256 MB block of it.
+only large allocation; greedy never holds more than a 256 MB block of it. A run
+checks that the matrix fits in the memory available before its first LLM call
+(:func:`max_weight_bytes`, ``scenarios.population.check_sizes``).
 """
 from __future__ import annotations
 
@@ -251,6 +253,26 @@ def match(
         objective=objective if method == "max_weight" else "weight",
         seed=seed if method == "random" else None,
     )
+
+
+def max_weight_bytes(n_humans: int, n_personas: int) -> int:
+    """Memory ``max_weight`` needs at its peak: the dense ``H x V`` float64 weight
+    matrix that scipy's exact solver takes whole (842 MB at 10,260 x 10,260;
+    3.3 GB at 10,000 x 40,000), ``8 H V`` bytes. Greedy holds at most a 256 MB block."""
+    return 8 * int(n_humans) * int(n_personas)
+
+
+def available_memory() -> int | None:
+    """Bytes the OS can give this process now without swapping (Linux's
+    ``MemAvailable``); None where the OS does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _max_weight(logs: list[np.ndarray], codes: np.ndarray, n_personas: int, n_humans: int, objective: str) -> np.ndarray:

@@ -29,6 +29,7 @@ from agents import demographics as demo
 from agents import generative_agent as ga
 from agents.llm.base import Engine
 from agents.persona import PersonaAgent
+from analysis.matching import available_memory, max_weight_bytes
 from core.persona_record import PersonaRecord
 from core.store import Store
 from scenarios.config import ConfigError, ScenarioConfig
@@ -116,17 +117,29 @@ def check_files(cfg: ScenarioConfig) -> None:
             raise ConfigError(f"population.import_path: {path}: file not found (expected a JSONL file of backstories)")
 
 
-def check_sizes(cfg: ScenarioConfig, study) -> None:
+def check_sizes(cfg: ScenarioConfig, study, available: int | None = None) -> None:
     """The humans a run needs at its size, once the study is loaded and before
     any LLM call: for max-weight matching, at least as many personas requested
-    as humans."""
+    as humans, and memory for its weight matrix (``available`` bytes; default:
+    what the OS says is available now). Hours of generation must not end in an
+    out-of-memory at the matching step."""
     if study is None:
         return  # (too few respondents for human.sample: the study loader says so)
     generated = [c for c in cfg.population.conditions if c in ("anthology", "interview", "generative_agent")]
-    if study.is_individual and "max_weight" in cfg.matching and generated and cfg.population.per_human is None and cfg.population.size < study.n:
+    if not (study.is_individual and "max_weight" in cfg.matching and generated):
+        return
+    size = cfg.population.size if cfg.population.per_human is None else cfg.population.per_human * study.n
+    if cfg.population.per_human is None and size < study.n:
         raise ConfigError(
-            f"matching: max_weight needs at least as many personas as humans (population.size {cfg.population.size} < {study.n} humans); "
+            f"matching: max_weight needs at least as many personas as humans (population.size {size} < {study.n} humans); "
             "raise population.size or lower human.sample"
+        )
+    need = max_weight_bytes(study.n, size)
+    available = available_memory() if available is None else available
+    if available is not None and need > available:
+        raise ConfigError(
+            f"matching: max_weight holds a {study.n} x {size} weight matrix ({need / 2**30:.1f} GB) and this machine has "
+            f"{available / 2**30:.1f} GB available; use greedy, lower population.size or human.sample, or run it on a larger machine"
         )
 
 

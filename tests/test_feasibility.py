@@ -144,3 +144,26 @@ def test_too_few_respondents_is_one_line_before_any_engine_call(tmp_path, calls)
         run(cfg)
     assert str(err.value).startswith("matching: max_weight needs at least as many personas as humans (population.size 3 < 10 humans)")
     assert calls == []
+
+
+@pytest.mark.fast
+def test_a_max_weight_matrix_larger_than_the_machine_is_one_line_before_any_engine_call(tmp_path, calls, monkeypatch):
+    """Max-weight matching needs its H x V float64 matrix whole (scipy's exact
+    solver): a run whose matrix cannot fit stops before generating anything,
+    instead of after hours of generation."""
+    import scenarios.population as pop
+    from analysis.matching import available_memory, max_weight_bytes
+
+    free = available_memory()
+    assert free is not None and 0 < free < 2**50  # this OS says (Linux /proc/meminfo)
+    assert max_weight_bytes(10_000, 40_000) == 3_200_000_000  # the talk's 40k personas x 10k humans: 3.0 GB
+    overrides = ["engine.kind=fake", f"store={tmp_path / 's.db'}", f"output={tmp_path / 'runs'}", "population.size=12",
+                 "population.conditions=[anthology]", "human.sample=10", "matching=[max_weight]"]
+    monkeypatch.setattr(pop, "available_memory", lambda: max_weight_bytes(10, 12) - 1)  # a machine one byte short
+    with pytest.raises(ConfigError) as err:
+        run(load_config(ROOT / "scenarios/gss_spending.yaml", overrides))
+    msg = str(err.value)
+    assert msg.startswith("matching: max_weight holds a 10 x 12 weight matrix (0.0 GB) and this machine has 0.0 GB available; use greedy"), msg
+    assert "\n" not in msg and calls == []
+    monkeypatch.setattr(pop, "available_memory", lambda: max_weight_bytes(10, 12))  # exactly enough: the run goes on
+    pop.check_sizes(load_config(ROOT / "scenarios/gss_spending.yaml", overrides), type("S", (), {"n": 10, "is_individual": True})())
