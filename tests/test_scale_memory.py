@@ -325,6 +325,23 @@ def test_a_generated_text_is_stored_once_and_texts_that_quote_it_refer_to_it(tmp
 
 
 @pytest.mark.fast
+def test_quotes_are_looked_up_exactly_where_a_quoted_text_can_start():
+    """The places a quote may start, as defined: the text's start, a line's, after
+    ": " or after a quotation mark, at a non-space character -- on random strings of
+    the characters that make them overlap (": " then '"', a line starting with '"')."""
+    from core.texts import QUOTE_AT
+
+    def places(t: str) -> list[int]:
+        return [p for p in range(len(t)) if not t[p].isspace()
+                and (p == 0 or t[p - 1] in '\n"' or t[max(0, p - 2):p] == ": ")]
+
+    rng = random.Random(5)
+    for _ in range(3000):
+        t = "".join(rng.choice(['"', ":", " ", "\n", "a", ": ", '": "']) for _ in range(rng.randrange(0, 24)))
+        assert [m.end() for m in QUOTE_AT.finditer(t)] == places(t), repr(t)
+
+
+@pytest.mark.fast
 def test_a_text_whose_transaction_did_not_commit_is_never_quoted(tmp_path):
     """A generated text stored in a transaction that fails (a full disk, a kill
     caught by the caller) is gone: a later text must hold its own copy, not a
