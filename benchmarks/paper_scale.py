@@ -234,6 +234,7 @@ def run_once(plan: Plan, work: Path, ports: tuple[int, int], *, kill_at_rows: in
     lines: list[tuple[float, str]] = []
     err: list[str] = []
     killed = False
+    proc = None
     try:
         for s in servers.values():
             s.start()
@@ -268,6 +269,9 @@ def run_once(plan: Plan, work: Path, ports: tuple[int, int], *, kill_at_rows: in
             r.join(5)
         stats = {role: s.stats() for role, s in servers.items()}
     finally:
+        if proc is not None and proc.poll() is None:  # the benchmark was stopped: so is its run
+            proc.kill()
+            proc.wait()
         for s in servers.values():
             s.stop()
     # The run's own output with the seconds since its start: where a preset's time went.
@@ -424,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="one store for every preset, as a user's default personae.db: banks an earlier preset generated "
                          "with the same settings are reused (store MB is then what each preset added; no kill check)")
     a = ap.parse_args(argv)
+    # Stopped with SIGTERM (kill, a job scheduler's limit): unwind, so the run and
+    # the simulators stop with it instead of running on as orphans.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     names = a.only or presets()
     unknown = sorted(set(names) - set(presets()))
     if unknown:
