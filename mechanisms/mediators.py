@@ -95,7 +95,10 @@ class LogRecord:
     def to_json(self) -> dict:
         # Shallow: the fields are JSON values already, and asdict's deep copy of every
         # record was a seventh of a representatives run's client time (160k records per group).
-        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None and v != {}}
+        return {name: v for name in _LOG_FIELDS if (v := getattr(self, name)) is not None and v != {}}
+
+
+_LOG_FIELDS = tuple(f.name for f in fields(LogRecord))  # looked up once: dataclasses.fields costs per call
 
 
 class Transcript:
