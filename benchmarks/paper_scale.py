@@ -7,7 +7,7 @@ means anything), a second simulator standing in for a judge where the preset
 has one. Sizes are the published ones times ``--scale``. Where a preset needs
 data that cannot ship (Pew ATP W34/W92/W99/W110, Braley 2023, Moore-Berg 2020)
 synthetic respondents of the same shape stand in (``benchmarks.synthetic_studies``),
-written to a temporary folder; the output says so on every such preset.
+written to ``OUT/synthetic``; the output says so on every such preset.
 
 Per preset: completed (and the error line), requests and prompts the
 simulators served (``/simulator/stats``), wall time, client requests/s, peak
@@ -19,7 +19,12 @@ resume must ask the simulator for exactly the missing answers (0 repeated) and
 write byte-identical report files.
 
 Each preset's figures are appended to ``OUT/results.jsonl`` as it finishes; a
-re-invocation skips presets already completed at the same scale/population.
+re-invocation skips presets already completed at the same scale/population. With
+``--shared-store`` an unfinished preset (the benchmark stopped, the machine
+restarted) resumes its own run from the store, every answer already computed
+served from it: the simulators keep their ports (``OUT/ports.json``) and the
+synthetic files their paths, so the run id is the same. Its record then times
+the last attempt only.
 
     python benchmarks/paper_scale.py --scale 0.02 [--only NAME ...] [--out DIR]
     python benchmarks/paper_scale.py --only anthology_atp_subgroups --population 10000 --no-kill
@@ -40,7 +45,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from contextlib import closing
@@ -67,6 +71,31 @@ def free_port() -> int:
     with closing(socket.socket()) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def bindable(port: int) -> bool:
+    with closing(socket.socket()) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def stable_ports(out: Path) -> tuple[int, int]:
+    """The simulators' ports, kept in ``out/ports.json``: a benchmark started again
+    on the same folder serves the same URLs, so an unfinished preset resumes its
+    own run (same run id: its step log goes on, no second copy) from the store."""
+    path = out / "ports.json"
+    try:
+        ports = tuple(json.loads(path.read_text()))
+        if len(ports) == 2 and all(bindable(p) for p in ports):
+            return ports
+    except (OSError, ValueError, TypeError):
+        pass
+    ports = (free_port(), free_port())
+    path.write_text(json.dumps(ports))
+    return ports
 
 
 class PortServer(SimulatedServer):
@@ -439,35 +468,33 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
     done = load_records(results)
-    ports = (free_port(), free_port())
-    data_dir = Path(tempfile.mkdtemp(prefix="personae-synthetic-"))
+    ports = stable_ports(out)
+    data_dir = out / "synthetic"  # deterministic files at stable paths: a second start resumes the same runs
+    data_dir.mkdir(exist_ok=True)
     print(f"simulator (not a model) on ports {ports}; synthetic respondents in {data_dir}; results -> {results}")
     shared = out / "work" / f"shared@{a.scale:g}" / "store.db" if a.shared_store else None
     if shared:
         shared.parent.mkdir(parents=True, exist_ok=True)
         a.no_kill = True
     suffix = "/shared-store" if shared else ""
-    try:
-        for name in names:
-            key = _key(name, a.scale, a.population, a.extra) + suffix
-            if done.get(key, {}).get("completed"):
-                print(f"{name}: done earlier (skipped; delete its line in {results} to redo)")
-                continue
-            print(f"{name}: running at scale {a.scale:g}" + (f", population {a.population}" if a.population else ""))
-            rec, plan, o, work = measure(name, a.scale, out, data_dir, ports, a.population, extra=a.extra, shared=shared)
-            append_record(results, rec)
-            done[key] = rec
-            print(table([rec]).splitlines()[-1 if rec["completed"] else -2])
-            if name == a.kill_preset and not a.no_kill and o.completed:
-                kr = kill_and_resume(plan, o, work, out / "work" / (key.replace("/", "_") + "-killed"), ports, chunk=a.kill_chunk)
-                krec = {"key": "kill:" + key, **asdict(kr)}
-                append_record(results, krec)
-                done[krec["key"]] = krec
-            if not a.keep and o.completed:
-                shutil.rmtree(work, ignore_errors=True)
-                shutil.rmtree(out / "work" / (key.replace("/", "_") + "-killed"), ignore_errors=True)
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+    for name in names:
+        key = _key(name, a.scale, a.population, a.extra) + suffix
+        if done.get(key, {}).get("completed"):
+            print(f"{name}: done earlier (skipped; delete its line in {results} to redo)")
+            continue
+        print(f"{name}: running at scale {a.scale:g}" + (f", population {a.population}" if a.population else ""))
+        rec, plan, o, work = measure(name, a.scale, out, data_dir, ports, a.population, extra=a.extra, shared=shared)
+        append_record(results, rec)
+        done[key] = rec
+        print(table([rec]).splitlines()[-1 if rec["completed"] else -2])
+        if name == a.kill_preset and not a.no_kill and o.completed:
+            kr = kill_and_resume(plan, o, work, out / "work" / (key.replace("/", "_") + "-killed"), ports, chunk=a.kill_chunk)
+            krec = {"key": "kill:" + key, **asdict(kr)}
+            append_record(results, krec)
+            done[krec["key"]] = krec
+        if not a.keep and o.completed:
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(out / "work" / (key.replace("/", "_") + "-killed"), ignore_errors=True)
     recs = [done[_key(n, a.scale, a.population, a.extra) + suffix] for n in names if _key(n, a.scale, a.population, a.extra) + suffix in done]
     if shared and not a.keep and len(recs) == len(names) and all(r["completed"] for r in recs):
         shutil.rmtree(shared.parent, ignore_errors=True)  # kept while a preset is left to run: it reuses the banks

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -41,3 +43,18 @@ def test_paper_preset_at_tiny_scale_completes_and_resumes_exactly(tmp_path):
     assert kr.resume_completed
     assert kr.repeated == 0, json.dumps(kr.__dict__)
     assert kr.identical, kr.differing
+
+
+@pytest.mark.fast
+def test_a_benchmark_started_again_serves_the_same_urls_so_an_unfinished_preset_resumes_its_run(tmp_path):
+    """The simulators' ports are part of every run id: a second start on the same
+    folder keeps them (the unfinished preset's run and step log go on), unless one
+    is taken, then both are new."""
+    import socket
+
+    first = ps.stable_ports(tmp_path)
+    assert ps.stable_ports(tmp_path) == first and json.loads((tmp_path / "ports.json").read_text()) == list(first)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", first[0]))
+        other = ps.stable_ports(tmp_path)
+    assert first[0] not in other and ps.stable_ports(tmp_path) == other
