@@ -258,7 +258,7 @@ def match(
 def max_weight_bytes(n_humans: int, n_personas: int) -> int:
     """Memory ``max_weight`` needs at its peak: the dense ``H x V`` float64 weight
     matrix that scipy's exact solver takes whole (842 MB at 10,260 x 10,260;
-    3.3 GB at 10,000 x 40,000), ``8 H V`` bytes. Greedy holds at most a 256 MB block."""
+    3.0 GB at 10,000 x 40,000), ``8 H V`` bytes. Greedy holds at most a 256 MB block."""
     return 8 * int(n_humans) * int(n_personas)
 
 

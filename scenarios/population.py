@@ -117,12 +117,11 @@ def check_files(cfg: ScenarioConfig) -> None:
             raise ConfigError(f"population.import_path: {path}: file not found (expected a JSONL file of backstories)")
 
 
-def check_sizes(cfg: ScenarioConfig, study, available: int | None = None) -> None:
+def check_sizes(cfg: ScenarioConfig, study) -> None:
     """The humans a run needs at its size, once the study is loaded and before
     any LLM call: for max-weight matching, at least as many personas requested
-    as humans, and memory for its weight matrix (``available`` bytes; default:
-    what the OS says is available now). Hours of generation must not end in an
-    out-of-memory at the matching step."""
+    as humans, and the memory its weight matrix needs, available now. Hours of
+    generation must not end in an out-of-memory at the matching step."""
     if study is None:
         return  # (too few respondents for human.sample: the study loader says so)
     generated = [c for c in cfg.population.conditions if c in ("anthology", "interview", "generative_agent")]
@@ -135,7 +134,7 @@ def check_sizes(cfg: ScenarioConfig, study, available: int | None = None) -> Non
             "raise population.size or lower human.sample"
         )
     need = max_weight_bytes(study.n, size)
-    available = available_memory() if available is None else available
+    available = available_memory()
     if available is not None and need > available:
         raise ConfigError(
             f"matching: max_weight holds a {study.n} x {size} weight matrix ({need / 2**30:.1f} GB) and this machine has "
