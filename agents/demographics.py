@@ -18,9 +18,9 @@ from typing import Callable, Protocol
 import numpy as np
 
 from core.persona_record import PersonaRecord
-from core.seeds import consecutive_seeds
+from core.seeds import derive_seed
 
-from .llm.base import Engine, GenerateRequest, option_letters
+from .llm.base import Engine, SampleRequest, option_letters
 from .questions import Question, display_order, map_back, option_request
 
 REFUSAL = "Prefer not to answer"
@@ -133,11 +133,10 @@ def _survey_by_probs(engine: Engine, personas: list[PersonaRecord], traits: list
     ]
 
 
-def sample_requests(prompt: str, prefix_len: int, persona_id: str, trait: str, n: int) -> list[GenerateRequest]:
-    """The ``n`` seeded one-answer samples of one survey prompt, adjacent and
-    sharing one prompt string (an engine may send them as one ``n``-sample request)."""
-    # Consecutive seeds: the n samples go to a served model as one request (see consecutive_seeds).
-    return [GenerateRequest(prompt=prompt, max_tokens=2, temperature=1.0, seed=seed, prefix_len=prefix_len) for seed in consecutive_seeds(n, persona_id, trait)]
+def sample_request(prompt: str, prefix_len: int, persona_id: str, trait: str, n: int) -> SampleRequest:
+    """The ``n`` one-answer samples of one survey prompt, seeded by persona and
+    trait: one request (one stored answer; one ``n``-sample call to a server)."""
+    return SampleRequest(prompt=prompt, n=n, max_tokens=2, temperature=1.0, seed=derive_seed(persona_id, trait), prefix_len=prefix_len)
 
 
 def _survey_by_sampling(engine: Engine, personas: list[PersonaRecord], traits: list[TraitQuestion], survey_name: str, n: int) -> list[dict]:
@@ -147,25 +146,18 @@ def _survey_by_sampling(engine: Engine, personas: list[PersonaRecord], traits: l
             q = t.asked()
             order = display_order(len(q.options), False)
             req = option_request(p.conditioning, q, order, SURVEY_INSTRUCTION)
-            # One prompt string for the n samples: ``req.prompt`` builds a new
-            # string (the whole backstory) on every access.
-            reqs += sample_requests(req.prompt, len(req.prefix), p.persona_id, t.trait, n)
-            where += [(p.persona_id, t)] * n
-    gens = engine.generate(reqs)
-    counts: dict[tuple[str, str], np.ndarray] = {}
-    for (pid, t), g in zip(where, gens):
-        k = len(t.options) + 1
-        c = counts.setdefault((pid, t.trait), np.zeros(k))
-        m = re.match(r"\s*\(?([A-Z])", g.text)
-        letters = option_letters(k)
-        if m and m.group(1) in letters:
-            c[letters.index(m.group(1))] += 1
+            reqs.append(sample_request(req.prompt, len(req.prefix), p.persona_id, t.trait, n))
+            where.append((p.persona_id, t))
     rows = []
-    by_name = {t.trait: t for t in traits}
-    for (pid, trait), c in counts.items():
-        t = by_name[trait]
+    for (pid, t), samples in zip(where, engine.sample(reqs)):
+        letters = option_letters(len(t.options) + 1)
+        c = np.zeros(len(letters))
+        for g in samples:
+            m = re.match(r"\s*\(?([A-Z])", g.text)
+            if m and m.group(1) in letters:
+                c[letters.index(m.group(1))] += 1
         probs = c / c.sum() if c.sum() else np.full(len(c), 1 / len(c))
-        rows.append({"persona_id": pid, "survey": survey_name, "trait": trait, "options": [*t.options, REFUSAL], "probs": probs.round(8).tolist(), "method": f"sampling:{n}"})
+        rows.append({"persona_id": pid, "survey": survey_name, "trait": t.trait, "options": [*t.options, REFUSAL], "probs": probs.round(8).tolist(), "method": f"sampling:{n}"})
     return rows
 
 

@@ -11,7 +11,10 @@ the same run, measures:
    with consecutive seeds, sent with ``n``) and log-likelihoods/s, with one prompt
    per request and with ``prompts_per_request``;
 3. the same through ``CachedEngine`` over a real SQLite ``Store``: cold (every
-   request a miss, written to the store) and warm (every request a hit).
+   request a miss, written to the store) and warm (every request a hit);
+4. the sampled demographic survey's unit (40 samples of one prompt): samples/s
+   stored as one answer per prompt (``CachedEngine.sample``) and, as before
+   December 2026, one stored generation per sample.
 
 Prints the rates, the ratios to the simulator's raw rate, and the HTTP requests
 each operation took (engine side and server side). Targets on 2 cores: >= 1,000
@@ -31,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.llm.base import GenerateRequest, LoglikRequest, OptionRequest  # noqa: E402
+from agents.llm.base import Engine, GenerateRequest, LoglikRequest, OptionRequest, SampleRequest  # noqa: E402
 from agents.llm.cache import CachedEngine  # noqa: E402
 from agents.llm.openai_engine import OpenAIEngine  # noqa: E402
 from agents.llm.simulated_server import SimulatedServer  # noqa: E402
@@ -60,6 +63,25 @@ def generations(n: int, tag: str, same_prompt: bool = False) -> list[GenerateReq
 
 def logliks(n: int, tag: str) -> list[LoglikRequest]:
     return [LoglikRequest(BACKSTORY.format(i=f"{tag}-{i}") + "Question: Do you own a car?\nAnswer:", " Yes, a pickup truck.") for i in range(n)]
+
+
+def surveys(n: int, tag: str, samples: int = 40) -> list[SampleRequest]:
+    """The sampled demographic survey's requests: ``samples`` answers to one prompt each."""
+    return [SampleRequest(BACKSTORY.format(i=f"{tag}-{i}") + QUESTION, samples, 2, 1.0, derive_seed(tag, i), len(BACKSTORY)) for i in range(n)]
+
+
+class _OneByOne(Engine):
+    """No ``sample`` of its own: each sample reaches the cache as its own generation."""
+
+    def __init__(self, inner: Engine) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def option_probs(self, requests):
+        return self.inner.option_probs(requests)
+
+    def generate(self, requests):
+        return self.inner.generate(requests)
 
 
 def raw_rate(port: int, prompts_per_request: int, seconds: float = 1.5) -> float:
@@ -128,6 +150,12 @@ def main() -> None:
             rows.append((f"cached ppr={a.ppr} warm: option distributions/s", timed(cached.option_probs, o), "opt"))
             rows.append((f"cached ppr={a.ppr} warm: generations/s", timed(cached.generate, g), "gen"))
             print(f"  cached: hits {cached.hits}, misses {cached.misses}; HTTP requests {eng.http_requests}")
+            n_prompts = max(10, n_gen // 10)
+            one = surveys(n_prompts, "one")
+            rows.append((f"cached ppr={a.ppr} cold: survey samples/s (40 per prompt, one answer each prompt)",
+                         timed(cached.sample, one) * one[0].n, "gen"))
+            rows.append((f"cached ppr={a.ppr} cold: survey samples/s (40 per prompt, one answer each sample)",
+                         timed(_OneByOne(cached).sample, surveys(n_prompts, "each")) * one[0].n, "gen"))
             cached.close()
     print()
     for name, rate, kind in rows:

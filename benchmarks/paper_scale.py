@@ -210,9 +210,15 @@ class RunOutcome:
         return self.rc == 0 and not self.killed
 
     def prompts(self) -> int:
-        """Answers the simulator computed: a prompt sampled ``n`` times in one
-        request counts ``n`` (each is one stored answer)."""
+        """Sequences the simulator computed: a prompt sampled ``n`` times in one
+        request counts ``n``."""
         return sum(s.get("completions", 0) for s in self.stats.values())
+
+    def answers(self) -> int:
+        """Prompts the simulator answered, a prompt sampled ``n`` times in one
+        request once: one stored answer each (the sampled survey stores the ``n``
+        samples of a prompt as one answer)."""
+        return sum(s.get("prompts", 0) for s in self.stats.values())
 
     def requests(self) -> int:
         return sum(s.get("by_path", {}).get("/v1/completions", 0) + s.get("by_path", {}).get("/v1/chat/completions", 0)
@@ -338,13 +344,13 @@ def differing(a: dict[str, Path], b: dict[str, Path]) -> list[str]:
 @dataclass
 class KillResume:
     preset: str
-    clean_prompts: int
+    clean_prompts: int  # answers the simulator computed (one per stored answer; see RunOutcome.answers)
     clean_rows: int
     killed_at_rows: int  # answers in the store after the kill
-    killed_prompts: int  # what the simulator served before the kill
+    killed_prompts: int  # answers the simulator computed before the kill
     resume_prompts: int
     missing: int  # clean rows minus rows saved before the kill
-    repeated: int  # resume prompts minus the missing ones (0: nothing asked twice)
+    repeated: int  # resume answers minus the missing ones (0: nothing asked twice)
     lost_in_flight: int  # served before the kill but not yet saved (asked again, never used twice)
     identical: bool
     differing: list[str]
@@ -367,8 +373,8 @@ def kill_and_resume(plan: Plan, clean: RunOutcome, clean_work: Path, work: Path,
     r = run_once(plan, work, ports, log=log)
     missing = clean.rows - saved
     diff = differing(report_files(clean_work), report_files(work)) if r.completed else ["(resume failed)"]
-    return KillResume(plan.preset, clean.prompts(), clean.rows, saved, k.prompts(), r.prompts(), missing,
-                      r.prompts() - missing, k.prompts() - saved, not diff, diff, r.completed,
+    return KillResume(plan.preset, clean.answers(), clean.rows, saved, k.answers(), r.answers(), missing,
+                      r.answers() - missing, k.answers() - saved, not diff, diff, r.completed,
                       "" if k.killed else f"not killed: the run ended first ({k.error or 'completed'})")
 
 
@@ -417,7 +423,7 @@ def measure(name: str, scale: float, out: Path, data_dir: Path, ports: tuple[int
         "key": key, "preset": name, "scale": scale, "population": population, "extra_sets": list(extra),
         "shared_store": bool(shared), "store_total_mb": round((o.store_bytes + before) / 2**20, 2),
         "sizes": plan.sizes, "completed": o.completed, "error": o.error,
-        "requests": o.requests(), "prompts": o.prompts(), "by_role": {r: {"requests": s.get("by_path", {}).get("/v1/completions", 0)
+        "requests": o.requests(), "prompts": o.prompts(), "answers": o.answers(), "by_role": {r: {"requests": s.get("by_path", {}).get("/v1/completions", 0)
                                                                            + s.get("by_path", {}).get("/v1/chat/completions", 0),
                                                                            "prompts": s.get("completions", 0)} for r, s in o.stats.items()},
         "wall_s": round(o.wall_s, 2), "requests_per_s": round(o.requests() / o.wall_s, 1) if o.wall_s else 0.0,

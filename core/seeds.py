@@ -15,10 +15,9 @@ def derive_seed(*parts) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def consecutive_seeds(n: int, *parts) -> list[int]:
-    """``n`` seeds for ``n`` samples of one prompt: ``derive_seed(*parts) + k``
-    (mod 2^31). Consecutive on purpose: a vLLM server draws them all in one
-    request (``n`` samples with ``seed``; its k-th sample uses ``seed + k``), so
-    the engine sends one request where distinct seeds would cost ``n``."""
-    base = derive_seed(*parts)
+def consecutive_seeds(base: int, n: int) -> list[int]:
+    """``n`` seeds for ``n`` samples of one prompt: ``base + k`` (mod 2^31).
+    Consecutive on purpose: a vLLM server draws them all in one request (``n``
+    samples with ``seed``; its k-th sample uses ``seed + k``), so the engine
+    sends one request where distinct seeds would cost ``n``."""
     return [(base + k) & 0x7FFFFFFF for k in range(n)]

@@ -20,10 +20,10 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from agents.llm.base import Engine, GenerateRequest, Generation, LoglikRequest, OptionRequest, OptionResult
+from agents.llm.base import Engine, GenerateRequest, Generation, LoglikRequest, OptionRequest, OptionResult, SampleRequest
 
 T = TypeVar("T")
-OPS = ("option_probs", "generate", "loglikelihood")
+OPS = ("option_probs", "generate", "sample", "loglikelihood")
 
 
 class _Rendezvous:
@@ -103,6 +103,9 @@ class _Member(Engine):
 
     def generate(self, requests: list[GenerateRequest]) -> list[Generation]:
         return self._r.call(self._task, "generate", list(requests))
+
+    def sample(self, requests: list[SampleRequest]) -> list[list[Generation]]:
+        return self._r.call(self._task, "sample", list(requests))
 
     def loglikelihood(self, requests: list[LoglikRequest]) -> list[float]:
         return self._r.call(self._task, "loglikelihood", list(requests))

@@ -23,6 +23,7 @@ from agents.llm.base import Engine, GenerateRequest, LoglikRequest, OptionReques
 from agents.llm.cache import CachedEngine
 from agents.llm.fake_engine import FakeEngine
 from core.persona_record import PersonaRecord
+from core.seeds import derive_seed
 from core.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,12 +108,67 @@ def test_sampled_survey_holds_one_chunk_of_requests_and_commits_per_chunk(tmp_pa
 
 @pytest.mark.fast
 def test_samples_of_one_prompt_share_one_string_and_stay_adjacent():
-    """The n samples of one survey prompt are n adjacent requests on ONE prompt
-    string (memory: not n copies of the backstory; an engine may send them as
-    one n-sample request)."""
-    reqs = demo.sample_requests("x" * 10_000 + "Answer: (", 10_000, "b:0", "party", 40)
-    assert len({id(r.prompt) for r in reqs}) == 1 and [r.seed for r in reqs] == sorted(set(r.seed for r in reqs), key=[r.seed for r in reqs].index)
-    assert {r.prefix_len for r in reqs} == {10_000}
+    """The n samples of one survey prompt are one request; expanded, n adjacent
+    generations on ONE prompt string (memory: not n copies of the backstory) with
+    consecutive seeds (a server draws them as one n-sample request)."""
+    req = demo.sample_request("x" * 10_000 + "Answer: (", 10_000, "b:0", "party", 40)
+    gens = req.expand()
+    assert len({id(g.prompt) for g in gens}) == 1 and {g.prefix_len for g in gens} == {10_000}
+    base = derive_seed("b:0", "party")
+    assert [g.seed for g in gens] == [(base + k) & 0x7FFFFFFF for k in range(40)]
+
+
+def _responses_by_op(path) -> dict[str, int]:
+    with closing(sqlite3.connect(path)) as db:
+        return dict(db.execute("select op, count(*) from responses group by op").fetchall())
+
+
+class OneByOne(Engine):
+    """An engine with no ``sample`` of its own: each sample reaches the cache as
+    its own generation, as Personae stored sampled surveys before December 2026."""
+
+    def __init__(self, inner: Engine) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def option_probs(self, requests):
+        return self.inner.option_probs(requests)
+
+    def generate(self, requests):
+        return self.inner.generate(requests)
+
+
+@pytest.mark.fast
+def test_a_sampled_survey_stores_one_answer_per_persona_and_trait(tmp_path):
+    """40 samples of one prompt are one stored answer (not 40 rows, each with
+    its own key and lease), with the same counts as the samples drawn one by one."""
+    people, n = personas(6, 600), 40
+    store = Store(tmp_path / "s.db")
+    got = demo.survey(cached(store, Counting()), store, people, TRAITS, "w", method="sample", n_samples=n)
+    assert _responses_by_op(tmp_path / "s.db") == {"sample": len(people) * len(TRAITS)}
+
+    one_by_one = Store(tmp_path / "o.db")
+    assert demo.survey(OneByOne(cached(one_by_one, FakeEngine())), one_by_one, people, TRAITS, "w", method="sample", n_samples=n) == got
+    assert _responses_by_op(tmp_path / "o.db") == {"generate": len(people) * len(TRAITS) * n}
+
+
+@pytest.mark.fast
+def test_a_store_holding_samples_one_by_one_answers_the_survey_without_the_engine(tmp_path):
+    """A store that keeps each sample as its own generation (made before a sample
+    was one answer) is read, not asked again: a survey on it makes no engine call
+    and gets the same distributions; a sample missing from it is computed."""
+    people, n = personas(5, 600), 40
+    store = Store(tmp_path / "s.db")
+    before = demo.survey(OneByOne(cached(store, FakeEngine())), store, people, TRAITS, "w0", method="sample", n_samples=n)
+    engine = Counting()
+    again = cached(store, engine)
+    assert demo.survey(again, store, people, TRAITS, "w1", method="sample", n_samples=n) == before
+    assert engine.batches == [] and again.misses == 0 and again.hits == len(people) * len(TRAITS)
+
+    # One more sample per prompt: not all of the request's samples are stored, so it is asked.
+    more = cached(store, Counting())
+    demo.survey(more, store, people[:1], TRAITS, "w2", method="sample", n_samples=n + 1)
+    assert more.misses == len(TRAITS)
 
 
 @pytest.mark.fast

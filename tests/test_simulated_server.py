@@ -13,7 +13,7 @@ import time
 import openai
 import pytest
 
-from agents.llm.base import EngineError, GenerateRequest, LoglikRequest, OptionRequest
+from agents.llm.base import EngineError, GenerateRequest, LoglikRequest, OptionRequest, SampleRequest
 from agents.llm.langchain_engine import parse_letter
 from agents.llm.openai_engine import OpenAIEngine
 from agents.llm.simulated_server import (
@@ -258,6 +258,23 @@ def test_generate_batches_replay_identically(srv):
     assert alone.http_requests["generate"] == len(reqs)
     assert together[-3].text == together[-4].text  # greedy: the seed changes nothing
     batched.close()
+    alone.close()
+
+
+def test_the_samples_of_one_prompt_are_one_http_request_and_the_samples_drawn_one_by_one(srv):
+    """A survey's 40 samples of one prompt (more than prompts_per_request) travel
+    as ONE request with n=40, and are the generations the 40 seeds give alone."""
+    prompt = party_prompt("I am a Democrat from Ohio.")
+    reqs = [SampleRequest(prompt, 40, 2, 1.0, 5), SampleRequest(prompt, 8, 2, 1.0, 2**31 - 3)]  # the second wraps past 2^31
+    srv.reset()
+    e = OpenAIEngine.from_server(srv, concurrency=2, prompts_per_request=32)
+    got = e.sample(reqs)
+    # the first: one request; the second's seeds wrap past 2^31 (not the server's seed + k): split there
+    assert e.http_requests == {"generate": 3} and srv.stats()["by_kind"]["generate"] == {"requests": 3, "prompts": 3, "completions": 48}
+    alone = OpenAIEngine.from_server(srv, concurrency=2, prompts_per_request=1)
+    assert got == [[alone.generate([g])[0] for g in r.expand()] for r in reqs]
+    assert len({g.text for g in got[0]}) > 1  # samples, not one answer repeated
+    e.close()
     alone.close()
 
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from core.errors import PersonaeError
+from core.seeds import consecutive_seeds
 
 
 class EngineError(PersonaeError, RuntimeError):
@@ -71,6 +72,30 @@ class GenerateRequest:
         # survey keys ~2 million of these per bank. Same dict, so the same cache keys.
         return {"prompt": self.prompt, "max_tokens": self.max_tokens, "temperature": self.temperature,
                 "stop": list(self.stop), "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """``n`` samples of one prompt, the k-th drawn with seed ``seed + k`` (mod
+    2^31, ``core.seeds.consecutive_seeds``): what a served model draws in one
+    request with ``n``. Cached as one answer, not ``n`` (the sampled demographic
+    survey draws 40 per persona and trait)."""
+
+    prompt: str
+    n: int
+    max_tokens: int = 2
+    temperature: float = 1.0
+    seed: int = 0
+    prefix_len: int = 0  # as in GenerateRequest: the persona's text the prompt extends
+
+    def key(self) -> dict:
+        return {"prompt": self.prompt, "n": self.n, "max_tokens": self.max_tokens, "temperature": self.temperature,
+                "seed": self.seed}
+
+    def expand(self) -> list[GenerateRequest]:
+        """The ``n`` one-sample requests, on one shared prompt string."""
+        return [GenerateRequest(prompt=self.prompt, max_tokens=self.max_tokens, temperature=self.temperature,
+                                seed=seed, prefix_len=self.prefix_len) for seed in consecutive_seeds(self.seed, self.n)]
 
 
 @dataclass
@@ -157,6 +182,16 @@ class Engine(ABC):
 
     @abstractmethod
     def generate(self, requests: list[GenerateRequest]) -> list[Generation]: ...
+
+    def sample(self, requests: list[SampleRequest]) -> list[list[Generation]]:
+        """The ``n`` samples of each request, as the ``n`` seeded generations it
+        expands to (an engine that serves ``n`` draws them in one request)."""
+        flat = self.generate([g for r in requests for g in r.expand()])
+        out, k = [], 0
+        for r in requests:
+            out.append(flat[k : k + r.n])
+            k += r.n
+        return out
 
     def loglikelihood(self, requests: list[LoglikRequest]) -> list[float]:
         raise EngineError(f"engine '{self.kind}' cannot score log-likelihoods")

@@ -30,6 +30,7 @@ from .base import (
     LoglikRequest,
     OptionRequest,
     OptionResult,
+    SampleRequest,
 )
 
 
@@ -57,7 +58,7 @@ def _shared_text(request) -> dict:
     cache key is computed from the whole request, as always."""
     if isinstance(request, OptionRequest):
         return {"text_field": "prefix", "text_len": len(request.prefix)}
-    if isinstance(request, GenerateRequest) and request.prefix_len:
+    if isinstance(request, (GenerateRequest, SampleRequest)) and request.prefix_len:
         return {"text_field": "prompt", "text_len": request.prefix_len}
     if isinstance(request, LoglikRequest):
         return {"text_field": "context", "text_len": len(request.context)}
@@ -112,11 +113,15 @@ class CachedEngine(Engine):
         payload = dumps({"engine": self._fingerprint, "op": op, "request": request.key()})
         return hashlib.sha256(payload.encode()).hexdigest()
 
-    def _cached(self, op: str, requests: list, call, decode, encode) -> list:
+    def _cached(self, op: str, requests: list, call, decode, encode, earlier=None) -> list:
+        """``earlier(missing)``: answers stored in an earlier unit for requests
+        missing here ({key: request} -> {key: encoded answer})."""
         if not requests:
             return []
         keys = [self._key(op, r) for r in requests]
         found = self.store.get_responses(list(dict.fromkeys(keys)))
+        if earlier is not None and len(found) < len(set(keys)):
+            found.update(earlier({k: r for k, r in zip(keys, requests) if k not in found}))
         # Identical requests inside one batch go to the engine once.
         unique: dict[str, int] = {}
         for i, k in enumerate(keys):
@@ -181,9 +186,35 @@ class CachedEngine(Engine):
     def generate(self, requests: list[GenerateRequest]) -> list[Generation]:
         return self._cached("generate", requests, lambda e, r: e.generate(r), Generation.from_json, lambda a: a.to_json())
 
+    def sample(self, requests: list[SampleRequest]) -> list[list[Generation]]:
+        """One stored answer per request (its ``n`` samples), not ``n``."""
+        return self._cached("sample", requests, lambda e, r: e.sample(r), _samples_in, _samples_out, self._stored_one_by_one)
+
+    def _stored_one_by_one(self, missing: dict[str, SampleRequest]) -> dict[str, dict]:
+        """Samples a store made before ``sample`` was cached as one answer holds as
+        ``n`` generations (the same seeds): read, so such a store is not asked again.
+        Only requests whose first sample is stored are looked up whole."""
+        firsts = {self._key("generate", r.expand()[0]): k for k, r in missing.items()}
+        out = {}
+        for first in self.store.get_responses(list(firsts)):
+            key = firsts[first]
+            one_by_one = [self._key("generate", g) for g in missing[key].expand()]
+            got = self.store.get_responses(one_by_one)
+            if len(got) == len(one_by_one):
+                out[key] = _samples_out([Generation.from_json(got[k]) for k in one_by_one])
+        return out
+
     def loglikelihood(self, requests: list[LoglikRequest]) -> list[float]:
         return self._cached("loglikelihood", requests, lambda e, r: e.loglikelihood(r), float, float)
 
     def close(self) -> None:
         if self._inner is not None:
             self._inner.close()
+
+
+def _samples_out(samples: list[Generation]) -> dict:
+    return {"samples": [[g.text, g.finish_reason, g.n_tokens] for g in samples]}
+
+
+def _samples_in(d: dict) -> list[Generation]:
+    return [Generation(text=t, finish_reason=f, n_tokens=int(n)) for t, f, n in d["samples"]]
