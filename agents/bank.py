@@ -123,7 +123,7 @@ def generate(
 
 
 def usable(store: PersonaStore, bank: str) -> list[PersonaRecord]:
-    return [p for p in store.personas(bank) if p.method != "rejected" and p.conditioning]
+    return [p for p in store.personas(bank) if p.method != "rejected" and p.has_text]
 
 
 def from_profiles(store: PersonaStore, bank: str, method: str, profiles: list[dict]) -> list[PersonaRecord]:

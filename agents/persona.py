@@ -92,7 +92,6 @@ class PersonaAgent(mesa.Agent):
         super().__init__(model)
         self.persona = persona
         self.persona_id: str = persona.persona_id
-        self.conditioning: str = persona.conditioning
         self.profile: dict = persona.profile or {}
         self.method: str = persona.method
         self.condition = condition
@@ -110,6 +109,12 @@ class PersonaAgent(mesa.Agent):
         self.answers: dict[str, Answer] = {}
         self.current: str | None = None  # id of the last question answered
         self.texts: dict[str, str] = {}  # free-text utterances by key
+
+    @property
+    def conditioning(self) -> str:
+        """The persona's text, read from its record (from the store when it came
+        from there): agents do not hold their texts."""
+        return self.persona.conditioning
 
     # ---------------------------------------------------------------- multiple choice
     @property

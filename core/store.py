@@ -30,7 +30,7 @@ import sqlite_utils
 from core import answer_codec as codec
 from core.canonical import dumps
 from core.errors import PersonaeError
-from core.persona_record import PERSONA_FIELDS, PERSONA_JSON_FIELDS, PersonaRecord
+from core.persona_record import PERSONA_FIELDS, PERSONA_JSON_FIELDS, PersonaRecord, StoredText, TextCache
 from core.texts import QUOTE_MIN, Texts, TextsMissing
 
 
@@ -91,6 +91,7 @@ class Store:
         self._uri: str | None = None
         self._local = threading.local()
         self.texts = Texts(lambda: self.db.conn, compact=lambda: self.compact)
+        self.persona_texts = TextCache(self.text)
         with self.errors("open"):
             if readonly:
                 if not self.path.is_file():
@@ -598,8 +599,8 @@ class Store:
         for r in self.db["personas"].rows_where("bank = ?", [bank], order_by="idx"):
             text_id = r.get("conditioning_text")
             r = {k: r[k] for k in PERSONA_FIELDS}
-            if text_id is not None:
-                r["conditioning"] = self.text(text_id)
+            if text_id is not None:  # read when a prompt needs it, not held by the population
+                r["conditioning"] = StoredText(self.persona_texts, text_id)
             for k in ("bank", "method", "model"):
                 r[k] = shared.setdefault(r[k], r[k])
             for k in PERSONA_JSON_FIELDS:

@@ -474,3 +474,38 @@ def test_a_compact_store_missing_the_persona_text_column_gets_it_back(tmp_path):
     people = personas(2, 3000)
     store.put_personas(people)
     assert Store(store.path, readonly=True).personas("b") == [replace(p, created=q.created) for p, q in zip(people, store.personas("b"))]
+
+
+@pytest.mark.fast
+def test_a_population_read_from_the_store_holds_its_ids_not_its_texts(tmp_path):
+    """Personas read back from a store keep a reference to their text, read when a
+    prompt needs it (a few recent ones cached): 2,000 personas of 8 KB (16 MB of
+    text) cost their ids, and every prompt still carries the whole text."""
+    import gc
+    import tracemalloc
+
+    import mesa
+
+    from agents.persona import PersonaAgent
+    from agents.questions import Question
+
+    def people() -> list[PersonaRecord]:
+        return [PersonaRecord(f"b:{i}", "b", i, "imported", random.Random(i).randbytes(4000).hex() + "\n\n") for i in range(2000)]
+
+    store = Store(tmp_path / "s.db")
+    store.put_personas(people())
+    texts = 2000 * 8002
+    gc.collect()
+    tracemalloc.start()
+    read = store.personas("b")
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert held < texts / 10, (held, texts)
+    again = people()
+    assert [p.conditioning for p in read[::97]] == [p.conditioning for p in again[::97]]
+    assert read[5] == replace(again[5], created=read[5].created)
+
+    agent = PersonaAgent(mesa.Model(seed=1), read[7], seed=0, reverse=False)
+    request = agent.ask(Question.make("q", "Do you vote?", ["Yes", "No"]))
+    assert request.prefix.startswith(again[7].conditioning)
+    assert len(store.persona_texts._recent) <= store.persona_texts._size
