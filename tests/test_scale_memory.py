@@ -164,6 +164,8 @@ def test_a_store_holding_samples_one_by_one_answers_the_survey_without_the_engin
     again = cached(store, engine)
     assert demo.survey(again, store, people, TRAITS, "w1", method="sample", n_samples=n) == before
     assert engine.batches == [] and again.misses == 0 and again.hits == len(people) * len(TRAITS)
+    # ... and kept as one answer per prompt from then on (read whole next time)
+    assert _responses_by_op(tmp_path / "s.db") == {"generate": len(people) * len(TRAITS) * n, "sample": len(people) * len(TRAITS)}
 
     # One more sample per prompt: not all of the request's samples are stored, so it is asked.
     more = cached(store, Counting())

@@ -121,7 +121,11 @@ class CachedEngine(Engine):
         keys = [self._key(op, r) for r in requests]
         found = self.store.get_responses(list(dict.fromkeys(keys)))
         if earlier is not None and len(found) < len(set(keys)):
-            found.update(earlier({k: r for k, r in zip(keys, requests) if k not in found}))
+            old = earlier({k: r for k, r in zip(keys, requests) if k not in found})
+            found.update(old)
+            if old and not self.replaying:  # kept in this unit too: read whole next time
+                by_key = dict(zip(keys, requests))
+                self.store.put_responses([self._row(op, k, by_key[k], v) for k, v in old.items()])
         # Identical requests inside one batch go to the engine once.
         unique: dict[str, int] = {}
         for i, k in enumerate(keys):
@@ -145,7 +149,7 @@ class CachedEngine(Engine):
                 rows = []
                 for key, req, ans in zip(mine, todo, answers):
                     found[key] = encode(ans)
-                    rows.append({"key": key, "engine": self.kind, "op": op, "request": req.key(), "response": found[key], **_shared_text(req)})
+                    rows.append(self._row(op, key, req, found[key]))
                 self.store.put_responses(rows)
             else:
                 time.sleep(self.POLL_SECONDS)
@@ -153,6 +157,9 @@ class CachedEngine(Engine):
             pending = [k for k in pending if k not in found]
         self.hits += len(requests) - computed
         return [decode(found[k]) for k in keys]
+
+    def _row(self, op: str, key: str, request, response) -> dict:
+        return {"key": key, "engine": self.kind, "op": op, "request": request.key(), "response": response, **_shared_text(request)}
 
     @contextlib.contextmanager
     def _leased(self):
