@@ -29,7 +29,11 @@ OPS = ("option_probs", "generate", "sample", "loglikelihood")
 class _Rendezvous:
     def __init__(self, engine: Engine, tasks: int) -> None:
         self.engine = engine
+        # Only the server waits on ``cond`` (a task asked or finished); each task waits
+        # on its own event, so an answer wakes its task alone: with one shared
+        # condition every post woke every task (110 groups: ~12,000 wake-ups a round).
         self.cond = threading.Condition()
+        self.ready = [threading.Event() for _ in range(tasks)]  # task -> its answer is in
         self.running = tasks  # tasks not finished yet
         self.waiting: dict[int, tuple[str, list]] = {}  # task -> (op, requests) it is blocked on
         self.answers: dict[int, list | BaseException] = {}
@@ -39,10 +43,12 @@ class _Rendezvous:
         with self.cond:
             if self.abort is not None:
                 raise RuntimeError("stopped") from self.abort
+            self.ready[task].clear()
             self.waiting[task] = (op, requests)
-            self.cond.notify_all()
-            while task not in self.answers:
-                self.cond.wait()
+            if len(self.waiting) >= self.running:
+                self.cond.notify()
+        self.ready[task].wait()
+        with self.cond:
             answer = self.answers.pop(task)
         if isinstance(answer, BaseException):
             raise answer
@@ -51,7 +57,7 @@ class _Rendezvous:
     def finished(self) -> None:
         with self.cond:
             self.running -= 1
-            self.cond.notify_all()
+            self.cond.notify()
 
     def serve(self) -> None:
         """Answer merged batches until every task has finished (caller's thread)."""
@@ -79,15 +85,18 @@ class _Rendezvous:
                     k += len(reqs)
             with self.cond:
                 self.answers.update(answers)
-                self.cond.notify_all()
+            for task in answers:
+                self.ready[task].set()
 
     def stop(self, exc: BaseException) -> None:
         with self.cond:
             self.abort = exc
-            for task in self.waiting:
+            stopped = list(self.waiting)
+            for task in stopped:
                 self.answers[task] = RuntimeError("stopped")
             self.waiting.clear()
-            self.cond.notify_all()
+        for task in stopped:
+            self.ready[task].set()
 
 
 class _Member(Engine):
