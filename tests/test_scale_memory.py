@@ -172,6 +172,13 @@ def test_a_store_holding_samples_one_by_one_answers_the_survey_without_the_engin
     demo.survey(more, store, people[:1], TRAITS, "w2", method="sample", n_samples=n + 1)
     assert more.misses == len(TRAITS)
 
+    # A replay (no engine at all) of such a store reads them too, and writes nothing.
+    reqs = [demo.sample_request(f"{p.conditioning}Q: {t.trait}", len(p.conditioning), p.persona_id, t.trait, n) for p in people for t in TRAITS]
+    expanded = cached(store, FakeEngine()).generate([g for r in reqs for g in r.expand()])
+    rows = _responses_by_op(tmp_path / "s.db")
+    assert [g for got in CachedEngine(Store(store.path, readonly=True), FP, None).sample(reqs) for g in got] == expanded
+    assert _responses_by_op(tmp_path / "s.db") == rows
+
 
 @pytest.mark.fast
 def test_probability_survey_and_question_steps_are_chunked(tmp_path, monkeypatch):
