@@ -202,14 +202,12 @@ class CachedEngine(Engine):
         ``n`` generations (the same seeds): read, so such a store is not asked again.
         Only requests whose first sample is stored are looked up whole."""
         firsts = {self._key("generate", r.expand()[0]): k for k, r in missing.items()}
-        out = {}
-        for first in self.store.get_responses(list(firsts)):
-            key = firsts[first]
-            one_by_one = [self._key("generate", g) for g in missing[key].expand()]
-            got = self.store.get_responses(one_by_one)
-            if len(got) == len(one_by_one):
-                out[key] = _samples_out([Generation.from_json(got[k]) for k in one_by_one])
-        return out
+        wanted = {firsts[f]: [self._key("generate", g) for g in missing[firsts[f]].expand()]
+                  for f in self.store.get_responses(list(firsts))}
+        # One lookup for all of them (the store reads 500 keys per query), not one per request.
+        got = self.store.get_responses([k for keys in wanted.values() for k in keys])
+        return {key: _samples_out([Generation.from_json(got[k]) for k in keys])
+                for key, keys in wanted.items() if all(k in got for k in keys)}
 
     def loglikelihood(self, requests: list[LoglikRequest]) -> list[float]:
         return self._cached("loglikelihood", requests, lambda e, r: e.loglikelihood(r), float, float)
