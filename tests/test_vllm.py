@@ -19,7 +19,7 @@ import pytest
 from tolerances import DELTA, TV_ARITH, truncated_mass, tv
 from vllm_fixtures import VLLM_TEST_DTYPE
 
-from agents.llm.base import EngineError, GenerateRequest, LoglikRequest, OptionRequest, option_letters
+from agents.llm.base import EngineError, GenerateRequest, LoglikRequest, OptionRequest, SampleRequest, option_letters
 from agents.llm.openai_engine import OpenAIEngine
 
 pytestmark = pytest.mark.vllm
@@ -174,6 +174,19 @@ def test_generate_text_stop_and_seed(engine):
     assert counting.text.startswith(" 5, 6"), counting.text
     limited = engine.generate([GenerateRequest("Tell me a long story.", max_tokens=5, temperature=1.0, seed=1)])[0]
     assert limited.finish_reason == "length" and limited.n_tokens == 5
+
+
+def test_n_samples_in_one_request_are_the_seeds_drawn_one_by_one(engine):
+    """The sampled survey's unit: a prompt's n samples go to vLLM as ONE request
+    with n and seed s; vLLM draws its k-th sample with seed s + k, so they are the
+    generations the seeds s..s+n-1 give alone (what a store written one by one holds)."""
+    req = SampleRequest(f"[{time.time_ns()}] Question: What is your favourite colour?\nAnswer:", 6, max_tokens=4, temperature=1.0, seed=11)
+    before = engine.http_requests.get("generate", 0)
+    together = engine.sample([req])[0]
+    assert engine.http_requests["generate"] - before == 1
+    alone = [engine.generate([g])[0] for g in req.expand()]
+    assert [g.text for g in together] == [g.text for g in alone]
+    assert len({g.text for g in together}) > 1  # samples, not one answer repeated
 
 
 # ------------------------------------------------------------------ failures: one line after the retries
