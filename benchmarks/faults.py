@@ -113,7 +113,7 @@ def calls_of(stdout: str) -> int:
 def progress(db: Path) -> tuple[int, int, int]:
     """The store's progress: (response rows, logged steps, runs registered: the
     runner registers a run once its set-up is done, before the first step)."""
-    return (query(db, "select count(*) from responses"), query(db, "select count(distinct step) from events"),
+    return (query(db, "select count(*) from responses"), query(db, "select count(distinct step) from event_blocks"),
             query(db, "select count(*) from runs"))
 
 
@@ -289,7 +289,7 @@ def kill_campaign(work: Path, kills: int, trials: int, seed: int, extra: list[st
     clean run of an earlier campaign in ``work`` (its report files and clean.json)."""
     rng = random.Random(seed)
     clean_s, total_calls, marks = clean_run(work, list(extra), settings, in_process, reuse_clean, log)
-    steps = query(work / "clean.db", "select count(distinct step) from events")
+    steps = query(work / "clean.db", "select count(distinct step) from event_blocks")
     clean = report_files(work / "clean-runs")
     log(f"clean run: {clean_s:.0f} s, {total_calls} engine calls, {steps} question steps, {len(clean)} report files; "
         f"milestones (rows, steps, runs: s): {[(*m.state, round(m.t, 1)) for m in marks]}")

@@ -460,7 +460,7 @@ def test_representatives_phase_is_logged_steps_resumed_after_a_kill_and_replayed
     cfg = _scenario(tmp_path, tmp_path / "killed.db", tmp_path / "runs")
     sets = [x for s in [*SCENARIO_TINY, f"population.import_path={tmp_path / 'personas.jsonl'}", f"store={cfg.store}", f"output={cfg.output}"] for x in ("--set", s)]
     done = kill_when([sys.executable, str(ROOT / "run.py"), "scenarios/consensus.yaml", "--plain", *sets], ROOT, cfg.store,
-                     "select count(distinct step) from events", 6)
+                     "select count(distinct step) from event_blocks", 6)
     assert done == 6, "the kill must land inside the representatives phase (its first step logged)"
     before = count(cfg.store, "select count(*) from responses")
     console = RunConsole(live=False, file=io.StringIO())
