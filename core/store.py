@@ -561,22 +561,25 @@ class Store:
             return [self._texts_in(v, seen) for v in value]
         return value
 
-    def events(self, run_id: str, step: int | None = None) -> list[dict]:
-        """A run's logged events (of one step), in order: ``run_id``, ``seq``,
-        ``step``, ``kind``, ``agent`` and the ``payload`` as logged."""
+    def events(self, run_id: str, step: int | None = None, kind: str | None = None) -> list[dict]:
+        """A run's logged events (of one step, of one kind), in order: ``run_id``,
+        ``seq``, ``step``, ``kind``, ``agent`` and the ``payload`` as logged."""
         where, args = "run_id = ?", [run_id]
         if step is not None:
             where += " and step = ?"
             args.append(step)
         seen: dict[int, str] = {}
         with self.errors("reading the step log"):
-            out = [{**dict(r), "payload": self._texts_in(json.loads(r["payload"]), seen)}
-                   for r in self.db["events"].rows_where(where, args, order_by="seq")] if self._has("events") else []
+            out = []
+            if self._has("events"):
+                rows = self.db["events"].rows_where(where + (" and kind = ?" if kind else ""), [*args, kind] if kind else args, order_by="seq")
+                out = [{**dict(r), "payload": self._texts_in(json.loads(r["payload"]), seen)} for r in rows]
             if self._has("event_blocks"):
                 for seq, at, raw in self.db.execute(f"select seq, step, events from event_blocks where {where} order by seq", args):
-                    out += [{"run_id": run_id, "seq": seq + i, "step": at, "kind": kind, "agent": agent,
-                             "payload": self._texts_in(payload, seen)}
-                            for i, (kind, agent, payload) in enumerate(json.loads(zlib.decompress(raw)))]
+                    # Only the kind asked for has its texts read (a consensus step's
+                    # utterances quote a prompt each).
+                    out += [{"run_id": run_id, "seq": seq + i, "step": at, "kind": k, "agent": agent, "payload": self._texts_in(payload, seen)}
+                            for i, (k, agent, payload) in enumerate(json.loads(zlib.decompress(raw))) if kind is None or k == kind]
         return sorted(out, key=lambda e: e["seq"])
 
     def logged_steps(self, run_id: str) -> list[int]:

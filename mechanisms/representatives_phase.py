@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from agents.llm.base import Engine
+from core.canonical import dumps
 from core.seeds import derive_seed
 
 from .autorater import ConsensusPair, consensus_win_rate
@@ -91,9 +92,20 @@ class RepOutcome:
         return cls(res.final_statement, tuple(res.opinions), res.final_payoffs.copy(), fallbacks=mediation_fallbacks([res]))
 
     def to_json(self) -> dict:
-        return {"statement": self.statement, "self_ratings": self.self_ratings.round(6).tolist(),
-                "model_scores": None if self.model_scores is None else self.model_scores.round(6).tolist(), "win": self.win,
+        # Exact values and the opinions: a resumed run restores its finished steps from them.
+        return {"statement": self.statement, "opinions": list(self.opinions), "self_ratings": self.self_ratings.tolist(),
+                "model_scores": None if self.model_scores is None else self.model_scores.tolist(), "win": self.win,
                 "fallbacks": self.fallbacks}
+
+    @classmethod
+    def from_json(cls, d: dict) -> RepOutcome | None:
+        """The outcome as logged; None for logs written before they held the
+        opinions and exact payoffs (rounded to 6 places)."""
+        if "opinions" not in d:
+            return None
+        scores = d["model_scores"]
+        return cls(d["statement"], tuple(d["opinions"]), np.asarray(d["self_ratings"], dtype=float),
+                   None if scores is None else np.asarray(scores, dtype=float), d["win"], d["fallbacks"])
 
 
 @dataclass(frozen=True)
@@ -230,6 +242,26 @@ class RepresentativesPhase:
                 events += utterance_events(res.log, e.to_json())
             events += [{"kind": "representatives", "agent": "", "payload": {**e.to_json(), **out.to_json()}} for e, out in fresh.items()]
         return events + base_events
+
+    def restore(self, k: int, logged: Sequence[dict]) -> bool:
+        """Step ``k``'s outcomes from its logged "representatives" events (a
+        resumed run: the step is not played again, so none of its stored answers
+        is read); False, with nothing changed, unless every episode of the step
+        is logged with its exact outcome."""
+        eps = self.plan[k].episodes
+        known = {dumps(e.to_json()): e for e in [*eps, *(RepEpisode(g.index, 0) for g in self.groups)]}
+        found: dict[RepEpisode, RepOutcome] = {}
+        for ev in logged:
+            e = known.get(dumps({f: ev["payload"].get(f) for f in ("group", "rollout", "subset", "mode", "substituted")}))
+            out = RepOutcome.from_json(ev["payload"])
+            if e is None or out is None:
+                return False
+            found[e] = out
+        if not found or any(e not in found for e in eps):
+            return False
+        self.outcomes.update(found)
+        self.done += len(eps)
+        return True
 
     def _stand_ins_of(self, e: RepEpisode) -> dict | None:
         """Who stands in for whom in episode ``e`` (None: the originals)."""

@@ -141,13 +141,27 @@ class ConsensusModel(ScenarioModel):
             return
         if self.step_index == self.setup_steps and self.representatives.records is None:
             self.prepare_representatives()  # the records are complete: checked before the main debate
-        events = self.step_plan[self.step_index][1]()
-        if not self.store.readonly:  # a replay reads the logged run, it never writes
-            self.store.log_events(self.run_id, self.step_index, events)
+        if not self.restored():
+            events = self.step_plan[self.step_index][1]()
+            if not self.store.readonly:  # a replay reads the logged run, it never writes
+                self.store.log_events(self.run_id, self.step_index, events)
         self.step_index += 1
         self.datacollector.collect(self)
         if self.step_index >= len(self.item_list):
             self.running = False
+
+    def restored(self) -> bool:
+        """A resumed run's finished representatives step, restored from its log:
+        at full size each step reads ~100k stored answers to play again, and the
+        phase is most of a run. A replay plays every step again (from the store:
+        it checks the stored answers, not only the log)."""
+        k = self.step_index - (len(self.step_plan) - len(self.representatives.plan))
+        if k < 0 or self.engine.replaying:
+            return False
+        done = self.representatives.restore(k, self.store.events(self.run_id, step=self.step_index, kind="representatives"))
+        if done and self.progress:
+            self.progress("representatives: episodes (restored from the log)", self.representatives.done, self.representatives.episodes)
+        return done
 
     def survey_step(self) -> list[dict]:
         """D: every persona's surveyed demographic profile (answers kept in the store)."""
