@@ -356,6 +356,7 @@ class KillResume:
     differing: list[str]
     resume_completed: bool
     error: str = ""
+    resume_wall_s: float = 0.0  # the resume's wall time (the clean run's is in its own record)
 
 
 def kill_and_resume(plan: Plan, clean: RunOutcome, clean_work: Path, work: Path, ports: tuple[int, int],
@@ -375,7 +376,7 @@ def kill_and_resume(plan: Plan, clean: RunOutcome, clean_work: Path, work: Path,
     diff = differing(report_files(clean_work), report_files(work)) if r.completed else ["(resume failed)"]
     return KillResume(plan.preset, clean.answers(), clean.rows, saved, k.answers(), r.answers(), missing,
                       r.answers() - missing, k.answers() - saved, not diff, diff, r.completed,
-                      "" if k.killed else f"not killed: the run ended first ({k.error or 'completed'})")
+                      "" if k.killed else f"not killed: the run ended first ({k.error or 'completed'})", round(r.wall_s, 2))
 
 
 # ------------------------------------------------------------------ the benchmark
@@ -519,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{kr['resume_prompts']} prompts for {kr['missing']} missing -> repeated {kr['repeated']} "
                   f"({kr['lost_in_flight']} in flight at the kill, never saved); report "
                   f"{'identical' if kr['identical'] else 'DIFFERS: ' + ', '.join(kr['differing'][:5])}"
+                  + (f"; resume {kr['resume_wall_s']:.0f} s" if kr.get("resume_wall_s") else "")
                   + (f"; {kr['error']}" if kr["error"] else ""))
     failed = [r for r in recs if not r["completed"]]
     return 1 if failed else 0
