@@ -462,17 +462,20 @@ class Store:
         records the configuration and output folder it runs with now (the
         ``output`` may have changed), so replay finds the report it wrote."""
         self._writable("record the run")
+        # In the order given, not canonical (sorted): a replay rebuilds the run from it,
+        # and a mapping's order is the report's (subgroups {White: .., Other: ..}).
+        config = json.dumps(config, separators=(",", ":"), ensure_ascii=False)
         with self.errors("recording the run"), self.db.conn:
             existing = self.db["runs"].count_where("run_id = ?", [run_id])
             if existing:
                 self.db["runs"].update(run_id, {"status": "running", "message": None, "finished": None,
-                                                "config": dumps(config), "output_dir": output_dir})
+                                                "config": config, "output_dir": output_dir})
                 return True
             self.db["runs"].insert(
                 {
                     "run_id": run_id,
                     "scenario": scenario,
-                    "config": dumps(config),
+                    "config": config,
                     "status": "running",
                     "created": time.time(),
                     "finished": None,

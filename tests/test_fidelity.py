@@ -269,7 +269,7 @@ def test_every_preset_is_run_by_a_test():
 
 @pytest.mark.parametrize("preset", sorted(SMALLEST))
 def test_preset_runs_at_the_smallest_size(tmp_path, preset):
-    from simulation.runner import run
+    from simulation.runner import replay, run
 
     extra = list(SMALLEST[preset])
     if preset.startswith("anthology_atp"):
@@ -286,6 +286,15 @@ def test_preset_runs_at_the_smallest_size(tmp_path, preset):
     labelled = [t for t in tables if "condition" in t.columns and "qa" in set(t["condition"])]
     assert labelled and all(t.columns[0] == "row" and set(t.loc[t["condition"] == "qa", "row"]) == {"QA"} for t in labelled)
     assert "rows of the paper's table not run here: Bio" in summary
+    if preset == "anthology_atp_subgroups":
+        # a replay rebuilds the run from its stored configuration: the subgroups in the
+        # preset's order (the report's rows), not sorted
+        from core.store import Store
+
+        stored = Store(cfg.store).get_run(result.run_id)["config"]["human"]["subgroups"]
+        assert list(stored) == ["race", "age"] and list(stored["race"]) == ["White", "Other"]
+        _, same = replay(result.run_id, str(cfg.store))
+        assert same
     if preset.startswith("anthology_atp"):
         assert "raw positions 1..K" in summary.split("## ")[0]  # the Anthology code's scale
         conditions = pd.read_csv(result.output_dir / "conditions.csv")
