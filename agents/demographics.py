@@ -69,7 +69,16 @@ def default_traits() -> list[TraitQuestion]:
 CHUNK = 256
 
 
-def survey(
+def survey(engine: Engine, store: DemographicsStore, personas: list[PersonaRecord], traits: list[TraitQuestion], survey_name: str,
+           **options) -> dict[str, dict[str, list[float]]]:
+    """:func:`survey_missing`, then every persona's answers read back:
+    ``{persona_id: {trait: probs over options + refusal}}`` (a population of
+    any size reads them per chunk instead: ``scenarios.population``)."""
+    survey_missing(engine, store, personas, traits, survey_name, **options)
+    return store.demographics([p.persona_id for p in personas], survey_name)
+
+
+def survey_missing(
     engine: Engine,
     store: DemographicsStore,
     personas: list[PersonaRecord],
@@ -81,10 +90,12 @@ def survey(
     orders: tuple[bool, ...] = (False, True),
     chunk: int = CHUNK,
     progress: Callable[[int, int], None] | None = None,
-) -> dict[str, dict[str, list[float]]]:
-    """Survey every persona on every trait; store and return
-    ``{persona_id: {trait: probs over options + refusal}}``. Already surveyed
-    personas are read from the store.
+) -> None:
+    """Survey every persona not yet surveyed on every trait and store the answers
+    (``method`` "probs": the option distribution in both orders; "sample":
+    ``n_samples`` sampled answers). What is stored is checked ``chunk`` personas
+    at a time, so a population of any size never holds all its answers (as
+    Python lists, ~3 KB per persona on ATP W34's traits).
 
     Personas are surveyed ``chunk`` at a time, each chunk one engine batch
     whose answers are committed (engine cache, then the demographics table)
@@ -92,15 +103,18 @@ def survey(
     and only the chunk's requests are ever held in memory."""
     if method not in ("probs", "sample"):
         raise ValueError(f"demographics.method: '{method}' (expected 'probs' or 'sample')")
-    ids = [p.persona_id for p in personas]
-    have = store.demographics(ids, survey_name)
+    step = max(1, chunk)
     wanted = {t.trait for t in traits}
-    todo = [p for p in personas if set(have.get(p.persona_id, {})) != wanted]
+    todo = []
+    for start in range(0, len(personas), step):
+        part = personas[start : start + step]
+        have = store.demographics([p.persona_id for p in part], survey_name)
+        todo += [p for p in part if set(have.get(p.persona_id, {})) != wanted]
     done = len(personas) - len(todo)
     if progress:
         progress(done, len(personas))
-    for start in range(0, len(todo), max(1, chunk)):
-        part = todo[start : start + max(1, chunk)]
+    for start in range(0, len(todo), step):
+        part = todo[start : start + step]
         if method == "probs":
             rows = _survey_by_probs(engine, part, traits, survey_name, orders)
         else:
@@ -109,7 +123,6 @@ def survey(
         done += len(part)
         if progress:
             progress(done, len(personas))
-    return store.demographics(ids, survey_name) if todo else have
 
 
 def _survey_by_probs(engine: Engine, personas: list[PersonaRecord], traits: list[TraitQuestion], survey_name: str, orders: tuple[bool, ...]) -> list[dict]:

@@ -7,8 +7,12 @@ over all personas.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+import threading
+from array import array
+from collections.abc import Mapping
 from functools import lru_cache
+from types import MappingProxyType
 
 import mesa
 import numpy as np
@@ -43,9 +47,8 @@ def history_block(q: Question, order: list[int], chosen: int) -> str:
         return answered_block(q, order, chosen)
 
 
-@dataclass(frozen=True)
 class Answer:
-    """One persona's answer to one multiple-choice question.
+    """One persona's answer to one multiple-choice question (immutable).
 
     ``probs`` is the distribution over the options in the question's own order
     (display order already mapped back), ``sampled`` the index drawn from it,
@@ -53,11 +56,43 @@ class Answer:
     ``method`` how the engine read the distribution, ``reversed`` whether the
     options were shown in reverse order."""
 
-    probs: tuple[float, ...]
-    sampled: int
-    outside_mass: float
-    method: str
-    reversed: bool
+    # An agent keeps one answer per question: slots, and its floats (the
+    # probabilities, then the outside mass) packed as float64 bytes, 80 B for four
+    # options where a tuple and float objects took 208; the properties unpack the
+    # same floats.
+    __slots__ = ("_floats", "sampled", "method", "reversed")
+
+    def __init__(self, probs, sampled: int, outside_mass: float, method: str, reversed: bool) -> None:
+        floats = array("d", probs)
+        floats.append(outside_mass)
+        for name, value in (("_floats", floats.tobytes()), ("sampled", sampled), ("method", method), ("reversed", reversed)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"Answer is immutable (cannot set '{name}')")
+
+    @property
+    def probs(self) -> tuple[float, ...]:
+        return tuple(memoryview(self._floats).cast("d")[:-1])
+
+    @property
+    def outside_mass(self) -> float:
+        return memoryview(self._floats).cast("d")[-1]
+
+    def _fields(self) -> tuple:
+        return (self.probs, self.sampled, self.outside_mass, self.method, self.reversed)
+
+    def __eq__(self, other) -> bool:
+        return self._fields() == other._fields() if isinstance(other, Answer) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __reduce__(self):  # copy and pickle through the constructor (attributes cannot be set)
+        return (Answer, self._fields())
+
+    def __repr__(self) -> str:
+        return "Answer(probs={!r}, sampled={!r}, outside_mass={!r}, method={!r}, reversed={!r})".format(*self._fields())
 
     def to_json(self) -> dict:
         """The episode log's payload fields (JSON-ready)."""
@@ -65,7 +100,49 @@ class Answer:
 
     @classmethod
     def from_json(cls, d: dict) -> Answer:
-        return cls(tuple(float(x) for x in d["probs"]), int(d["sampled"]), float(d["outside_mass"]), str(d.get("method", "")), bool(d.get("reversed", False)))
+        # The method names repeat across a run's answers: one string each, not one per answer.
+        return cls([float(x) for x in d["probs"]], int(d["sampled"]), float(d["outside_mass"]), sys.intern(str(d.get("method", ""))),
+                   bool(d.get("reversed", False)))
+
+
+_scratch = threading.local()  # the scratch generator, one per thread (the browser page steps models in its own)
+
+
+class SeededStream:
+    """A persona's own random stream: the draws of ``numpy.random.default_rng(seed)``,
+    kept as its PCG64 state (~240 B an agent) instead of a live numpy Generator
+    (~900 B, measured). Each draw loads the state into this thread's scratch generator and
+    keeps the state it leaves, so the sequence is exactly that generator's (replay
+    and resume repeat the draws)."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, seed: int) -> None:
+        self._state = self._pack(np.random.PCG64(seed).state)
+
+    @staticmethod
+    def _pack(state: dict) -> tuple[int, int, int, int]:
+        return (state["state"]["state"], state["state"]["inc"], state["has_uint32"], state["uinteger"])
+
+    def _draw(self, method: str, *args, **kwargs):
+        gen = getattr(_scratch, "generator", None)
+        if gen is None:
+            gen = _scratch.generator = np.random.Generator(np.random.PCG64())
+        s, inc, has_uint32, uinteger = self._state
+        gen.bit_generator.state = {"bit_generator": "PCG64", "state": {"state": s, "inc": inc}, "has_uint32": has_uint32, "uinteger": uinteger}
+        try:
+            return getattr(gen, method)(*args, **kwargs)
+        finally:
+            self._state = self._pack(gen.bit_generator.state)
+
+    def integers(self, *args, **kwargs):
+        return self._draw("integers", *args, **kwargs)
+
+    def choice(self, *args, **kwargs):
+        return self._draw("choice", *args, **kwargs)
+
+
+_NO_PROFILE = MappingProxyType({})  # shared by agents whose persona has no profile (read-only)
 
 
 class PersonaAgent(mesa.Agent):
@@ -92,17 +169,17 @@ class PersonaAgent(mesa.Agent):
         super().__init__(model)
         self.persona = persona
         self.persona_id: str = persona.persona_id
-        self.profile: dict = persona.profile or {}
+        self.profile: Mapping = persona.profile or _NO_PROFILE
         self.method: str = persona.method
         self.condition = condition
         self.population = population
         self.human = human
-        self.human_profile: dict = human_profile if human_profile is not None else self.profile
+        self.human_profile: Mapping = human_profile if human_profile is not None else self.profile
         self.party: str | None = self.human_profile.get("party")
         self.group = group
         # Each persona's own generator: its sampled answers do not depend on
         # the order agents are stepped in or on the population size.
-        self.answer_rng = np.random.default_rng(derive_seed(seed, self.persona_id))
+        self.answer_rng = SeededStream(derive_seed(seed, self.persona_id))
         self.reverse = bool(self.answer_rng.integers(2)) if reverse is None else reverse
         self.series = series
         self._blocks: list[str] = []  # previous questions and answers, in series mode (shared strings)
@@ -143,7 +220,7 @@ class PersonaAgent(mesa.Agent):
         order = self.order_for(q)
         probs = map_back(result.probs, order)
         sampled = int(self.answer_rng.choice(len(probs), p=probs / probs.sum()))
-        answer = Answer(tuple(float(x) for x in probs), sampled, float(result.outside_mass), result.method, self.reverse)
+        answer = Answer(probs, sampled, float(result.outside_mass), result.method, self.reverse)
         self.answers[q.id] = answer
         if self.series:
             self._blocks.append(history_block(q, order, sampled))
