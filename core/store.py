@@ -582,8 +582,21 @@ class Store:
                     # Only the kind asked for has its texts read (a consensus step's
                     # utterances quote a prompt each).
                     out += [{"run_id": run_id, "seq": seq + i, "step": at, "kind": k, "agent": agent, "payload": self._texts_in(payload, seen)}
-                            for i, (k, agent, payload) in enumerate(json.loads(zlib.decompress(raw))) if kind is None or k == kind]
+                            for i, (k, agent, payload) in enumerate(self._block(run_id, at, seq, raw)) if kind is None or k == kind]
         return sorted(out, key=lambda e: e["seq"])
+
+    def _block(self, run_id: str, step: int, seq: int, raw: bytes) -> list[list]:
+        """One block of a step log, decoded; a block that does not decode (the file
+        was damaged) is one StoreError line saying which, not a zlib or JSON trace."""
+        try:
+            events = json.loads(zlib.decompress(raw))
+            if isinstance(events, list) and all(isinstance(e, list) and len(e) == 3 for e in events):
+                return events
+            why = "not a list of [kind, agent, payload]"
+        except (zlib.error, ValueError, TypeError) as exc:
+            why = describe(exc)
+        raise StoreError(f"store {self.path}: the step log of run {run_id}, step {step}, events from {seq}, is damaged ({why}); "
+                         f"run it again in a new store or delete that step's log to play the step again")
 
     def logged_steps(self, run_id: str) -> list[int]:
         """The steps of ``run_id`` with a logged event."""

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import zlib
 from contextlib import closing
 from pathlib import Path
 
@@ -318,6 +319,24 @@ def test_a_step_log_is_stored_in_compressed_blocks_and_a_relogged_step_replaces_
     assert [e["payload"] for e in store.events("r1", step=1)] == [e["payload"] for e in again]
     assert [e["payload"] for e in store.events("r1", step=2)] == [e["payload"] for e in steps[2]]
     assert store.logged_steps("r1") == [0, 1, 2] and store.events("r2") == []
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("damage", [b"not zlib at all", zlib.compress(b'{"kind": "utterance"}'), zlib.compress(b"[[1, 2")],
+                         ids=["not-zlib", "not-a-list", "cut-json"])
+def test_a_damaged_step_log_block_is_one_line_naming_the_file_run_and_step(tmp_path, damage):
+    """A block that no longer decodes (a damaged file) stops the read with one
+    StoreError line naming the store, run and step, not a zlib or JSON trace."""
+    store = Store(tmp_path / "s.db")
+    store.log_events("r1", 0, _utterances(3, 0))
+    store.log_events("r1", 4, _utterances(300, 4))
+    with store.db.conn:
+        store.db.execute("update event_blocks set events = ? where step = 4 and seq = 259", [damage])
+    with pytest.raises(StoreError) as err:
+        store.events("r1")
+    message = str(err.value)
+    assert "\n" not in message and str(tmp_path / "s.db") in message and "run r1, step 4, events from 259" in message
+    assert [e["seq"] for e in store.events("r1", step=0)] == [0, 1, 2]  # the rest of the log still reads
 
 
 @pytest.mark.fast
