@@ -100,7 +100,8 @@ def stable_ports(out: Path) -> tuple[int, int]:
 
 class PortServer(SimulatedServer):
     """The simulator on a given port: every run of a preset (clean, killed,
-    resumed) must see the same endpoint URL, which is part of its run id."""
+    resumed) sees the same endpoint URL (before 2026-12-06 it was part of the
+    run id; folders benchmarked then resume under their ids either way)."""
 
     def __init__(self, port: int, **kw) -> None:
         super().__init__(**kw)

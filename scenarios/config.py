@@ -218,10 +218,13 @@ class ScenarioConfig(StrictModel):
 
     def run_id(self) -> str:
         """Deterministic: the same resolved configuration is the same run, so
-        starting it again resumes it."""
+        starting it again resumes it. The engines' serving settings (endpoints,
+        concurrency, ...) are not part of it: a server that moved serves the same run."""
         # population.chunk changes batching only, not results: the same run at another chunk size;
         # rows only labels the report.
         data = self.model_dump(exclude={"output": True, "store": True, "sweep": True, "rows": True, "population": {"chunk"}})
+        # At their defaults, not left out: configurations that set none keep the ids they had.
+        data = EngineConfig.unserved(data)
         if data.get("human") is not None:
             # Hashed as before human.subgroups could be left unset (then []), so existing runs
             # keep their ids; an explicit "no subgroups" gets its own.

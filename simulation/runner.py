@@ -228,11 +228,26 @@ def check_writable(folder: Path, what: str) -> None:
                 p.rmdir()
 
 
+def stored_run_id(cfg: ScenarioConfig, store: Store) -> str:
+    """The run's id: ``cfg.run_id()``, unless ``store`` holds the same run under the
+    id it got before the engines' serving settings left the id (2026-12-06): it
+    resumes under that one, whichever endpoints it has now."""
+    run_id = cfg.run_id()
+    if store.get_run(run_id) is not None:
+        return run_id
+    for row in reversed(store.list_runs()):  # the latest first
+        if row["run_id"].startswith(f"{cfg.name}-"):
+            with contextlib.suppress(PersonaeError, ValueError):  # a configuration this version cannot read: another run
+                if stored_config(json.loads(row["config"]), "stored run").run_id() == run_id:
+                    return row["run_id"]
+    return run_id
+
+
 def run(cfg: ScenarioConfig, *, console: RunConsole | None = None, label: str = "") -> RunResult:
     console = console or RunConsole(live=False)
     engines = preflight(cfg, label)  # a run that cannot finish at its size stops here, before any work
     store = Store(cfg.store)
-    run_id = cfg.run_id()
+    run_id = stored_run_id(cfg, store)
     out = output_dir(cfg, run_id)
     check_writable(out, "output folder")
     resumed = store.get_run(run_id) is not None

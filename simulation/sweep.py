@@ -16,7 +16,7 @@ import pandas as pd
 
 from core.store import Store
 from scenarios.config import ScenarioConfig, apply_override, validate_config
-from simulation.runner import build_model, output_dir, write_outputs
+from simulation.runner import build_model, output_dir, stored_run_id, write_outputs
 
 
 def _key(path: str) -> str:
@@ -34,7 +34,7 @@ class SweepPoint(mesa.Model):
             apply_override(data, key.split("__"), value, label)
         self.cfg: ScenarioConfig = validate_config(data, label)
         self.store = Store(self.cfg.store)
-        self.run_id = self.cfg.run_id()
+        self.run_id = stored_run_id(self.cfg, self.store)
         self.inner = build_model(self.cfg, self.store, self.run_id)
         self.store.start_run(self.run_id, self.cfg.scenario, self.cfg.model_dump(mode="json"), str(output_dir(self.cfg, self.run_id)))
         self.values = values

@@ -106,6 +106,39 @@ def test_a_run_replays_to_the_same_report_and_a_rerun_makes_no_engine_call(tmp_p
     assert (result.output_dir / "summary.md").read_bytes() == (first.output_dir / "summary.md").read_bytes()
 
 
+def test_where_an_engine_is_served_is_not_part_of_the_run_and_a_run_stored_under_its_old_id_resumes_under_it(tmp_path):
+    """A rented GPU server comes back at another address, with more replicas or
+    other limits: the same run (its id, its step log, its report folder). Another
+    model is another run. A run stored when the endpoints were part of its id
+    (before 2026-12-06) is found by its configuration and resumed under that id."""
+    import sqlite3
+    from contextlib import closing
+
+    from scenarios.config import load_config
+    from simulation.runner import run
+
+    preset = ROOT / "scenarios/paper/representatives.yaml"
+    here = load_config(preset, ["engine.endpoints=[http://127.0.0.1:8000/v1]", "options.judge.endpoints=[http://127.0.0.1:8001/v1]"])
+    moved = load_config(preset, ["engine.endpoints=[http://10.0.0.2:8000/v1, http://10.0.0.3:8000/v1]", "engine.concurrency=256",
+                                 "engine.timeout=600", "engine.retries=8", "engine.prompts_per_request=64", "engine.api_key_env=KEY",
+                                 "options.judge.endpoints=[http://10.0.0.4:9000/v1]"])
+    assert here.run_id() == moved.run_id() == load_config(preset).run_id()
+    assert here.run_id() not in {load_config(preset, ["engine.model=other"]).run_id(), load_config(preset, ["options.judge.model=other"]).run_id(),
+                                 load_config(preset, ["engine.dtype=float32"]).run_id()}
+
+    cfg = _config(tmp_path)
+    first = run(cfg)
+    old_id = f"{cfg.name}-0123456789"  # as if hashed with its endpoints by an earlier version
+    with closing(sqlite3.connect(cfg.store)) as con, con:
+        for table in ("runs", "event_blocks"):
+            con.execute(f"update {table} set run_id = ? where run_id = ?", [old_id, first.run_id])
+    again = run(_config(tmp_path, "engine.endpoints=[http://10.9.9.9:8000/v1]", "engine.concurrency=64"))
+    assert again.run_id == old_id and again.resumed and again.engine_calls == 0
+    assert (again.output_dir / "summary.md").read_bytes().replace(old_id.encode(), first.run_id.encode()) == (first.output_dir / "summary.md").read_bytes()
+    with closing(sqlite3.connect(cfg.store)) as con:
+        assert [r[0] for r in con.execute("select run_id from runs")] == [old_id]  # no second run
+
+
 def test_each_random_draw_has_its_own_stream_and_runs_stored_before_replay_theirs(tmp_path):
     """The human sample and the question order are seeded apart (``draws: 2``);
     a run stored before that (its config has no ``draws``) replays with the old

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -31,9 +33,9 @@ SETTINGS = ["engine.kind=openai", "engine.model=simulated", "engine.concurrency=
             "questionnaire.questions=[natspac, natenvir, natheal, natcity, natcrime, natdrug]"]
 
 
-def command(work: Path, ports: tuple[int, int]) -> list[str]:
+def command(work: Path, ports: tuple[int, ...], *extra: str) -> list[str]:
     urls = ", ".join(f"http://127.0.0.1:{p}/v1" for p in ports)
-    sets = [f"store={work / 'store.db'}", f"output={work / 'runs'}", f"engine.endpoints=[{urls}]", *SETTINGS]
+    sets = [f"store={work / 'store.db'}", f"output={work / 'runs'}", f"engine.endpoints=[{urls}]", *SETTINGS, *extra]
     return [sys.executable, str(ROOT / "run.py"), "scenarios/gss_spending.yaml", "--plain", *[x for s in sets for x in ("--set", s)]]
 
 
@@ -42,17 +44,56 @@ def prompts(stats: dict) -> int:
     return int(stats["completions"])
 
 
-def test_killed_endpoint_run_finishes_on_the_other_and_repeats_nothing(tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[Path, int]:
+    """The run over two endpoints, uninterrupted: its folder and the prompts it took."""
+    work = tmp_path_factory.mktemp("clean")
     ports = (free_port(), free_port())
-    # The uninterrupted run over both endpoints (the same URLs: the same run id and report).
     with PortServer(ports[0]) as a, PortServer(ports[1]) as b:
-        done = subprocess.run(command(tmp_path / "clean", ports), cwd=ROOT, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(command(work, ports), cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         clean = prompts(a.stats()) + prompts(b.stats())
         assert prompts(a.stats()) > 0 and prompts(b.stats()) > 0  # both endpoints took work
-    clean_rows = store_rows(tmp_path / "clean" / "store.db")
-    assert clean_rows == clean
+    assert store_rows(work / "store.db") == clean
+    return work, clean
 
+
+def start_and_kill_at(work: Path, ports: tuple[int, ...], rows: int) -> int:
+    """Start the run and SIGKILL it once its store holds ``rows`` answers; the rows it left."""
+    proc = subprocess.Popen(command(work, ports), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and store_rows(work / "store.db") < rows and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before the kill"
+    finally:
+        proc.kill()
+        proc.wait()
+    return store_rows(work / "store.db")
+
+
+def test_a_run_resumed_against_its_server_at_another_address_is_the_same_run(tmp_path, uninterrupted):
+    """A rented GPU server comes back elsewhere: the run, killed a third of the way
+    on one endpoint, is started again against a server on another port (other
+    concurrency). It resumes under its id, asks exactly what it had not stored,
+    and writes the uninterrupted run's report, in the same folder."""
+    clean_dir, clean = uninterrupted
+    with PortServer(free_port()) as first:
+        at_kill = start_and_kill_at(tmp_path, (first.port,), clean // 3)
+    with PortServer(free_port()) as moved:
+        done = subprocess.run(command(tmp_path, (moved.port,), "engine.concurrency=3"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        asked = prompts(moved.stats())
+    (run_id,) = [d.name for d in (clean_dir / "runs").iterdir()]
+    assert done.stdout.startswith(f"run {run_id} ")  # killed before it was registered: "(new)", the same id
+    assert 0 < at_kill < clean and asked == clean - at_kill == store_rows(tmp_path / "store.db") - at_kill
+    assert differing(report_files(clean_dir), report_files(tmp_path)) == []  # the same run id, the same report
+
+
+def test_killed_endpoint_run_finishes_on_the_other_and_repeats_nothing(tmp_path, uninterrupted):
+    clean_dir, clean = uninterrupted
+    clean_rows = clean
+    ports = (free_port(), free_port())
     work = tmp_path / "killed"
     a, b = PortServer(ports[0]).start(), PortServer(ports[1]).start()
     try:
@@ -79,5 +120,5 @@ def test_killed_endpoint_run_finishes_on_the_other_and_repeats_nothing(tmp_path)
     assert 0 < served_by_killed < clean and survivor > 0
     assert served_by_killed + survivor == clean, (served_by_killed, survivor, clean)  # nothing asked twice
     assert store_rows(work / "store.db") == clean_rows >= saved_at_kill_lower_bound
-    assert differing(report_files(tmp_path / "clean"), report_files(work)) == []
+    assert differing(report_files(clean_dir), report_files(work)) == []
     print(f"scale-out: clean {clean} prompts; killed simulator served {served_by_killed}, survivor {survivor}; report identical")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -57,6 +57,25 @@ class EngineConfig(StrictModel):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"endpoint '{url}' must start with http:// or https://")
         return v
+
+    # Where and how the engine is reached, not what it answers: a run resumed against
+    # its server at another address, on more replicas or with other connection
+    # limits is the same run (fingerprint() leaves them out of the cache key too).
+    SERVING: ClassVar[tuple[str, ...]] = ("endpoints", "api_key_env", "concurrency", "timeout", "retries", "prompts_per_request")
+
+    @classmethod
+    def unserved(cls, data):
+        """``data`` (a configuration dump) with every engine's serving settings at
+        their defaults, wherever an engine sits in it (``engine``, a judge, a
+        fine-tuned representative's): a mapping of engine fields only, whole (a
+        dump) or as written in a scenario's options (validated later, as a dict)."""
+        if isinstance(data, dict):
+            if data and data.keys() <= cls.model_fields.keys() and data.keys() & {"kind", "model", "endpoints"}:
+                return {k: (cls.model_fields[k].get_default(call_default_factory=True) if k in cls.SERVING else v) for k, v in data.items()}
+            return {k: cls.unserved(v) for k, v in data.items()}
+        if isinstance(data, list):
+            return [cls.unserved(v) for v in data]
+        return data
 
     def model_name(self) -> str:
         if self.model == "embedded":
