@@ -310,10 +310,12 @@ def run_once(plan: Plan, work: Path, ports: tuple[int, int], *, kill_at_rows: in
             proc.wait()
         for s in servers.values():
             s.stop()
-    # The run's own output with the seconds since its start: where a preset's time went.
-    with open(work.parent / f"{work.name}.log", "a", encoding="utf-8") as f:
-        f.writelines(f"{t - t0:9.1f}  {text}\n" for t, text in lines)
-        f.writelines(f"stderr     {text}\n" for text in err[-20:])
+        if proc is not None:
+            # The run's own output with the seconds since its start: where a preset's time
+            # went (also of a run stopped with the benchmark: hours of a full-size preset).
+            with open(work.parent / f"{work.name}.log", "a", encoding="utf-8") as f:
+                f.writelines(f"{t - t0:9.1f}  {text}\n" for t, text in list(lines))
+                f.writelines(f"stderr     {text}\n" for text in err[-20:])
     calls = -1
     for _, text in lines:
         if "engine calls" in text and text.startswith("results written"):
