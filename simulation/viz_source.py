@@ -195,7 +195,11 @@ def resolve(source: ViewSource, params: dict | None = None):
     if not source.scenario:
         raise ViewError(f"no scenario: set {ENV_SCENARIO}=scenarios/X.yaml or {ENV_REPLAY}=RUN_ID (or use: python run.py view ...)")
     cfg = apply_controls(load_config(source.scenario, list(source.overrides)), params or {}, source.scenario)
-    return cfg, cfg.run_id()
+    if not Path(cfg.store).exists():
+        return cfg, cfg.run_id()
+    from simulation.runner import stored_run_id
+
+    return cfg, stored_run_id(cfg, Store(cfg.store))  # as `run` names it: the same run, resumed
 
 
 def model_params_for(source: ViewSource, cfg) -> dict:

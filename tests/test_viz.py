@@ -87,6 +87,23 @@ def test_controls_come_from_the_schema_and_update_the_config():
     assert (got.options["rounds"], got.options["mediator"]) == (2, "llm") and got.options.get("groups") == ccfg.options.get("groups")
 
 
+def test_a_live_page_names_its_run_as_a_run_does(tmp_path):
+    """The page's live run of a configuration stored under an old-style id (when
+    the endpoints were part of it) continues that run, as ``run.py`` does."""
+    from core.store import Store
+    from scenarios.config import load_config
+    from simulation.viz_source import ViewSource, resolve
+
+    sets = (*TINY, f"store={tmp_path / 'p.db'}", "engine.endpoints=[http://10.0.0.2:8000/v1]")
+    src = ViewSource(scenario=SCENARIO, overrides=sets)
+    cfg, run_id = resolve(src)
+    assert run_id == cfg.run_id()  # no store yet
+    old_id = f"{cfg.name}-0123456789"
+    Store(cfg.store).start_run(old_id, cfg.scenario, load_config(SCENARIO, [*TINY, "engine.endpoints=[http://h:1/v1]"]).model_dump(mode="json"), str(tmp_path))
+    assert resolve(src)[1] == old_id
+    assert resolve(ViewSource(scenario=SCENARIO, overrides=(*sets, "seed=9")))[1] != old_id  # another run
+
+
 def test_bad_sources_are_one_line_messages(tmp_path):
     from simulation.viz import PersonaeViz
     from simulation.viz_source import ViewSource
