@@ -56,7 +56,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agents.llm.simulated_server import SimulatedServer  # noqa: E402
+from agents.llm.simulated_server import SimulatedServer, SimulatorConfig  # noqa: E402
 from benchmarks.synthetic_studies import PUBLISHED_N, UNSHIPPABLE, SyntheticStudy, synthesize  # noqa: E402
 
 PAPER = ROOT / "scenarios" / "paper"
@@ -128,6 +128,8 @@ class Plan:
     notes: list[str] = field(default_factory=list)  # substitutions, said loudly
     synthetic: list[str] = field(default_factory=list)  # banners of synthetic data files
     sizes: dict = field(default_factory=dict)
+    # P(the simulator answers a chain-of-thought ranking in its format): assumed, not measured
+    rank_rate: float = SimulatorConfig().rank_rate
 
 
 def _scaled(n: int, scale: float, least: int) -> int:
@@ -262,9 +264,9 @@ def run_once(plan: Plan, work: Path, ports: tuple[int, int], *, kill_at_rows: in
     ``kill_at_rows`` answers."""
     work.mkdir(parents=True, exist_ok=True)
     db = db or work / "store.db"
-    servers = {"engine": PortServer(ports[0], model=plan.engine_model)}
+    servers = {"engine": PortServer(ports[0], model=plan.engine_model, rank_rate=plan.rank_rate)}
     if plan.judge_model:
-        servers["judge"] = PortServer(ports[1], model=plan.judge_model)
+        servers["judge"] = PortServer(ports[1], model=plan.judge_model, rank_rate=plan.rank_rate)
     cmd = [sys.executable, str(ROOT / "run.py"), str(plan.scenario), "--plain",
            *[x for s in [f"store={db}", f"output={work / 'runs'}", *plan.sets] for x in ("--set", s)]]
     lines: list[tuple[float, str]] = []
@@ -339,6 +341,18 @@ def report_files(work: Path) -> dict[str, Path]:
             if f.is_file() and "replay" not in f.relative_to(runs).parts} if runs.exists() else {}
 
 
+def ranking_fallbacks(work: Path) -> dict[str, list[int]] | None:
+    """A consensus report's mediations and CoT rankings replaced by ratings, per
+    phase (``mediation.csv``); None for other presets."""
+    found = sorted((work / "runs").glob("*/mediation.csv")) if (work / "runs").exists() else []
+    if not found:
+        return None
+    import csv
+
+    with open(found[-1], newline="") as f:
+        return {row["phase"]: [int(row["mediations"]), int(row["ranking_fallbacks"])] for row in csv.DictReader(f)}
+
+
 def differing(a: dict[str, Path], b: dict[str, Path]) -> list[str]:
     """Report files that differ byte for byte (or exist on one side only)."""
     return sorted({k for k in a if k not in b or not filecmp.cmp(a[k], b[k], shallow=False)} | (set(b) - set(a)))
@@ -405,7 +419,8 @@ def append_record(path: Path, rec: dict) -> None:
 
 
 def measure(name: str, scale: float, out: Path, data_dir: Path, ports: tuple[int, int],
-            population: int | None = None, log=print, extra: list[str] = (), shared: Path | None = None) -> tuple[dict, Plan, RunOutcome, Path]:
+            population: int | None = None, log=print, extra: list[str] = (), shared: Path | None = None,
+            rank_rate: float | None = None) -> tuple[dict, Plan, RunOutcome, Path]:
     """Run one preset clean; return its record (also the plan, outcome and work folder).
     ``extra``: more ``--set`` overrides, recorded in the record and its key.
     ``shared``: the store every preset of this invocation uses, as a user's
@@ -414,6 +429,8 @@ def measure(name: str, scale: float, out: Path, data_dir: Path, ports: tuple[int
     urls = [f"http://127.0.0.1:{p}/v1" for p in ports]
     plan = plan_preset(name, scale, data_dir, urls[0], urls[1], population)
     plan.sets.extend(extra)
+    if rank_rate is not None:
+        plan.rank_rate = rank_rate
     for line in plan.synthetic + plan.notes:
         log(f"  !!! {line}")
     key = _key(name, scale, population, extra) + ("/shared-store" if shared else "")
@@ -434,6 +451,7 @@ def measure(name: str, scale: float, out: Path, data_dir: Path, ports: tuple[int
         "peak_rss_mb": round(o.peak_rss_mb, 1), "store_mb": round(o.store_bytes / 2**20, 2), "report_s": round(o.report_s, 2),
         "store_rows": o.rows, "engine_calls": o.engine_calls,
         "synthetic": plan.synthetic, "substituted": plan.notes,
+        "rank_rate": plan.rank_rate, "ranking_fallbacks": ranking_fallbacks(work),
     }
     return rec, plan, o, work
 
@@ -448,6 +466,10 @@ def table(recs: list[dict]) -> str:
                     f"{r['requests_per_s']:>7.1f} {r['peak_rss_mb']:>7.0f} {r['store_mb']:>8.1f} {r['report_s']:>8.2f}  {data}")
         if not r["completed"]:
             rows.append(f"    error: {r['error']}")
+        elif r.get("ranking_fallbacks"):
+            counts = r["ranking_fallbacks"]
+            rows.append(f"    simulator answers CoT rankings in format at rate {r['rank_rate']:g} (assumed); rankings replaced by ratings: "
+                        + ", ".join(f"{phase} {fb} in {m} mediations" for phase, (m, fb) in counts.items()))
     return "\n".join(rows)
 
 
@@ -459,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--population", type=int, default=None, help="population.size for every preset run (e.g. 1000/10000/40000)")
     ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                     help="another override for every preset run, e.g. population.demographics=probs (part of the record's key)")
+    ap.add_argument("--rank-rate", type=float, default=SimulatorConfig().rank_rate,
+                    help="P(the simulator answers a chain-of-thought ranking in its format); 0: never (every ranking retried, then rated)")
     ap.add_argument("--kill-preset", default=DEFAULT_KILL, help=f"preset killed half-way and resumed (default {DEFAULT_KILL})")
     ap.add_argument("--no-kill", action="store_true", help="skip the kill-and-resume check")
     ap.add_argument("--kill-chunk", type=int, default=None, help="population.chunk of the killed and resumed runs (default: the preset's)")
@@ -493,10 +517,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: done earlier (skipped; delete its line in {results} to redo)")
             continue
         print(f"{name}: running at scale {a.scale:g}" + (f", population {a.population}" if a.population else ""))
-        rec, plan, o, work = measure(name, a.scale, out, data_dir, ports, a.population, extra=a.extra, shared=shared)
+        rec, plan, o, work = measure(name, a.scale, out, data_dir, ports, a.population, extra=a.extra, shared=shared,
+                                     rank_rate=a.rank_rate)
         append_record(results, rec)
         done[key] = rec
-        print(table([rec]).splitlines()[-1 if rec["completed"] else -2])
+        print("\n".join(table([rec]).splitlines()[2:]))  # its row (and the line under it), without the header
         if name == a.kill_preset and not a.no_kill and o.completed:
             kr = kill_and_resume(plan, o, work, out / "work" / (key.replace("/", "_") + "-killed"), ports, chunk=a.kill_chunk)
             krec = {"key": "kill:" + key, **asdict(kr)}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import socket
@@ -21,6 +22,7 @@ import sqlite3
 import threading
 import time
 import zlib
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Sequence
 from urllib.parse import quote
@@ -92,6 +94,10 @@ class Store:
         self._local = threading.local()
         self.texts = Texts(lambda: self.db.conn, compact=lambda: self.compact)
         self.persona_texts = TextCache(self.text)
+        # Prompts of the requests this process saved lately (a digest of the prompt ->
+        # the stored key), so a step's log names those requests instead of storing
+        # their prompts again as texts (log_events); one thread writes (see Texts).
+        self._saved_prompts: OrderedDict[bytes, bytes] = OrderedDict()
         with self.errors("open"):
             if readonly:
                 if not self.path.is_file():
@@ -121,6 +127,7 @@ class Store:
                 yield
         except BaseException:
             self.texts.forget()
+            self._saved_prompts.clear()  # rows of a rolled-back transaction are not there to name
             raise
 
     def _readonly_uri(self) -> str:
@@ -292,6 +299,8 @@ class Store:
                     return ids[text]
 
                 out = [self._compact_row(r, part) if self.compact else self._legacy_row(r, part) for r in rows]
+                if self.compact:
+                    self._remember_prompts(rows, out)
                 cols = ["key", "op", "request", "response", "created"] if self.compact else ["key", "engine", "op", "request", "response", "created"]
                 # An answer saved again keeps its row (and, in the earlier layout, its place in save order).
                 self.db.conn.executemany(f"insert into responses({','.join(cols)}) values ({','.join('?' * len(cols))}) "
@@ -301,6 +310,30 @@ class Store:
                 for i in range(0, len(keys), 500):
                     chunk = keys[i : i + 500]
                     self.db.execute(f"delete from leases where key in ({','.join('?' * len(chunk))})", chunk)
+
+    SAVED_PROMPTS = 1 << 18  # prompts remembered for the step log: more than a representatives step's ~92,000 answers
+
+    @staticmethod
+    def _prompt_digest(prompt: str) -> bytes:
+        return hashlib.blake2b(prompt.encode(), digest_size=16).digest()
+
+    @staticmethod
+    def _prompt_of(request: dict) -> str | None:
+        """The prompt a request sends: ``prompt``, or an option request's prefix + suffix."""
+        if isinstance(request.get("prompt"), str):
+            return request["prompt"]
+        if isinstance(request.get("prefix"), str) and isinstance(request.get("suffix"), str):
+            return request["prefix"] + request["suffix"]
+        return None
+
+    def _remember_prompts(self, rows: list[dict], out: list[dict]) -> None:
+        saved = self._saved_prompts
+        for r, o in zip(rows, out):
+            prompt = self._prompt_of(r["request"])
+            if prompt is not None and len(prompt) >= self.SHARED_MIN:
+                saved[self._prompt_digest(prompt)] = o["key"]
+        while len(saved) > self.SAVED_PROMPTS:
+            saved.popitem(last=False)
 
     def _legacy_row(self, r: dict, part) -> dict:
         """A row of the layout before the compact one: the request's long strings as references."""
@@ -521,10 +554,21 @@ class Store:
             ids: dict[str, int] = {}
             rows = []
             for b in range(0, len(events), self.EVENT_BLOCK):
-                block = [[e["kind"], str(e.get("agent", "")), self._texts_out(e.get("payload", {}), ids)]
+                block = [[e["kind"], str(e.get("agent", "")), self._texts_out(self._named_prompt(e.get("payload", {})), ids)]
                          for e in events[b : b + self.EVENT_BLOCK]]
                 rows.append((run_id, start + b, step, len(block), zlib.compress(dumps(block).encode(), 6)))
             self.db.conn.executemany("insert into event_blocks(run_id, seq, step, n, events) values (?, ?, ?, ?, ?)", rows)
+
+    def _named_prompt(self, payload: dict) -> dict:
+        """``payload`` with its ``prompt`` as ``{"$request": [stored key]}`` when it is
+        the prompt of a request this process saved: the request row holds it
+        already, and storing it again as a text (prefix search, quotes, zlib) took
+        ~50 s of each ~4-minute representatives step at full size, the server idle."""
+        prompt = payload.get("prompt")
+        if not isinstance(prompt, str) or len(prompt) < self.SHARED_MIN or not self._saved_prompts:
+            return payload
+        key = self._saved_prompts.get(self._prompt_digest(prompt))
+        return payload if key is None else {**payload, "prompt": {"$request": [key.hex()]}}
 
     def _next_seq(self, run_id: str) -> int:
         row = self.db.execute("select max(s) from (select max(seq) + 1 as s from events where run_id = ? union all "
@@ -546,9 +590,12 @@ class Store:
             return [self._texts_out(v, ids) for v in value]
         return value
 
-    def _texts_in(self, value, seen: dict[int, str]):
-        """The inverse of :meth:`_texts_out` (texts read once per call)."""
+    def _texts_in(self, value, seen: dict):
+        """The inverse of :meth:`_texts_out` and :meth:`_named_prompt` (texts and
+        requests read once per call)."""
         if isinstance(value, dict):
+            if len(value) == 1 and isinstance(value.get("$request"), list):
+                return self._logged_prompt(value["$request"], seen)
             if len(value) == 1 and isinstance(value.get("$text"), list):
                 out = []
                 for x in value["$text"]:
@@ -564,6 +611,19 @@ class Store:
             return [self._texts_in(v, seen) for v in value]
         return value
 
+    def _logged_prompt(self, ref: list, seen: dict) -> str:
+        """The prompt of the stored request a step log names."""
+        key = ref[0] if ref and isinstance(ref[0], str) else ""
+        if key not in seen:
+            row = self.db.execute("select request from responses where key = ?", [bytes.fromhex(key)]).fetchone() \
+                if len(key) == 32 and all(c in "0123456789abcdef" for c in key) else None
+            prompt = None if row is None else self._prompt_of(self._request_in(row[0]))
+            if prompt is None:
+                raise StoreError(f"store {self.path}: the step log names request {key or ref!r}, which the store does not hold "
+                                 f"(the store is damaged)")
+            seen[key] = prompt
+        return seen[key]
+
     def events(self, run_id: str, step: int | None = None, kind: str | None = None) -> list[dict]:
         """A run's logged events (of one step, of one kind), in order: ``run_id``,
         ``seq``, ``step``, ``kind``, ``agent`` and the ``payload`` as logged."""
@@ -571,7 +631,7 @@ class Store:
         if step is not None:
             where += " and step = ?"
             args.append(step)
-        seen: dict[int, str] = {}
+        seen: dict = {}
         with self.errors("reading the step log"):
             out = []
             if self._has("events"):

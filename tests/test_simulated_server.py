@@ -308,3 +308,37 @@ def test_concurrent_clients_share_the_simulator(srv):
     for t in threads:
         t.join(30)
     assert not errors
+
+
+def _cot_prompt(k: int) -> str:
+    from mechanisms import prompts
+
+    task = prompts.cot_rank_task("Should the voting age be lowered to 16?", "I think it should not.",
+                                 [f"Statement {i}: the group's view, worded its own way." for i in range(k)],
+                                 "The previous statement.", "Too vague.", "observer")
+    return prompts.text_prompt("You rank statements.", task, "Answer", "chatml")[0]
+
+
+def test_chain_of_thought_rankings_parse_at_the_rank_rate_and_none_at_zero(engine):
+    """The Habermas Machine's ranking prompt gets an answer in its template (a
+    strict ranking between <sep> and </answer>) at ``rank_rate`` per prompt and
+    seed, as an instruction-tuned model mostly answers -- not prose that no parser
+    reads, which made every ranking of a consensus benchmark retry eight times and
+    fall back to ratings -- and with ``--rank-rate 0`` none does (the worst case,
+    through the server's command line)."""
+    from mechanisms.cot_ranking import parse_ranking
+    from mechanisms.mediators import COT_STOP
+
+    prompt = _cot_prompt(16)
+    reqs = [GenerateRequest(prompt, 400, 0.7, COT_STOP, seed) for seed in range(300)]
+    parsed = [parse_ranking(g.text, 16) for g in engine.generate(reqs)]
+    rate = sum(p.order is not None for p in parsed) / len(parsed)
+    assert 0.84 <= rate <= 0.96, rate  # 0.9 by default, 300 draws
+    assert len({p.order for p in parsed if p.order}) > 200  # random strict rankings, all 16 letters
+    assert all(p.where == "sep" for p in parsed if p.order)
+    with SimulatedServer(rank_rate=0.0) as never:
+        eng = OpenAIEngine.from_server(never)
+        try:
+            assert not any(parse_ranking(g.text, 16).order for g in eng.generate(reqs[:60]))
+        finally:
+            eng.close()

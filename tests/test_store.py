@@ -284,6 +284,45 @@ def test_the_episode_log_holds_each_long_text_once_and_reads_back_exactly(tmp_pa
     assert logged < 200 * 200  # references, not 200 copies of the prompt (~1 KB each)
 
 
+@pytest.mark.fast
+def test_a_step_log_names_the_requests_it_just_saved_instead_of_storing_their_prompts_again(tmp_path):
+    """An utterance's prompt is the prompt of a request the run has just saved:
+    the log names that request (its key) and reads the prompt back from it, so
+    logging a step stores no text of its own (at full size that was ~50 s of a
+    ~4-minute representatives step, the server idle). A prompt the run did not
+    save in this process is stored as a text, as before; a named request the
+    store does not hold is one StoreError line."""
+    from agents.llm.base import GenerateRequest, OptionRequest
+    from agents.llm.cache import CachedEngine
+    from agents.llm.fake_engine import FakeEngine
+
+    store = Store(tmp_path / "s.db")
+    fake = FakeEngine()
+    cached = CachedEngine(store, fake.fingerprint(), lambda: fake)
+    context = "Participant statement under revision, with every critique quoted.\n\n" * 12
+    gens = [GenerateRequest(prompt=context + f"Candidate {i}:", max_tokens=20, temperature=1.0, seed=i) for i in range(40)]
+    opts = [OptionRequest(prefix=context, suffix=f"Rank statement {i}. Answer:", options=["A", "B"]) for i in range(40)]
+    texts = [g.text for g in cached.generate(gens)]
+    probs = [r.probs for r in cached.option_probs(opts)]
+    before = store.db.execute("select count(*) from texts").fetchone()[0]
+    unsaved = "A prompt no request of this process sent, long enough to be stored as a text of its own. " * 2
+    events = [{"kind": "utterance", "agent": "mediator", "payload": {"prompt": g.prompt, "text": t, "seed": g.seed}}
+              for g, t in zip(gens, texts)]
+    events += [{"kind": "utterance", "agent": "p1", "payload": {"prompt": o.prompt, "probs": list(p)}} for o, p in zip(opts, probs)]
+    events.append({"kind": "utterance", "agent": "p2", "payload": {"prompt": unsaved}})
+    store.log_events("r1", 0, events)
+    assert store.db.execute("select count(*) from texts").fetchone()[0] == before + 1  # only the unsaved prompt
+    blocks = b"".join(zlib.decompress(b) for (b,) in store.db.execute("select events from event_blocks"))
+    assert blocks.count(b'"$request"') == 80
+    assert [e["payload"] for e in store.events("r1")] == [e["payload"] for e in events]
+    assert [e["payload"] for e in Store(tmp_path / "s.db", readonly=True).events("r1")] == [e["payload"] for e in events]
+    with store.db.conn:
+        store.db.execute("delete from responses where op = 'generate'")
+    with pytest.raises(StoreError) as err:
+        store.events("r1")
+    assert "\n" not in str(err.value) and "names request" in str(err.value) and str(tmp_path / "s.db") in str(err.value)
+
+
 def _utterances(n: int, step: int) -> list[dict]:
     """Events shaped like a consensus run's utterances (keys, options and settings
     repeated in every one, probabilities at full precision)."""

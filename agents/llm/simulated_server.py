@@ -21,6 +21,14 @@ What it answers:
   else gets a distribution derived from a hash of the prompt. With no option
   lines the distribution is over the letters A..Z. Sampled answers come out as
   "B)" after "(" and " (B)" otherwise, so sampled surveys parse.
+* **A chain-of-thought ranking prompt** -- the Habermas Machine's template: it
+  asks for a ranking between ``<sep>`` and ``</answer>``, the lettered items
+  ("A. ...", "B. ...") after it -- gets, with probability ``rank_rate`` per
+  prompt and seed, ``<answer>`` + a sentence or two + ``<sep>`` + a random
+  strict ranking ("C > A > B") + ``</answer>``, as an instruction-tuned model
+  mostly answers; otherwise pseudo-text that no parser reads as a ranking, so
+  the client's retries and fallbacks run too (``rank_rate=0``: every ranking
+  fails, the worst case).
 * **Anything else** gets backstory-like pseudo-text (first-person sentences)
   of a length drawn per prompt and seed; at its natural end it either stops (EOS,
   ``eos_rate``) or runs on into "\\n\\nQuestion: ..." as base models do, so stop
@@ -149,6 +157,9 @@ class SimulatorConfig:
     # "prose": pseudo-words drawn by Zipf's law, which zlib packs ~2.4x, as English prose
     # (2.4-3x): for measuring what a store of real texts costs.
     text: str = "sentences"
+    # P(a chain-of-thought ranking prompt is answered in its format): an assumption
+    # standing for an instruction-tuned model; 0 = none parse (retries, then fallbacks).
+    rank_rate: float = 0.9
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -277,6 +288,7 @@ def _prose_sentence(rng: random.Random) -> tuple[str, ...]:
 _WORD_RE = re.compile(r"\s*\S+|\s+")
 _OPTION_RE = re.compile(r"^\(([A-Z])\)[ \t]*([^\n]*)$", re.M)
 TAIL_CHARS = 6000  # option lines are looked for in this many trailing characters
+_RANKED_RE = re.compile(r"^([A-Z])\. ", re.M)  # "A. statement" after a ranking template's "<sep>"
 
 
 def count_tokens(text: str) -> int:
@@ -326,6 +338,19 @@ def read_question(prompt: str) -> Question | None:
         letters=tuple(m.group(1) for m in run), texts=tuple(m.group(2).strip() for m in run),
         block=prompt[block_at:], persona=prompt[:block_at], open_paren=prompt.rstrip(" ").endswith("("),
     )
+
+
+def read_ranking(prompt: str) -> int:
+    """How many lettered items a chain-of-thought ranking prompt lists ("A. ...",
+    "B. ...", after the template's ``<sep>``); 0 if it is no such prompt."""
+    at = prompt.rfind("<sep>")
+    if at < 0:
+        return 0
+    letters = [m.group(1) for m in _RANKED_RE.finditer(prompt, at)]
+    k = 0
+    while k < len(letters) and letters[k] == LETTERS[k]:
+        k += 1
+    return k if k >= 2 else 0
 
 
 def _digest(*parts) -> bytes:
@@ -468,7 +493,7 @@ class Simulator:
         rng = _rng(digest, "sample", seed if seed is not None else uuid.uuid4().hex) if temperature > 0 else None
         q = read_question(prompt)
         if q is None:  # plain text; asking for logprobs must not change it
-            toks, eos = self._text(rng or _rng(digest, "greedy"), max_tokens)
+            toks, eos = self._ranking_or_text(prompt, rng or _rng(digest, "greedy"), max_tokens)
             lps = [-1.0 - (zlib.crc32(t.encode()) % 1000) / 250.0 for t in toks]
             if want_top is None:
                 return toks, lps, [], eos
@@ -500,6 +525,16 @@ class Simulator:
         if self.config.text == "prose":
             return _prose_sentence(rng)
         return _SENT_TOKENS[rng.randrange(len(_SENT_TOKENS))]
+
+    def _ranking_or_text(self, prompt: str, rng: random.Random, max_tokens: int) -> tuple[list[str], bool]:
+        k = read_ranking(prompt)
+        if not k or rng.random() >= self.config.rank_rate:
+            return self._text(rng, max_tokens)
+        order = list(LETTERS[:k])
+        rng.shuffle(order)
+        reasoning = [t for _ in range(rng.randint(1, 2)) for t in self._sentence(rng)]
+        toks = ["<answer>", "\n", *reasoning, "\n<sep>\n", " > ".join(order), "\n</answer>"]
+        return (toks, True) if len(toks) <= max_tokens else (toks[:max_tokens], False)
 
     def _text(self, rng: random.Random, max_tokens: int) -> tuple[list[str], bool]:
         natural = max(1, int(rng.expovariate(1.0 / max(1, self.config.mean_tokens))))
@@ -901,6 +936,7 @@ class SimulatedServer:
         eos_rate: float = 0.5,
         mean_tokens: int = 60,
         text: str = "sentences",
+        rank_rate: float = 0.9,
         startup_timeout: float = 30.0,
     ) -> None:
         if rules is None:
@@ -910,7 +946,7 @@ class SimulatedServer:
         else:
             parsed = rules_from_obj(list(rules))
         self.config = SimulatorConfig(model=model, seed=seed, rules=parsed, service=service or ServiceTime(),
-                                      yes_rate=yes_rate, eos_rate=eos_rate, mean_tokens=mean_tokens, text=text)
+                                      yes_rate=yes_rate, eos_rate=eos_rate, mean_tokens=mean_tokens, text=text, rank_rate=rank_rate)
         self.name = model
         self.startup_timeout = startup_timeout
         self.port = 0
@@ -927,7 +963,7 @@ class SimulatedServer:
         argv = [sys.executable, "-m", "agents.llm.simulated_server", "--port", "0", "--model", c.model, "--seed", str(c.seed),
                 "--yes-rate", str(c.yes_rate), "--eos-rate", str(c.eos_rate), "--mean-tokens", str(c.mean_tokens), "--text", c.text,
                 "--latency", str(s.latency_s), "--prompt-token-s", str(s.prompt_token_s), "--token-s", str(s.token_s),
-                "--max-batch", str(s.max_batch)]
+                "--max-batch", str(s.max_batch), "--rank-rate", str(c.rank_rate)]
         return argv + (["--rules", rules_file] if rules_file else [])
 
     def start(self) -> "SimulatedServer":
@@ -1023,6 +1059,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prompt-token-s", type=float, default=0.0, help="seconds per prompt token")
     ap.add_argument("--token-s", type=float, default=0.0, help="seconds per generated token")
     ap.add_argument("--max-batch", type=int, default=256, help="sequences served at once")
+    ap.add_argument("--rank-rate", type=float, default=0.9,
+                    help="P(a chain-of-thought ranking prompt is answered in its format); 0: none is (the worst case)")
     a = ap.parse_args(argv)
     try:
         rules = load_rules(a.rules) if a.rules else ()
@@ -1030,7 +1068,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     cfg = SimulatorConfig(model=a.model, seed=a.seed, rules=rules, yes_rate=a.yes_rate, eos_rate=a.eos_rate, mean_tokens=a.mean_tokens,
-                          text=a.text, service=ServiceTime(a.latency, a.prompt_token_s, a.token_s, a.max_batch))
+                          text=a.text, rank_rate=a.rank_rate, service=ServiceTime(a.latency, a.prompt_token_s, a.token_s, a.max_batch))
 
     def ready(port: int) -> None:
         print(json.dumps({"port": port, "base_url": f"http://{HOST}:{port}/v1", "model": a.model}), flush=True)
