@@ -4,7 +4,10 @@ Each preset in ``scenarios/paper/`` runs as its own ``run.py`` subprocess with
 ``engine.kind: openai`` pointed at a simulated OpenAI-compatible server
 (``agents.llm.simulated_server``: a simulator, not a model -- nothing it writes
 means anything), a second simulator standing in for a judge where the preset
-has one. Sizes are the published ones times ``--scale``. Where a preset needs
+has one. The simulators answer the consensus presets' chain-of-thought rankings
+in their template at ``--rank-rate`` (0.9, an assumption; 0: none parse, so every
+ranking is retried and then rated -- the worst case) and each consensus
+preset's line says how many rankings fell back. Sizes are the published ones times ``--scale``. Where a preset needs
 data that cannot ship (Pew ATP W34/W92/W99/W110, Braley 2023, Moore-Berg 2020)
 synthetic respondents of the same shape stand in (``benchmarks.synthetic_studies``),
 written to ``OUT/synthetic``; the output says so on every such preset.
