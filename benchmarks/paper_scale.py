@@ -39,6 +39,7 @@ Full size (``--scale 1``) takes hours; ``--population N`` sets population.size
 from __future__ import annotations
 
 import argparse
+import csv
 import filecmp
 import json
 import os
@@ -350,8 +351,6 @@ def ranking_fallbacks(work: Path) -> dict[str, list[int]] | None:
     found = sorted((work / "runs").glob("*/mediation.csv")) if (work / "runs").exists() else []
     if not found:
         return None
-    import csv
-
     with open(found[-1], newline="") as f:
         return {row["phase"]: [int(row["mediations"]), int(row["ranking_fallbacks"])] for row in csv.DictReader(f)}
 

@@ -311,7 +311,9 @@ class Store:
                     chunk = keys[i : i + 500]
                     self.db.execute(f"delete from leases where key in ({','.join('?' * len(chunk))})", chunk)
 
-    SAVED_PROMPTS = 1 << 18  # prompts remembered for the step log: more than a representatives step's ~92,000 answers
+    # Prompts remembered for the step log: a representatives rollout's 8 steps (~24,000 answers each, whose
+    # originals' turns recur in every step of the rollout) at ~46 MB at most, however large the population.
+    SAVED_PROMPTS = 1 << 18
 
     @staticmethod
     def _prompt_digest(prompt: str) -> bytes:
