@@ -9,6 +9,7 @@ from solara-assets, with the Vue 2 widget stack).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from playwright.sync_api import TimeoutError as PageTimeout
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -267,14 +269,44 @@ class Session:
         return self.page.inner_text(selector)
 
     def wait_text(self, selector: str, needle: str, timeout: int = PAGE_TIMEOUT) -> None:
-        self.page.wait_for_function(
-            "([sel, needle]) => { const e = document.querySelector(sel); return e && e.innerText.includes(needle); }",
-            arg=[selector, needle],
-            timeout=timeout,
-        )
+        try:
+            self.page.wait_for_function(
+                "([sel, needle]) => { const e = document.querySelector(sel); return e && e.innerText.includes(needle); }",
+                arg=[selector, needle],
+                timeout=timeout,
+            )
+        except PageTimeout:
+            pytest.fail(f"{selector} never showed {needle!r} in {timeout / 1000:.0f} s; the page said:\n{self.text('body')[-2000:]}", pytrace=False)
 
-    def step(self) -> None:
+    def step_count(self) -> int:
+        """Mesa's own step counter ("Step: N"), once the page has drawn it (it
+        comes after the status lines)."""
+        try:
+            self.page.wait_for_function(r"/Step: \d+/.test(document.body.innerText)", timeout=PAGE_TIMEOUT)
+        except PageTimeout:
+            pytest.fail(f"no step counter; the page said:\n{self.text('body')[-2000:]}", pytrace=False)
+        return int(re.search(r"Step: (\d+)", self.text("body")).group(1))
+
+    def step(self, reclick_after: int | None = None) -> None:
+        """Press Step. With ``reclick_after`` (ms): wait until Mesa's step
+        counter moves on and, if it has not by then, press once more -- a click
+        can land where the button was before the page laid itself out again
+        (status lines and figures of the last step arriving) and miss it. Only
+        for steps far shorter than ``reclick_after`` (replays, ~2-4 s here under
+        load); a click that was not lost but slow would step twice, which shows
+        as a counter two ahead and fails here."""
+        before = self.step_count()
         self.page.get_by_role("button", name="Step").click()
+        if reclick_after is None:
+            return
+        moved = f"document.body.innerText.includes('Step: {before + 1}')"
+        try:
+            self.page.wait_for_function(moved, timeout=reclick_after)
+        except PageTimeout:
+            assert self.step_count() == before
+            self.page.get_by_role("button", name="Step").click()
+            self.page.wait_for_function(moved, timeout=PAGE_TIMEOUT)
+        assert self.step_count() == before + 1
 
     def assert_offline(self) -> None:
         outside = [u for u in self.requests if not u.startswith(LOCAL)]
@@ -381,7 +413,7 @@ def test_replay_steps_through_the_logged_answers(replay_server, session, artifac
         if ev["payload"]["item"] not in items:
             items.append(ev["payload"]["item"])
     for n, item in enumerate(items, start=1):
-        s.step()
+        s.step(reclick_after=60_000)
         s.wait_text(".personae-progress", f"question {n}/{len(items)}")
         probs = np.mean([ev["payload"]["probs"] for ev in logged if ev["payload"]["item"] == item], axis=0)
         expected = "qa: " + " ".join(f"{p:.3f}" for p in probs)
