@@ -64,6 +64,7 @@ from agents.llm.simulated_server import SimulatedServer, SimulatorConfig  # noqa
 from benchmarks.synthetic_studies import PUBLISHED_N, UNSHIPPABLE, SyntheticStudy, synthesize  # noqa: E402
 
 PAPER = ROOT / "scenarios" / "paper"
+DEFAULT_RANK_RATE = SimulatorConfig().rank_rate  # an assumption (the simulator's docstring)
 DEFAULT_KILL = "hostility_kang2025"  # real (ANES) data, a survey, a few minutes at 0.02
 
 
@@ -133,7 +134,7 @@ class Plan:
     synthetic: list[str] = field(default_factory=list)  # banners of synthetic data files
     sizes: dict = field(default_factory=dict)
     # P(the simulator answers a chain-of-thought ranking in its format): assumed, not measured
-    rank_rate: float = SimulatorConfig().rank_rate
+    rank_rate: float = DEFAULT_RANK_RATE
 
 
 def _scaled(n: int, scale: float, least: int) -> int:
@@ -401,8 +402,10 @@ def kill_and_resume(plan: Plan, clean: RunOutcome, clean_work: Path, work: Path,
 # ------------------------------------------------------------------ the benchmark
 
 
-def _key(preset: str, scale: float, population: int | None, extra: list[str] = ()) -> str:
-    return f"{preset}@{scale:g}" + (f"/pop{population}" if population else "") + "".join(f"/{s}" for s in extra)
+def _key(preset: str, scale: float, population: int | None, extra: list[str] = (), rank_rate: float = DEFAULT_RANK_RATE) -> str:
+    """A record's key: what it measured (a run at another rank rate is another record)."""
+    return (f"{preset}@{scale:g}" + (f"/pop{population}" if population else "") + "".join(f"/{s}" for s in extra)
+            + (f"/rank-rate{rank_rate:g}" if rank_rate != DEFAULT_RANK_RATE else ""))
 
 
 def load_records(path: Path) -> dict[str, dict]:
@@ -435,7 +438,7 @@ def measure(name: str, scale: float, out: Path, data_dir: Path, ports: tuple[int
         plan.rank_rate = rank_rate
     for line in plan.synthetic + plan.notes:
         log(f"  !!! {line}")
-    key = _key(name, scale, population, extra) + ("/shared-store" if shared else "")
+    key = _key(name, scale, population, extra, plan.rank_rate) + ("/shared-store" if shared else "")
     work = out / "work" / key.replace("/", "_")
     shutil.rmtree(work, ignore_errors=True)  # a half-done earlier attempt is not resumed: its figures would be off
     before = store_bytes(shared) if shared and shared.exists() else 0
@@ -483,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--population", type=int, default=None, help="population.size for every preset run (e.g. 1000/10000/40000)")
     ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                     help="another override for every preset run, e.g. population.demographics=probs (part of the record's key)")
-    ap.add_argument("--rank-rate", type=float, default=SimulatorConfig().rank_rate,
+    ap.add_argument("--rank-rate", type=float, default=DEFAULT_RANK_RATE,
                     help="P(the simulator answers a chain-of-thought ranking in its format); 0: never (every ranking retried, then rated)")
     ap.add_argument("--kill-preset", default=DEFAULT_KILL, help=f"preset killed half-way and resumed (default {DEFAULT_KILL})")
     ap.add_argument("--no-kill", action="store_true", help="skip the kill-and-resume check")
@@ -508,13 +511,15 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = out / "synthetic"  # deterministic files at stable paths: a second start resumes the same runs
     data_dir.mkdir(exist_ok=True)
     print(f"simulator (not a model) on ports {ports}; synthetic respondents in {data_dir}; results -> {results}")
-    shared = out / "work" / f"shared@{a.scale:g}" / "store.db" if a.shared_store else None
+    # answers stored at one rank rate are not another's: a store per rate
+    rate = f"-rank-rate{a.rank_rate:g}" if a.rank_rate != DEFAULT_RANK_RATE else ""
+    shared = out / "work" / f"shared@{a.scale:g}{rate}" / "store.db" if a.shared_store else None
     if shared:
         shared.parent.mkdir(parents=True, exist_ok=True)
         a.no_kill = True
     suffix = "/shared-store" if shared else ""
     for name in names:
-        key = _key(name, a.scale, a.population, a.extra) + suffix
+        key = _key(name, a.scale, a.population, a.extra, a.rank_rate) + suffix
         if done.get(key, {}).get("completed"):
             print(f"{name}: done earlier (skipped; delete its line in {results} to redo)")
             continue
@@ -532,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         if not a.keep and o.completed:
             shutil.rmtree(work, ignore_errors=True)
             shutil.rmtree(out / "work" / (key.replace("/", "_") + "-killed"), ignore_errors=True)
-    recs = [done[_key(n, a.scale, a.population, a.extra) + suffix] for n in names if _key(n, a.scale, a.population, a.extra) + suffix in done]
+    keys = [_key(n, a.scale, a.population, a.extra, a.rank_rate) + suffix for n in names]
+    recs = [done[k] for k in keys if k in done]
     if shared and not a.keep and len(recs) == len(names) and all(r["completed"] for r in recs):
         shutil.rmtree(shared.parent, ignore_errors=True)  # kept while a preset is left to run: it reuses the banks
     print()
@@ -544,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         for s in r["substituted"]:
             print(f"!!! {r['preset']}: {s}")
     for n in names:
-        kr = done.get("kill:" + _key(n, a.scale, a.population, a.extra))
+        kr = done.get("kill:" + _key(n, a.scale, a.population, a.extra, a.rank_rate))
         if kr:
             print(f"\nkill/resume {n}: killed at {kr['killed_at_rows']}/{kr['clean_rows']} answers; resume asked "
                   f"{kr['resume_prompts']} prompts for {kr['missing']} missing -> repeated {kr['repeated']} "

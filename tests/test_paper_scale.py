@@ -58,3 +58,19 @@ def test_a_benchmark_started_again_serves_the_same_urls_so_an_unfinished_preset_
         held.bind(("127.0.0.1", first[0]))
         other = ps.stable_ports(tmp_path)
     assert first[0] not in other and ps.stable_ports(tmp_path) == other
+
+
+@pytest.mark.fast
+def test_a_record_at_another_rank_rate_is_another_record(tmp_path):
+    """Figures measured with the simulator answering rankings at another rate are
+    not "done earlier": the record's key names a rate other than the default
+    (records at the default keep their keys), and a started benchmark skips only
+    the record of its own rate."""
+    default = ps._key(PRESET, 1, None, ["x=1"])
+    assert default == f"{PRESET}@1/x=1"
+    assert ps._key(PRESET, 1, None, ["x=1"], ps.DEFAULT_RANK_RATE) == default
+    worst = ps._key(PRESET, 1, None, ["x=1"], 0.0)
+    assert worst != default and "rank-rate0" in worst
+    ps.append_record(tmp_path / "results.jsonl", {"key": default, "completed": True})
+    done = ps.load_records(tmp_path / "results.jsonl")
+    assert done.get(default, {}).get("completed") and worst not in done

@@ -293,13 +293,13 @@ class Session:
         can land where the button was before the page laid itself out again
         (status lines and figures of the last step arriving) and miss it. Only
         for steps far shorter than ``reclick_after`` (replays, ~2-4 s here under
-        load); a click that was not lost but slow would step twice, which shows
-        as a counter two ahead and fails here."""
+        load); a click that was not lost but slow would step twice, and the page
+        would then show a question one ahead of the test's next check."""
         before = self.step_count()
         self.page.get_by_role("button", name="Step").click()
         if reclick_after is None:
             return
-        moved = f"document.body.innerText.includes('Step: {before + 1}')"
+        moved = rf"/Step: {before + 1}\b/.test(document.body.innerText)"
         try:
             self.page.wait_for_function(moved, timeout=reclick_after)
         except PageTimeout:
